@@ -1,0 +1,67 @@
+"""What an alert says: its payload (kept in the outbox row) and the helpers channels use to render it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from bot.models import Hit, Post
+from bot.timeutil import iso
+
+PLATFORM_NAMES = {
+    "x": "X",
+    "instagram": "Instagram",
+    "threads": "Threads",
+    "bluesky": "Bluesky",
+    "mastodon": "Mastodon",
+    "rss": "RSS",
+}
+PAYLOAD_VERSION = 1
+
+
+def idempotency_key(post_key: str, rule_id: str) -> str:
+    """Stable across retries, restarts and channels: derived only from what the alert is about."""
+    digest = hashlib.sha256(f"{post_key}\x00{rule_id}".encode()).hexdigest()
+    return f"rs1-{digest[:32]}"
+
+
+def alert_payload(post: Post, hit: Hit) -> dict[str, Any]:
+    """Everything a channel needs to render the alert, so delivery never has to read other tables."""
+    return {
+        "version": PAYLOAD_VERSION,
+        "key": idempotency_key(post.key, hit.rule_id),
+        "rule": {"id": hit.rule_id, "category": hit.category, "severity": hit.severity},
+        "spans": [[s.start, s.end, s.term] for s in hit.spans],
+        "post": {
+            "key": post.key,
+            "platform": post.platform,
+            "id": post.id,
+            "author": post.author,
+            "url": post.url,
+            "created_at": iso(post.created_at),
+            "kind": post.kind,
+            "lang": post.lang,
+            "text": post.text,
+        },
+    }
+
+
+def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str) -> str:
+    """`text` with each [start, end) span wrapped in `before`/`after`; overlapping spans are merged."""
+    merged: list[list[int]] = []
+    for start, end, *_ in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, position = [], 0
+    for start, end in merged:
+        out += [text[position:start], before, text[start:end], after]
+        position = end
+    out.append(text[position:])
+    return "".join(out)
+
+
+def platform_name(platform: str) -> str:
+    return PLATFORM_NAMES.get(platform, platform.capitalize())

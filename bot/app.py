@@ -1,0 +1,47 @@
+"""Wiring: settings -> store, matcher, sources, channels -> pipeline."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.matcher import Matcher, load_rules
+from bot.notifiers import build_notifier
+from bot.pipeline import Pipeline
+from bot.sources import build_source
+from bot.sources.replay import ReplaySource
+from config import Settings
+from storage import Store
+
+log = logging.getLogger("ringside")
+
+
+def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipeline:
+    """Everything the service needs, built and validated before the first poll."""
+    matcher = Matcher(load_rules(settings.rules))
+    sources = {
+        config.name: build_source(config, store.account_ids(config.type), paced=paced)
+        for config in settings.sources
+    }
+    notifiers = [build_notifier(config) for config in settings.channels]
+    if not notifiers:
+        log.warning("no channel configured: hits are stored but nobody is alerted")
+    pipeline = Pipeline(store, matcher, sources, notifiers, max_attempts=settings.max_attempts)
+    _say_where_replays_stand(pipeline)
+    return pipeline
+
+
+def _say_where_replays_stand(pipeline: Pipeline) -> None:
+    """A replay that was fully stored by an earlier run shows nothing new; say so instead of looking stuck."""
+    for name, feed in pipeline.feeds():
+        source = pipeline.sources[name]
+        if not isinstance(source, ReplaySource):
+            continue
+        left = source.remaining(pipeline.store.feed_state(name, feed).cursor)
+        if left == 0 and source.posts:
+            log.info(
+                "replay %s: all %d posts are already stored; delete the database to watch it again",
+                name,
+                len(source.posts),
+            )
+        else:
+            log.info("replay %s: %d of %d posts to go", name, left, len(source.posts))

@@ -1,0 +1,37 @@
+"""Channels: one file each, behind `send(alert)`, found by type in build_notifier.
+
+A channel either accepts an alert (returns) or raises DeliveryError saying whether to try again and when.
+The deliver step marks an alert sent only after `send` returned, so a crash in between means it is sent
+again (at least once), carrying the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from config import ChannelConfig
+from storage.store import Alert
+
+
+class DeliveryError(Exception):
+    """The channel did not take the alert. `retry` False means never try again (dead)."""
+
+    def __init__(self, message: str, retry: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.retry_after = retry_after
+
+
+class Notifier(Protocol):
+    name: str
+
+    def send(self, alert: Alert) -> None:
+        """Deliver `alert` or raise DeliveryError."""
+        ...
+
+
+def build_notifier(config: ChannelConfig) -> Notifier:
+    from bot.notifiers import console
+
+    builders = {"console": lambda: console.ConsoleNotifier.from_config(config)}
+    return builders[config.type]()

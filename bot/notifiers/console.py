@@ -1,0 +1,46 @@
+"""Console: alerts printed for a person to read, matched words highlighted."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from bot.alerts import highlight, platform_name
+from bot.timeutil import parse_datetime
+from config import ChannelConfig
+from storage.store import Alert
+
+BOLD_YELLOW, RESET, DIM = "\033[1;33m", "\033[0m", "\033[2m"
+ICONS = {"challenge": "🥊", "rivalry": "⚔️", "taunt": "🗯️", "response": "↩️"}
+
+
+class ConsoleNotifier:
+    def __init__(self, name: str = "console", stream: TextIO | None = None, color: bool = True) -> None:
+        self.name = name
+        self.stream = stream if stream is not None else sys.stdout
+        self.color = color and self.stream.isatty()
+
+    @classmethod
+    def from_config(cls, config: ChannelConfig) -> ConsoleNotifier:
+        return cls(config.name, color=config.options.get("color", True))
+
+    def send(self, alert: Alert) -> None:
+        self.stream.write(render(alert.payload, self.color) + "\n")
+        self.stream.flush()
+
+
+def render(payload: dict, color: bool = False) -> str:
+    """An alert as a few lines of text: what fired, who said it where and when, the text marked up."""
+    rule, post = payload["rule"], payload["post"]
+    before, after = (BOLD_YELLOW, RESET) if color else ("**", "**")
+    when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+    icon = ICONS.get(rule["category"], "•")
+    kind = f" · {post['kind']}" if post.get("kind") not in (None, "post") else ""
+    lines = [
+        f"{icon} {rule['category'].upper()} · severity {rule['severity']}/5 · rule {rule['id']}",
+        f"   @{post['author']} on {platform_name(post['platform'])} · {when}{kind}",
+        "   " + highlight(post["text"], payload["spans"], before, after).replace("\n", "\n   "),
+    ]
+    if post.get("url"):
+        lines.append(f"   {DIM}{post['url']}{RESET}" if color else f"   {post['url']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,145 @@
+"""Replay: posts from a JSONL file, handed out as if they were arriving live, with time compressed.
+
+Used by the demo, for backfills and in tests. Each line is one JSON object with at least `platform`, `id`,
+`author`, `text` and `created_at`; optional: author_id, url, lang, kind, reply_to, quote_of, mentions,
+conversation_id. A broken line is logged with its number and skipped; the rest of the file is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.models import KINDS, Fetch, Post
+from bot.timeutil import iso, parse_datetime
+from config import SourceConfig
+
+log = logging.getLogger("ringside.replay")
+
+
+class ReplaySource:
+    platform = "replay"
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        replay_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.posts = sorted(read_posts(path), key=_position)
+        self.replay_seconds = replay_seconds
+        self.clock = clock
+        self._anchor: tuple[float, datetime] | None = None
+
+    @classmethod
+    def from_config(cls, config: SourceConfig, paced: bool = True) -> ReplaySource:
+        return cls(config.name, config.options["path"], config.options["replay_seconds"] if paced else 0.0)
+
+    def feeds(self) -> list[str]:
+        return [self.path.name]
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        """Posts after `cursor` whose time has come on the replay clock; the new cursor is the last one."""
+        after = _parse_cursor(cursor)
+        now = self._replay_now(after)
+        ready = [p for p in self.posts if (after is None or _position(p) > after) and p.created_at <= now]
+        new_cursor = _format_cursor(_position(ready[-1])) if ready else cursor
+        return Fetch(posts=tuple(ready), cursor=new_cursor, read=len(ready))
+
+    def remaining(self, cursor: str | None) -> int:
+        after = _parse_cursor(cursor)
+        return sum(1 for p in self.posts if after is None or _position(p) > after)
+
+    def _replay_now(self, after: tuple[str, str] | None) -> datetime:
+        """The moment the replay has reached: the whole file at once unless paced.
+
+        The clock starts at the first fetch, from the saved cursor if there is one, so a restarted
+        service goes on where it stopped instead of waiting through what it already stored.
+        """
+        if not self.posts or self.replay_seconds <= 0:
+            return datetime.max.replace(tzinfo=UTC)
+        first, last = self.posts[0].created_at, self.posts[-1].created_at
+        if self._anchor is None:
+            start = parse_datetime(after[0]) if after else first
+            self._anchor = (self.clock(), start)
+        started, start = self._anchor
+        speed = max((last - first).total_seconds(), 1.0) / self.replay_seconds
+        return start + timedelta(seconds=(self.clock() - started) * speed)
+
+
+def _position(post: Post) -> tuple[str, str]:
+    return (iso(post.created_at), post.key)
+
+
+def _format_cursor(position: tuple[str, str]) -> str:
+    return f"{position[0]}|{position[1]}"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[str, str] | None:
+    if not cursor:
+        return None
+    moment, _, key = cursor.partition("|")
+    return (moment, key)
+
+
+def read_posts(path: Path) -> list[Post]:
+    """Every good post in a JSONL file; each bad line is logged with its number and skipped."""
+    posts = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                posts.append(post_from_record(json.loads(line)))
+            except (ValueError, TypeError) as error:
+                log.warning("%s:%d: skipped: %s", path, number, error)
+    return posts
+
+
+_REQUIRED = ("platform", "id", "author", "text", "created_at")
+
+
+def post_from_record(record: Any) -> Post:
+    """A Post from one replay record. Raises ValueError naming the field that is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    missing = [f for f in _REQUIRED if record.get(f) in (None, "")]
+    if missing:
+        raise ValueError(f"missing field {missing[0]!r}")
+    if not isinstance(record["text"], str):
+        raise ValueError("field 'text' must be a string")
+    try:
+        created_at = parse_datetime(str(record["created_at"]))
+    except ValueError:
+        raise ValueError(f"field 'created_at' is not an ISO-8601 time: {record['created_at']!r}") from None
+    kind = record.get("kind", "post")
+    if kind not in KINDS:
+        raise ValueError(f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    return Post(
+        platform=str(record["platform"]).lower(),
+        id=str(record["id"]),
+        author=str(record["author"]).lstrip("@"),
+        text=record["text"],
+        created_at=created_at,
+        author_id=_text_or_none(record.get("author_id")),
+        url=_text_or_none(record.get("url")),
+        lang=_text_or_none(record.get("lang")),
+        kind=kind,
+        reply_to=_text_or_none(record.get("reply_to")),
+        quote_of=_text_or_none(record.get("quote_of")),
+        mentions=tuple(str(m).lstrip("@") for m in record.get("mentions") or ()),
+        conversation_id=_text_or_none(record.get("conversation_id")),
+        raw=record,
+    )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)

@@ -1,0 +1,240 @@
+"""X (Twitter) through tweepy's v2 Client with an app bearer token.
+
+Quirks kept here: usernames are resolved to ids once (and stored by the pipeline); a timeline is polled with
+since_id and paginated until caught up; the first poll of an account takes only its newest posts; a
+note_tweet's full text replaces the truncated text; an edited post keeps the id of its first version; a 429
+pauses only that feed until X's reset time. With `batch = true`, accounts are polled together through
+search_recent_tweets, one `from:a OR from:b` query per 512 characters, each with its own cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+import tweepy
+
+from bot.models import Fetch, Post
+from bot.sources import RateLimited, SourceError
+from bot.timeutil import iso, parse_datetime, utcnow
+from config import SourceConfig
+
+log = logging.getLogger("ringside.x")
+
+TWEET_FIELDS = [
+    "created_at",
+    "author_id",
+    "conversation_id",
+    "referenced_tweets",
+    "entities",
+    "lang",
+    "note_tweet",
+    "edit_history_tweet_ids",
+]
+EXPANSIONS = [
+    "author_id",
+    "referenced_tweets.id",
+    "referenced_tweets.id.author_id",
+    "entities.mentions.username",
+]
+USER_FIELDS = ["username", "name"]
+KIND_OF_REFERENCE = {"retweeted": "repost", "quoted": "quote", "replied_to": "reply"}
+MAX_QUERY = 512
+MAX_PAGES = 32  # users/:id/tweets serves at most the newest 3,200 posts: 32 pages of 100
+BATCH_PREFIX = "batch:"
+
+
+class _TimeoutSession(requests.Session):
+    """tweepy sets no timeout; a hung connection must not hold a worker forever."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(*args, **kwargs)
+
+
+class XSource:
+    platform = "x"
+
+    def __init__(
+        self,
+        name: str,
+        client: tweepy.Client,
+        accounts: Iterable[str],
+        first_poll_limit: int = 20,
+        batch: bool = False,
+        known_ids: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.accounts = [a.lower() for a in accounts]
+        self.first_poll_limit = first_poll_limit
+        self.batch = batch
+        self.ids = {k.lower(): v for k, v in (known_ids or {}).items()}
+
+    @classmethod
+    def from_config(cls, config: SourceConfig, known_ids: dict[str, str]) -> XSource:
+        assert config.secret is not None, "settings guarantee an X source has its token"
+        client = tweepy.Client(
+            bearer_token=config.secret.reveal(), return_type=dict, wait_on_rate_limit=False
+        )
+        client.session = _TimeoutSession(config.options["timeout"])
+        return cls(
+            config.name,
+            client,
+            config.options["accounts"],
+            first_poll_limit=config.options["first_poll_limit"],
+            batch=config.options["batch"],
+            known_ids=known_ids,
+        )
+
+    def feeds(self) -> list[str]:
+        if not self.batch:
+            return list(self.accounts)
+        return [BATCH_PREFIX + ",".join(group) for group in batch_accounts(self.accounts)]
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        if feed.startswith(BATCH_PREFIX):
+            query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
+            pages = self._pages(self.client.search_recent_tweets, cursor, min_results=10, query=query)
+            return self._to_fetch(pages, cursor, learned=())
+        learned = self._resolve(feed)
+        pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
+        return self._to_fetch(pages, cursor, learned)
+
+    def _resolve(self, username: str) -> tuple[tuple[str, str, str], ...]:
+        """Look up ids for this account (and any other not yet known) in one call; keep them."""
+        if username in self.ids:
+            return ()
+        unknown = [a for a in self.accounts if a not in self.ids] or [username]
+        response = self._call(self.client.get_users, usernames=unknown[:100], user_fields=USER_FIELDS)
+        learned = tuple(("x", u["username"].lower(), str(u["id"])) for u in response.get("data") or [])
+        self.ids.update({name: uid for _, name, uid in learned})
+        if username not in self.ids:
+            raise SourceError(f"no X account named @{username} (check the name in the settings)")
+        return learned
+
+    def _pages(
+        self, endpoint: Callable[..., dict], cursor: str | None, min_results: int, **args: Any
+    ) -> list[dict]:
+        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit."""
+        args |= {"tweet_fields": TWEET_FIELDS, "expansions": EXPANSIONS, "user_fields": USER_FIELDS}
+        if cursor:
+            args["since_id"] = cursor
+            wanted = None
+        else:
+            wanted = self.first_poll_limit
+        pages: list[dict] = []
+        token = None
+        while len(pages) < MAX_PAGES:
+            size = 100 if wanted is None else max(min_results, min(100, wanted - _count(pages)))
+            page = self._call(endpoint, max_results=size, pagination_token=token, **args)
+            pages.append(page)
+            token = (page.get("meta") or {}).get("next_token")
+            if not token or (wanted is not None and _count(pages) >= wanted):
+                break
+        return pages
+
+    def _to_fetch(self, pages: list[dict], cursor: str | None, learned: tuple) -> Fetch:
+        read = _count(pages)
+        posts: dict[str, Post] = {}
+        newest = int(cursor) if cursor else 0
+        for page in pages:
+            users = {u["id"]: u["username"] for u in (page.get("includes") or {}).get("users", [])}
+            for tweet in page.get("data") or []:
+                newest = max(newest, int(tweet["id"]))
+                post = post_from_tweet(tweet, users)
+                if post.key not in posts or int(post.version_id or 0) > int(posts[post.key].version_id or 0):
+                    posts[post.key] = post
+        ordered = sorted(posts.values(), key=lambda p: int(p.version_id or p.id), reverse=True)
+        if cursor is None:
+            ordered = ordered[: self.first_poll_limit]
+        return Fetch(
+            posts=tuple(reversed(ordered)),
+            cursor=str(newest) if newest else cursor,
+            read=read,
+            accounts=learned,
+        )
+
+    def _call(self, endpoint: Callable[..., dict], **args: Any) -> dict:
+        """Call X and turn its failures into SourceError messages that never carry the token."""
+        args = {k: v for k, v in args.items() if v is not None}
+        try:
+            return endpoint(**args)
+        except tweepy.TooManyRequests as error:
+            reset_at = _reset_time(error.reset_time)
+            raise RateLimited(f"X rate limit reached (429); paused until {iso(reset_at)}", reset_at) from None
+        except tweepy.Unauthorized:
+            raise SourceError("X refused the bearer token (401 Unauthorized); check X_BEARER_TOKEN") from None
+        except tweepy.Forbidden as error:
+            raise SourceError(f"X refused access (403 Forbidden): {_problems(error)}") from None
+        except tweepy.TwitterServerError as error:
+            raise SourceError(f"X server error ({error.response.status_code}); retrying next poll") from None
+        except tweepy.HTTPException as error:
+            raise SourceError(f"X answered {error.response.status_code}: {_problems(error)}") from None
+        except requests.RequestException as error:
+            raise SourceError(f"cannot reach X: {type(error).__name__}") from None
+
+
+def post_from_tweet(tweet: dict[str, Any], usernames: dict[str, str]) -> Post:
+    """A Post from one X API v2 tweet object; `usernames` maps author ids to handles (from includes)."""
+    history = tweet.get("edit_history_tweet_ids") or [tweet["id"]]
+    references = {ref["type"]: ref["id"] for ref in tweet.get("referenced_tweets") or []}
+    kind = next((KIND_OF_REFERENCE[t] for t in KIND_OF_REFERENCE if t in references), "post")
+    author = usernames.get(tweet.get("author_id", ""), tweet.get("author_id") or "unknown")
+    note = tweet.get("note_tweet") or {}
+    entities = note.get("entities") or tweet.get("entities") or {}
+    return Post(
+        platform="x",
+        id=str(history[0]),
+        version_id=str(tweet["id"]),
+        author=author,
+        author_id=tweet.get("author_id"),
+        text=note.get("text") or tweet.get("text", ""),
+        url=f"https://x.com/{author}/status/{history[0]}",
+        created_at=parse_datetime(tweet["created_at"]) if tweet.get("created_at") else utcnow(),
+        lang=tweet.get("lang"),
+        kind=kind,
+        reply_to=references.get("replied_to"),
+        quote_of=references.get("quoted") or references.get("retweeted"),
+        mentions=tuple(m["username"] for m in entities.get("mentions") or [] if m.get("username")),
+        conversation_id=tweet.get("conversation_id"),
+        raw=tweet,
+    )
+
+
+def search_query(accounts: Iterable[str]) -> str:
+    return " OR ".join(f"from:{a}" for a in accounts)
+
+
+def batch_accounts(accounts: list[str], limit: int = MAX_QUERY) -> list[list[str]]:
+    """Accounts grouped so that each group's `from:a OR from:b` query fits in `limit` characters."""
+    groups: list[list[str]] = []
+    for account in accounts:
+        if groups and len(search_query([*groups[-1], account])) <= limit:
+            groups[-1].append(account)
+        else:
+            groups.append([account])
+    return groups
+
+
+def _count(pages: list[dict]) -> int:
+    return sum(len(page.get("data") or []) for page in pages)
+
+
+def _reset_time(reset: int | None) -> datetime:
+    """X's reset moment, or 15 minutes (one rate-limit window) when it did not say."""
+    if reset:
+        return datetime.fromtimestamp(reset, UTC)
+    return utcnow() + timedelta(minutes=15)
+
+
+def _problems(error: tweepy.HTTPException) -> str:
+    messages = [str(m) for m in (error.api_messages or [])][:3]
+    return "; ".join(messages) or (error.response.reason or "no detail")

@@ -1,0 +1,305 @@
+"""Load and validate settings. Every error names the file, the key and what was expected.
+
+Secrets (tokens, webhook URLs, signing secrets) are never read from the settings file: the file names an
+environment variable, and the value comes from the environment or a .env file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.timeutil import parse_duration
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
+DEFAULT_RULES = CONFIG_DIR / "rules"
+
+SOURCE_TYPES = ("replay", "x")
+CHANNEL_TYPES = ("console",)
+_REQUIRED = object()
+
+
+class ConfigError(Exception):
+    """The settings are wrong; the message is one line that names the file and the key."""
+
+
+class Secret:
+    """A value that must not be printed: its repr and str are masked."""
+
+    def __init__(self, value: str, env_name: str) -> None:
+        self._value = value
+        self.env_name = env_name
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(${self.env_name}=****)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    type: str
+    every: float
+    options: dict[str, Any] = field(default_factory=dict)
+    secret: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    name: str
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+    secret: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    database: Path
+    rules: Path
+    deliver_every: float
+    jitter: float
+    misfire_grace: float
+    max_attempts: int
+    sources: tuple[SourceConfig, ...]
+    channels: tuple[ChannelConfig, ...]
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets shown only as the variable that holds them."""
+        return {
+            "config": str(self.path),
+            "storage": {"path": str(self.database)},
+            "matcher": {"rules": str(self.rules)},
+            "schedule": {
+                "deliver_every": self.deliver_every,
+                "jitter": self.jitter,
+                "misfire_grace": self.misfire_grace,
+                "max_attempts": self.max_attempts,
+            },
+            "sources": [_masked_part(s, every=s.every) for s in self.sources],
+            "channels": [_masked_part(c) for c in self.channels],
+        }
+
+
+def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, Any]:
+    shown: dict[str, Any] = {"name": part.name, "type": part.type, **extra}
+    shown.update({k: str(v) if isinstance(v, Path) else v for k, v in part.options.items()})
+    if part.secret is not None:
+        shown["secret"] = f"${part.secret.env_name} (set, ****)"
+    return shown
+
+
+class _Table:
+    """A TOML table being read: typed look-ups that name the key on error, then a check for unknown keys."""
+
+    def __init__(self, data: Any, where: str, file: Path) -> None:
+        self.file = file
+        self.where = where
+        if not isinstance(data, dict):
+            self.fail("", f"expected a table, got {_type_name(data)}")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        place = ".".join(p for p in (self.where, key) if p) or "top level"
+        raise ConfigError(f"{self.file}: {place}: {message}")
+
+    def get(self, key: str, kind: str, default: Any = _REQUIRED) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                self.fail(key, f"missing; expected {_KIND_TEXT[kind]}")
+            return default
+        value = self.data[key]
+        try:
+            return _convert(value, kind)
+        except ValueError as error:
+            self.fail(key, str(error))
+
+    def table(self, key: str) -> _Table:
+        self.used.add(key)
+        return _Table(self.data.get(key, {}), ".".join(p for p in (self.where, key) if p), self.file)
+
+    def tables(self, key: str) -> list[_Table]:
+        self.used.add(key)
+        items = self.data.get(key, [])
+        if not isinstance(items, list):
+            self.fail(key, f"expected an array of tables ([[{key}]]), got {_type_name(items)}")
+        return [_Table(item, f"{key}[{i}]", self.file) for i, item in enumerate(items)]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            expected = ", ".join(sorted(self.used)) or "no keys"
+            self.fail(unknown[0], f"unknown key; expected one of: {expected}")
+
+
+_KIND_TEXT = {
+    "str": "a string",
+    "int": "a whole number",
+    "bool": "true or false",
+    "duration": "a duration such as 30s, 5m or 2h",
+    "path": "a file path",
+    "names": "a list of names",
+}
+
+
+def _type_name(value: Any) -> str:
+    return {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _convert(value: Any, kind: str) -> Any:
+    if kind == "duration":
+        return parse_duration(value)
+    expected = _KIND_TEXT[kind]
+    if kind in ("str", "path"):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
+        return Path(value) if kind == "path" else value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
+        return value
+    if kind == "names":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f'expected {expected} such as ["elonmusk", "finkd"], got {value!r}')
+        return tuple(v.strip().lstrip("@") for v in value)
+    raise AssertionError(f"unknown kind {kind}")
+
+
+def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings file at `path` (default: config/ringside.toml).
+
+    `environ` supplies secrets and overrides (default: os.environ, after loading .env from the working
+    directory without overriding what the environment already has). RINGSIDE_DB overrides storage.path.
+    """
+    if environ is None:
+        _load_dotenv()
+        environ = os.environ
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    top = _Table(_read_toml(file), "", file)
+    storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
+    database = Path(environ.get("RINGSIDE_DB") or storage.get("path", "path", Path("data/ringside.db")))
+    settings = Settings(
+        path=file,
+        database=database,
+        rules=matcher.get("rules", "path", DEFAULT_RULES),
+        deliver_every=schedule.get("deliver_every", "duration", 10.0),
+        jitter=schedule.get("jitter", "duration", 2.0),
+        misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
+        max_attempts=schedule.get("max_attempts", "int", 8),
+        sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
+        channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
+    )
+    for table in (storage, schedule, matcher, top):
+        table.finish()
+    if not settings.sources:
+        raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
+    return settings
+
+
+def _load_dotenv() -> None:
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{file}: cannot read: {error.strerror}") from None
+
+
+def _unique(what: str, parts: list[Any], file: Path) -> tuple[Any, ...]:
+    seen: set[str] = set()
+    for index, part in enumerate(parts):
+        if part.name in seen:
+            raise ConfigError(
+                f"{file}: {what}[{index}].name: {part.name!r} is used twice; names must be unique"
+            )
+        seen.add(part.name)
+    return tuple(parts)
+
+
+def _source(table: _Table, environ: Mapping[str, str]) -> SourceConfig:
+    kind = table.get("type", "str")
+    if kind not in SOURCE_TYPES:
+        table.fail("type", f"unknown source type {kind!r}; expected one of: {', '.join(SOURCE_TYPES)}")
+    name = table.get("name", "str", kind)
+    if kind == "replay":
+        every = table.get("every", "duration", 1.0)
+        options = {
+            "path": table.get("path", "path"),
+            "replay_seconds": table.get("replay_seconds", "duration", 0.0),
+        }
+        if not options["path"].is_file():
+            table.fail("path", f"replay file {options['path']} not found")
+        secret = None
+    else:
+        every = table.get("every", "duration", 300.0)
+        options = _x_options(table)
+        secret = _secret(table, environ, "token_env", "X_BEARER_TOKEN", "an X API bearer token")
+    if every <= 0:
+        table.fail("every", "expected a duration above zero")
+    table.finish()
+    return SourceConfig(name=name, type=kind, every=every, options=options, secret=secret)
+
+
+def _x_options(table: _Table) -> dict[str, Any]:
+    options = {
+        "accounts": table.get("accounts", "names"),
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "batch": table.get("batch", "bool", False),
+        "timeout": table.get("timeout", "duration", 20.0),
+    }
+    if not options["accounts"]:
+        table.fail("accounts", "expected at least one account name")
+    if not 1 <= options["first_poll_limit"] <= 3200:
+        table.fail("first_poll_limit", "expected a whole number from 1 to 3200")
+    return options
+
+
+def _channel(table: _Table, environ: Mapping[str, str]) -> ChannelConfig:
+    kind = table.get("type", "str")
+    if kind not in CHANNEL_TYPES:
+        table.fail("type", f"unknown channel type {kind!r}; expected one of: {', '.join(CHANNEL_TYPES)}")
+    name = table.get("name", "str", kind)
+    options = {"color": table.get("color", "bool", True)}
+    table.finish()
+    return ChannelConfig(name=name, type=kind, options=options)
+
+
+def _secret(table: _Table, environ: Mapping[str, str], key: str, default_env: str, what: str) -> Secret:
+    env_name = table.get(key, "str", default_env)
+    value = environ.get(env_name, "").strip()
+    if not value:
+        table.fail(
+            key, f"the environment variable {env_name} is not set; expected {what} (environment or .env)"
+        )
+    return Secret(value, env_name)

@@ -1,0 +1,142 @@
+"""Schema and migrations. `PRAGMA user_version` is the schema version; each migration moves it up by one.
+
+A database made by an older Ringside is upgraded in place, in one transaction per step. A database from a
+newer Ringside, or a file that is not a Ringside database, is refused rather than touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+class DatabaseError(Exception):
+    """The database file cannot be used: not SQLite, not Ringside's, or from a newer version."""
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE posts (
+            key TEXT PRIMARY KEY,          -- platform:id, unique across platforms
+            platform TEXT NOT NULL,
+            id TEXT NOT NULL,              -- the platform's id (the first version for an edited post)
+            version_id TEXT,               -- the newest version's id, for platforms with edits
+            author TEXT NOT NULL,          -- handle, without @
+            author_id TEXT,
+            text TEXT NOT NULL,
+            url TEXT,
+            created_at TEXT NOT NULL,      -- ISO-8601 UTC
+            lang TEXT,
+            kind TEXT NOT NULL,            -- post, reply, quote, repost
+            reply_to TEXT,                 -- platform id of the post this replies to
+            quote_of TEXT,                 -- platform id of the post this quotes
+            mentions TEXT NOT NULL,        -- JSON list of handles
+            conversation_id TEXT,
+            source TEXT NOT NULL,          -- the configured source that fetched it
+            fetched_at TEXT NOT NULL,
+            raw TEXT NOT NULL              -- the platform's JSON, kept for audit
+        )
+        """
+    )
+    db.execute("CREATE INDEX posts_author_created ON posts(platform, author, created_at)")
+    db.execute("CREATE INDEX posts_created ON posts(created_at)")
+    db.execute(
+        """
+        CREATE TABLE hits (
+            id INTEGER PRIMARY KEY,
+            post_key TEXT NOT NULL REFERENCES posts(key),
+            rule_id TEXT NOT NULL,
+            category TEXT NOT NULL,
+            severity INTEGER NOT NULL,
+            spans TEXT NOT NULL,           -- JSON list of [start, end, term] over the original text
+            matched_at TEXT NOT NULL,
+            UNIQUE (post_key, rule_id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX hits_matched ON hits(matched_at)")
+    db.execute(
+        """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,        -- creation order, which is delivery order per channel
+            channel TEXT NOT NULL,
+            key TEXT NOT NULL,             -- idempotency key, stable across retries and restarts
+            hit_id INTEGER REFERENCES hits(id),
+            payload TEXT NOT NULL,         -- JSON: everything a channel needs to render the alert
+            status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent, dead
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (channel, key)
+        )
+        """
+    )
+    db.execute("CREATE INDEX alerts_due ON alerts(channel, status, id)")
+    db.execute(
+        """
+        CREATE TABLE cursors (
+            source TEXT NOT NULL,
+            feed TEXT NOT NULL,            -- an account, a batch of accounts, or a whole replay file
+            cursor TEXT,                   -- where the next poll starts (X: since_id)
+            paused_until TEXT,             -- rate limited: no poll before this moment
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (source, feed)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE accounts (
+            platform TEXT NOT NULL,
+            username TEXT NOT NULL,        -- lower case, without @
+            user_id TEXT NOT NULL,
+            resolved_at TEXT NOT NULL,
+            PRIMARY KEY (platform, username)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            feed TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            fetched INTEGER NOT NULL DEFAULT 0,   -- posts returned by the platform (X bills these)
+            new INTEGER NOT NULL DEFAULT 0,       -- posts not stored before
+            hits INTEGER NOT NULL DEFAULT 0,      -- new hits
+            error TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX runs_feed ON runs(source, feed, started_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs"}
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring `db` to SCHEMA_VERSION; return the version it had. Each step commits on its own."""
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = set(db.table_names())
+    except Exception as error:  # sqlite3.DatabaseError: "file is not a database"
+        raise DatabaseError(f"not an SQLite database ({error})") from None
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"made by a newer Ringside (schema {version}, this one knows {SCHEMA_VERSION}); upgrade Ringside"
+        )
+    if version == 0 and tables and not tables & _OUR_TABLES:
+        raise DatabaseError(f"not a Ringside database (it has tables: {', '.join(sorted(tables)[:5])})")
+    for step in range(version, SCHEMA_VERSION):
+        with db.atomic():
+            MIGRATIONS[step](db)
+            db.execute(f"PRAGMA user_version = {step + 1}")
+    return version

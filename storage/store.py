@@ -1,0 +1,317 @@
+"""The store: every write Ringside makes to SQLite goes through here.
+
+One poll is one transaction: its posts, hits, outbox rows, run record and new cursor are committed together,
+so a crash at any point either keeps all of them or none, and the next poll repeats the work harmlessly
+(unique keys make re-fetched posts and re-matched hits no-ops).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.models import Fetch, Hit, Post
+from bot.timeutil import iso, parse_datetime, utcnow
+from storage.schema import DatabaseError, migrate
+
+# SQLite's default limit on bound parameters is 32766 on current builds, 999 on old ones.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class FeedState:
+    cursor: str | None
+    paused_until: datetime | None
+
+
+@dataclass(frozen=True)
+class PollSaved:
+    fetched: int
+    new_posts: int
+    new_hits: int
+    alerts: int
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    channel: str
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+
+
+class Store:
+    """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self.lock = threading.RLock()
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Open (creating if needed) and migrate the database at `path`; ":memory:" works for tests."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
+            db = sqlite_utils.Database(conn)
+            migrate(db)
+            if str(path) != ":memory:":
+                db.enable_wal()
+        except DatabaseError as error:
+            raise DatabaseError(f"{path}: {error}") from None
+        except sqlite3.Error as error:
+            raise DatabaseError(f"{path}: {error}") from None
+        return cls(db)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # -- cursors and accounts -------------------------------------------------------------------------
+
+    def feed_state(self, source: str, feed: str) -> FeedState:
+        with self.lock:
+            row = self.db.execute(
+                "SELECT cursor, paused_until FROM cursors WHERE source = ? AND feed = ?", [source, feed]
+            ).fetchone()
+        if row is None:
+            return FeedState(None, None)
+        return FeedState(row[0], parse_datetime(row[1]) if row[1] else None)
+
+    def account_ids(self, platform: str) -> dict[str, str]:
+        with self.lock:
+            rows = self.db.execute("SELECT username, user_id FROM accounts WHERE platform = ?", [platform])
+            return dict(rows.fetchall())
+
+    # -- one poll, one transaction --------------------------------------------------------------------
+
+    def save_poll(
+        self,
+        source: str,
+        feed: str,
+        started_at: datetime,
+        fetch: Fetch,
+        hits: Sequence[tuple[Hit, dict[str, Any] | None]],
+        channels: Sequence[str],
+    ) -> PollSaved:
+        """Store what one poll found and move its cursor, all in one transaction.
+
+        `hits` pairs each hit with its alert payload (None: store the hit, alert nobody). An outbox row per
+        channel is made only for hits not stored before, so polling the same posts again sends nothing twice.
+        """
+        now = utcnow()
+        with self.lock, self.db.atomic():
+            new_posts = self._save_posts(source, fetch.posts, now)
+            new_hits = self._save_hits(hits, now)
+            alerts = self._queue_alerts(new_hits, channels, now)
+            self._save_accounts(fetch.accounts, now)
+            self._set_cursor(source, feed, fetch.cursor, None, now)
+            self.db["runs"].insert(
+                {
+                    "source": source,
+                    "feed": feed,
+                    "started_at": iso(started_at),
+                    "finished_at": iso(now),
+                    "fetched": fetch.read,
+                    "new": new_posts,
+                    "hits": len(new_hits),
+                    "error": None,
+                }
+            )
+        return PollSaved(fetch.read, new_posts, len(new_hits), alerts)
+
+    def save_failed_poll(
+        self, source: str, feed: str, started_at: datetime, error: str, paused_until: datetime | None = None
+    ) -> None:
+        """Record a poll that failed. The cursor stays where it was; `paused_until` holds the feed back."""
+        now = utcnow()
+        with self.lock, self.db.atomic():
+            if paused_until is not None:
+                state = self.feed_state(source, feed)
+                self._set_cursor(source, feed, state.cursor, paused_until, now)
+            self.db["runs"].insert(
+                {
+                    "source": source,
+                    "feed": feed,
+                    "started_at": iso(started_at),
+                    "finished_at": iso(now),
+                    "error": error[:1000],
+                }
+            )
+
+    def _save_posts(self, source: str, posts: Iterable[Post], now: datetime) -> int:
+        rows = {post.key: post_row(post, source, now) for post in posts}
+        if not rows:
+            return 0
+        known = self._existing("posts", "key", list(rows))
+        # upsert: a re-fetched post is unchanged, an edited one gets its newest text and version id.
+        self.db["posts"].upsert_all(rows.values(), pk="key", batch_size=_CHUNK)
+        return len(set(rows) - known)
+
+    def _save_hits(
+        self, hits: Sequence[tuple[Hit, dict[str, Any] | None]], now: datetime
+    ) -> list[tuple[int, Hit, dict]]:
+        if not hits:
+            return []
+        post_keys = sorted({hit.post_key for hit, _ in hits})
+        known = self._hit_ids(post_keys)
+        fresh = {(h.post_key, h.rule_id): (h, p) for h, p in hits if (h.post_key, h.rule_id) not in known}
+        self.db["hits"].insert_all((hit_row(hit, now) for hit, _ in fresh.values()), batch_size=_CHUNK)
+        ids = self._hit_ids(sorted({key for key, _ in fresh}))
+        return [(ids[key], hit, payload) for key, (hit, payload) in fresh.items()]
+
+    def _queue_alerts(
+        self, new_hits: list[tuple[int, Hit, dict[str, Any] | None]], channels: Sequence[str], now: datetime
+    ) -> int:
+        rows = [
+            {
+                "channel": channel,
+                "key": payload["key"],
+                "hit_id": hit_id,
+                "payload": json.dumps(payload, ensure_ascii=False),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": iso(now),
+                "created_at": iso(now),
+            }
+            for hit_id, _, payload in new_hits
+            if payload is not None
+            for channel in channels
+        ]
+        # ignore: an alert already queued under the same key for a channel is never queued twice.
+        self.db["alerts"].insert_all(rows, ignore=True, batch_size=_CHUNK)
+        return len(rows)
+
+    def _save_accounts(self, accounts: Iterable[tuple[str, str, str]], now: datetime) -> None:
+        rows = [
+            {"platform": platform, "username": name.lower(), "user_id": uid, "resolved_at": iso(now)}
+            for platform, name, uid in accounts
+        ]
+        if rows:
+            self.db["accounts"].upsert_all(rows, pk=("platform", "username"))
+
+    def _set_cursor(
+        self, source: str, feed: str, cursor: str | None, paused_until: datetime | None, now: datetime
+    ) -> None:
+        self.db["cursors"].upsert(
+            {
+                "source": source,
+                "feed": feed,
+                "cursor": cursor,
+                "paused_until": iso(paused_until) if paused_until else None,
+                "updated_at": iso(now),
+            },
+            pk=("source", "feed"),
+        )
+
+    def _existing(self, table: str, column: str, values: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(values):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
+            found.update(row[0] for row in self.db.execute(sql, chunk).fetchall())
+        return found
+
+    def _hit_ids(self, post_keys: list[str]) -> dict[tuple[str, str], int]:
+        ids: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(post_keys):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT post_key, rule_id, id FROM hits WHERE post_key IN ({marks})"
+            ids.update({(k, r): i for k, r, i in self.db.execute(sql, chunk).fetchall()})
+        return ids
+
+    # -- the outbox -------------------------------------------------------------------------------------
+
+    def pending_alerts(self, channel: str, limit: int = 100) -> list[Alert]:
+        """The channel's pending alerts in creation order (delivery order), due or not."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT id, channel, key, payload, attempts, next_attempt_at, created_at FROM alerts "
+                "WHERE channel = ? AND status = 'pending' ORDER BY id LIMIT ?",
+                [channel, limit],
+            ).fetchall()
+        return [
+            Alert(r[0], r[1], r[2], json.loads(r[3]), r[4], parse_datetime(r[5]), parse_datetime(r[6]))
+            for r in rows
+        ]
+
+    def mark_sent(self, alert_id: int) -> None:
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL "
+                "WHERE id = ?",
+                [iso(utcnow()), alert_id],
+            )
+
+    def mark_failed(self, alert_id: int, error: str, retry_at: datetime | None) -> None:
+        """Count a failed attempt: retry at `retry_at`, or give up (status dead) when it is None."""
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, status = ?, next_attempt_at = ? "
+                "WHERE id = ?",
+                [error[:1000], "pending" if retry_at else "dead", iso(retry_at or utcnow()), alert_id],
+            )
+
+    # -- small read-outs -------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("posts", "hits", "alerts")
+            }
+
+    def alert_counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.db.execute("SELECT status, count(*) FROM alerts GROUP BY status").fetchall())
+
+
+def post_row(post: Post, source: str, now: datetime) -> dict[str, Any]:
+    return {
+        "key": post.key,
+        "platform": post.platform,
+        "id": post.id,
+        "version_id": post.version_id,
+        "author": post.author,
+        "author_id": post.author_id,
+        "text": post.text,
+        "url": post.url,
+        "created_at": iso(post.created_at),
+        "lang": post.lang,
+        "kind": post.kind,
+        "reply_to": post.reply_to,
+        "quote_of": post.quote_of,
+        "mentions": json.dumps(list(post.mentions)),
+        "conversation_id": post.conversation_id,
+        "source": source,
+        "fetched_at": iso(now),
+        "raw": json.dumps(post.raw, ensure_ascii=False, sort_keys=True),
+    }
+
+
+def hit_row(hit: Hit, now: datetime) -> dict[str, Any]:
+    return {
+        "post_key": hit.post_key,
+        "rule_id": hit.rule_id,
+        "category": hit.category,
+        "severity": hit.severity,
+        "spans": json.dumps([[s.start, s.end, s.term] for s in hit.spans], ensure_ascii=False),
+        "matched_at": iso(now),
+    }
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
