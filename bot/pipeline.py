@@ -140,13 +140,15 @@ class Pipeline:
             try:
                 notifier.send(alert)
             except Exception as error:
-                self._failed(notifier.name, alert, error, count)
+                if self._failed(notifier.name, alert, error, count):
+                    continue  # a dead alert no longer holds the line
                 return False
             self.store.mark_sent(alert.id)
             count.sent += 1
         return len(batch) == 100
 
-    def _failed(self, channel: str, alert: Any, error: Exception, count: DeliveryCount) -> None:
+    def _failed(self, channel: str, alert: Any, error: Exception, count: DeliveryCount) -> bool:
+        """Record a failed attempt; True when the alert is now dead."""
         if not isinstance(error, DeliveryError):
             log.exception("%s: channel raised an unexpected error", channel)
             error = DeliveryError(f"{type(error).__name__}: {error}")
@@ -155,7 +157,7 @@ class Pipeline:
             log.error("%s: alert %s is dead after %d attempt(s): %s", channel, alert.key, attempts, error)
             self.store.mark_failed(alert.id, str(error), retry_at=None)
             count.dead += 1
-            return
+            return True
         delay = retry_delay(attempts, error.retry_after)
         log.warning(
             "%s: alert %s failed (attempt %d), retrying in %.0fs: %s",
@@ -167,6 +169,7 @@ class Pipeline:
         )
         self.store.mark_failed(alert.id, str(error), retry_at=utcnow() + timedelta(seconds=delay))
         count.failed += 1
+        return False
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> float:

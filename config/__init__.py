@@ -2,6 +2,7 @@
 
 from config.settings import (
     DEFAULT_CONFIG,
+    DEFAULT_RULES,
     ChannelConfig,
     ConfigError,
     Secret,
@@ -12,6 +13,7 @@ from config.settings import (
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DEFAULT_RULES",
     "ChannelConfig",
     "ConfigError",
     "Secret",

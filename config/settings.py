@@ -199,7 +199,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     file = Path(path) if path is not None else DEFAULT_CONFIG
     top = _Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
-    database = Path(environ.get("RINGSIDE_DB") or storage.get("path", "path", Path("data/ringside.db")))
+    database = storage.get("path", "path", Path("data/ringside.db"))
+    if environ.get("RINGSIDE_DB"):
+        database = Path(environ["RINGSIDE_DB"])
     settings = Settings(
         path=file,
         database=database,

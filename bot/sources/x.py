@@ -77,6 +77,8 @@ class XSource:
         self.first_poll_limit = first_poll_limit
         self.batch = batch
         self.ids = {k.lower(): v for k, v in (known_ids or {}).items()}
+        # Ids resolved but not yet handed back in a Fetch (the poll that resolved them may have failed).
+        self._unsaved: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: SourceConfig, known_ids: dict[str, str]) -> XSource:
@@ -103,22 +105,24 @@ class XSource:
         if feed.startswith(BATCH_PREFIX):
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
             pages = self._pages(self.client.search_recent_tweets, cursor, min_results=10, query=query)
-            return self._to_fetch(pages, cursor, learned=())
-        learned = self._resolve(feed)
-        pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
-        return self._to_fetch(pages, cursor, learned)
+        else:
+            self._resolve(feed)
+            pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
+        fetch = self._to_fetch(pages, cursor, tuple(("x", name, uid) for name, uid in self._unsaved.items()))
+        self._unsaved.clear()
+        return fetch
 
-    def _resolve(self, username: str) -> tuple[tuple[str, str, str], ...]:
-        """Look up ids for this account (and any other not yet known) in one call; keep them."""
+    def _resolve(self, username: str) -> None:
+        """Look up ids for this account (and any other not yet known) in one call, and keep them."""
         if username in self.ids:
-            return ()
+            return
         unknown = [a for a in self.accounts if a not in self.ids] or [username]
         response = self._call(self.client.get_users, usernames=unknown[:100], user_fields=USER_FIELDS)
-        learned = tuple(("x", u["username"].lower(), str(u["id"])) for u in response.get("data") or [])
-        self.ids.update({name: uid for _, name, uid in learned})
+        learned = {u["username"].lower(): str(u["id"]) for u in response.get("data") or []}
+        self.ids.update(learned)
+        self._unsaved.update(learned)
         if username not in self.ids:
             raise SourceError(f"no X account named @{username} (check the name in the settings)")
-        return learned
 
     def _pages(
         self, endpoint: Callable[..., dict], cursor: str | None, min_results: int, **args: Any

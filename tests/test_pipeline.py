@@ -1,0 +1,244 @@
+"""The pipeline end to end on real SQLite: poll -> match -> store -> deliver, and failures kept apart."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import responses
+
+import run_bot
+from bot.models import Fetch
+from bot.notifiers import DeliveryError
+from bot.notifiers.console import ConsoleNotifier
+from bot.pipeline import Pipeline, retry_delay
+from bot.sources.replay import ReplaySource
+from bot.timeutil import utcnow
+from storage import Store
+from storage.store import Alert
+from tests.conftest import DEMO_FEED, post_record, replay_config
+from tests.xapi import API, USERS, timeline, tweet
+
+
+class RecordingChannel:
+    """A channel that keeps what it was sent, and refuses the first `failures` attempts."""
+
+    def __init__(self, name: str = "recorder", failures: int = 0, retry: bool = True) -> None:
+        self.name = name
+        self.failures = failures
+        self.retry = retry
+        self.received: list[str] = []
+        self.attempts = 0
+
+    def send(self, alert: Alert) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise DeliveryError("receiver answered 500", retry=self.retry)
+        self.received.append(alert.payload["post"]["id"])
+
+
+def demo_pipeline(store: Store, matcher, *channels) -> Pipeline:
+    return Pipeline(store, matcher, {"demo": ReplaySource("demo", DEMO_FEED)}, list(channels))
+
+
+def hits_by_post(store: Store) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for text, category in store.db.execute(
+        "SELECT p.text, h.category FROM hits h JOIN posts p ON p.key = h.post_key"
+    ):
+        found.setdefault(text, set()).add(category)
+    return found
+
+
+def test_the_demo_feed_flags_the_cage_match_and_its_french_retelling_but_not_ordinary_posts(store, matcher):
+    pipeline = demo_pipeline(store, matcher)
+    pipeline.poll("demo", DEMO_FEED.name)
+    hits = hits_by_post(store)
+    assert hits["I'm up for a cage match if he is lol"] == {"challenge"}
+    assert (
+        "challenge"
+        in hits["Elon Musk à propos de Mark Zuckerberg : « Je suis prêt pour un combat en cage lol »"]
+    )
+    assert hits["Send Me Location"] == {"response"}
+    flagged = {text for text, categories in hits.items() if categories - {"response"}}
+    for ordinary in (
+        "Starship static fire went well today. Next step: full stack.",
+        "Throwback: Nicolas Cage fights bees in the most unhinged remake ever made",
+        "Can someone send me the location of the meetup tonight? The link is broken",
+        "Our fight against cancer continues: new trial results out today",
+        "Au zoo de Vincennes, la nouvelle cage des perroquets est enfin ouverte",
+        "Let's do this. Welcome to Threads. 🔥",
+    ):
+        assert ordinary not in flagged
+
+
+def test_a_response_on_its_own_is_stored_but_not_alerted(store, matcher):
+    channel = RecordingChannel()
+    demo_pipeline(store, matcher, channel).poll("demo", DEMO_FEED.name)
+    queued = store.db.execute(
+        "SELECT count(*) FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE h.category = 'response'"
+    ).fetchone()
+    assert queued == (0,)
+
+
+def test_delivery_prints_each_alert_once_with_the_matched_words_marked(store, matcher):
+    out = io.StringIO()
+    pipeline = demo_pipeline(store, matcher, ConsoleNotifier("console", stream=out, color=False))
+    pipeline.poll("demo", DEMO_FEED.name)
+    first = pipeline.deliver_all()["console"]
+    second = pipeline.deliver_all()["console"]
+    assert first.sent == store.counts()["alerts"] > 0 and second.sent == 0
+    text = out.getvalue()
+    assert "I'm up for a **cage match** if he is lol" in text
+    assert "@elonmusk on X · 2023-06-21 02:58 UTC · reply" in text
+    assert text.count("https://x.com/elonmusk/status/1671370010000000004") == 1
+
+
+def test_running_once_twice_over_the_same_feed_adds_nothing_the_second_time(tmp_path, write_config, capsys):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    store = Store.open(tmp_path / "r.db")
+    before = store.counts()
+    store.close()
+    first_out = capsys.readouterr().out
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    store = Store.open(tmp_path / "r.db")
+    assert store.counts() == before and before["alerts"] > 0
+    assert store.alert_counts() == {"sent": before["alerts"]}
+    store.close()
+    assert "cage match" in first_out and capsys.readouterr().out == ""
+
+
+@responses.activate
+def test_a_failing_x_account_stops_neither_the_other_account_nor_the_replay(
+    tmp_path, write_config, monkeypatch, caplog
+):
+    monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-secret-token")
+    responses.get(
+        f"{API}/users/by",
+        json={
+            "data": [
+                {"id": USERS["elonmusk"], "username": "elonmusk", "name": "E"},
+                {"id": USERS["finkd"], "username": "finkd", "name": "M"},
+            ]
+        },
+    )
+    responses.get(
+        f"{API}/users/{USERS['elonmusk']}/tweets", status=503, json={"title": "Service Unavailable"}
+    )
+    responses.get(
+        f"{API}/users/{USERS['finkd']}/tweets",
+        json=timeline(tweet("900", "Send Me Location", author="finkd"), users=("finkd",)),
+    )
+    x_source = '[[sources]]\nname = "x"\ntype = "x"\naccounts = ["elonmusk", "finkd"]\n'
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db", extra=x_source))
+    assert run_bot.main(["--config", str(config), "once"]) == 1
+    store = Store.open(tmp_path / "r.db")
+    assert store.db.execute(
+        "SELECT count(*) FROM posts WHERE platform = 'x' AND author = 'finkd'"
+    ).fetchone() == (1,)
+    assert store.counts()["posts"] == 29
+    assert store.account_ids("x") == {"elonmusk": USERS["elonmusk"], "finkd": USERS["finkd"]}
+    failed = store.db.execute("SELECT feed, error FROM runs WHERE error IS NOT NULL").fetchall()
+    assert failed == [("elonmusk", "X server error (503); retrying next poll")]
+    store.close()
+    assert "x:elonmusk: poll failed: X server error (503)" in caplog.text
+    assert "AAAA-secret-token" not in caplog.text
+
+
+@responses.activate
+def test_a_rate_limited_feed_is_not_polled_again_before_its_reset(store, matcher):
+    from tests.test_x_source import make_source
+
+    reset = int((utcnow() + timedelta(minutes=10)).timestamp())
+    responses.get(
+        f"{API}/users/{USERS['elonmusk']}/tweets",
+        status=429,
+        headers={"x-rate-limit-reset": str(reset)},
+        json={"title": "Too Many Requests"},
+    )
+    pipeline = Pipeline(store, matcher, {"x": make_source()}, [])
+    store.save_poll("x", "elonmusk", utcnow(), Fetch((), "100", 0), [], [])
+    assert pipeline.poll("x", "elonmusk") is None
+    assert pipeline.poll("x", "elonmusk") is None
+    assert len(responses.calls) == 1
+    state = store.feed_state("x", "elonmusk")
+    assert state.cursor == "100" and int(state.paused_until.timestamp()) == reset
+
+
+def test_a_failed_delivery_is_retried_later_and_keeps_the_channels_order(store, matcher):
+    channel = RecordingChannel(failures=1)
+    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline.poll("demo", DEMO_FEED.name)
+    assert pipeline.deliver(channel).failed == 1
+    assert channel.received == []
+    (head, *_rest) = store.pending_alerts(channel.name)
+    assert head.attempts == 1 and head.next_attempt_at > utcnow()
+    store.db.execute("UPDATE alerts SET next_attempt_at = ?", ["2000-01-01T00:00:00.000+00:00"])
+    assert pipeline.deliver(channel).sent == store.counts()["alerts"]
+    in_order = [
+        r[0] for r in store.db.execute("SELECT json_extract(payload, '$.post.id') FROM alerts ORDER BY id")
+    ]
+    assert channel.received == in_order
+
+
+def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store, matcher):
+    channel = RecordingChannel(failures=1, retry=False)
+    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline.poll("demo", DEMO_FEED.name)
+    result = pipeline.deliver(channel)
+    assert result.dead == 1 and result.sent == store.counts()["alerts"] - 1
+    assert store.db.execute("SELECT last_error FROM alerts WHERE status = 'dead'").fetchall() == [
+        ("receiver answered 500",)
+    ]
+
+
+def test_an_alert_is_dead_after_the_configured_number_of_attempts(store, matcher):
+    channel = RecordingChannel(failures=99)
+    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline.max_attempts = 3
+    pipeline.poll("demo", DEMO_FEED.name)
+    for _ in range(3):
+        store.db.execute("UPDATE alerts SET next_attempt_at = ?", ["2000-01-01T00:00:00.000+00:00"])
+        pipeline.deliver(channel)
+    assert store.db.execute("SELECT status, attempts FROM alerts ORDER BY id LIMIT 1").fetchone() == (
+        "dead",
+        3,
+    )
+
+
+def test_one_failing_channel_does_not_hold_back_another(store, matcher):
+    broken, working = RecordingChannel("broken", failures=99), RecordingChannel("working")
+    pipeline = demo_pipeline(store, matcher, broken, working)
+    pipeline.poll("demo", DEMO_FEED.name)
+    results = pipeline.deliver_all()
+    assert results["broken"].failed == 1 and results["working"].sent == len(working.received) > 0
+
+
+def test_a_channel_that_crashes_is_retried_like_any_failure(store, matcher):
+    class Crashing:
+        name = "crashing"
+
+        def send(self, alert):
+            raise RuntimeError("bug in a channel")
+
+    pipeline = demo_pipeline(store, matcher, Crashing())
+    pipeline.poll("demo", DEMO_FEED.name)
+    assert pipeline.deliver_all()["crashing"].failed == 1
+    assert store.db.execute("SELECT last_error FROM alerts ORDER BY id LIMIT 1").fetchone() == (
+        "RuntimeError: bug in a channel",
+    )
+
+
+def test_retry_delays_grow_and_honour_retry_after():
+    assert 7.5 <= retry_delay(1) <= 15
+    assert 60 <= retry_delay(4) <= 120
+    assert retry_delay(30) <= 3600
+    assert retry_delay(1, retry_after=90) == 90
+
+
+def test_a_feed_with_a_broken_line_still_stores_the_rest(store, matcher, write_feed):
+    feed = write_feed([post_record("1", "I'm up for a cage match"), "garbage", post_record("2", "hello")])
+    pipeline = Pipeline(store, matcher, {"f": ReplaySource("f", feed)}, [])
+    saved = pipeline.poll("f", feed.name)
+    assert (saved.new_posts, saved.new_hits) == (2, 1)

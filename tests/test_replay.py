@@ -1,0 +1,80 @@
+"""The replay source: a JSONL file handed out as if live, broken lines reported and skipped."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.sources.replay import ReplaySource, read_posts
+from tests.conftest import post_record
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_broken_line_is_reported_with_its_number_and_the_rest_is_used(write_feed, caplog):
+    feed = write_feed(
+        [
+            post_record("1", "first"),
+            "{not json",
+            {"platform": "x", "id": "3", "author": "a", "created_at": "2023-06-21T00:00:00Z"},
+            post_record("4", "fourth", created_at="yesterday"),
+            post_record("5", "fifth", kind="story"),
+            post_record("6", "sixth"),
+        ]
+    )
+    with caplog.at_level(logging.WARNING):
+        posts = read_posts(feed)
+    assert [p.id for p in posts] == ["1", "6"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings[0].startswith(f"{feed}:2: skipped:")
+    assert warnings[1] == f"{feed}:3: skipped: missing field 'text'"
+    assert warnings[2] == f"{feed}:4: skipped: field 'created_at' is not an ISO-8601 time: 'yesterday'"
+    assert warnings[3].startswith(f"{feed}:5: skipped: field 'kind' must be one of")
+
+
+def test_unpaced_replay_hands_out_everything_in_time_order_then_nothing(write_feed):
+    feed = write_feed([post_record("2", "later", "2023-06-22T00:00:00Z"), post_record("1", "sooner")])
+    source = ReplaySource("demo", feed)
+    first = source.fetch(feed.name, None)
+    assert [p.id for p in first.posts] == ["1", "2"]
+    again = source.fetch(feed.name, first.cursor)
+    assert again.posts == () and again.cursor == first.cursor
+
+
+def test_paced_replay_releases_posts_as_the_compressed_clock_reaches_them(write_feed):
+    feed = write_feed(
+        [
+            post_record("1", "day one", "2023-06-01T00:00:00Z"),
+            post_record("2", "day five", "2023-06-05T00:00:00Z"),
+            post_record("3", "day eleven", "2023-06-11T00:00:00Z"),
+        ]
+    )
+    clock = FakeClock()
+    source = ReplaySource("demo", feed, replay_seconds=10, clock=clock)  # ten days in ten seconds
+    fetched = source.fetch(feed.name, None)
+    assert [p.id for p in fetched.posts] == ["1"]
+    clock.now += 5
+    fetched = source.fetch(feed.name, fetched.cursor)
+    assert [p.id for p in fetched.posts] == ["2"]
+    clock.now += 5
+    assert [p.id for p in source.fetch(feed.name, fetched.cursor).posts] == ["3"]
+
+
+def test_a_restarted_replay_goes_on_from_its_saved_cursor(write_feed):
+    feed = write_feed([post_record(str(i), f"day {i}", f"2023-06-{i:02d}T00:00:00Z") for i in range(1, 11)])
+    clock = FakeClock()
+    first_run = ReplaySource("demo", feed, replay_seconds=9, clock=clock)  # a day a second
+    cursor = first_run.fetch(feed.name, None).cursor
+    clock.now += 4
+    fetched = first_run.fetch(feed.name, cursor)
+    assert [p.id for p in fetched.posts] == ["2", "3", "4", "5"]
+    cursor = fetched.cursor
+    restarted = ReplaySource("demo", feed, replay_seconds=9, clock=clock)
+    assert [p.id for p in restarted.fetch(feed.name, cursor).posts] == []
+    clock.now += 1
+    assert [p.id for p in restarted.fetch(feed.name, cursor).posts] == ["6"]

@@ -1,0 +1,189 @@
+"""The X source through tweepy's real Client, with X API v2 answers served by `responses`."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import responses
+import tweepy
+
+from bot.sources import RateLimited, SourceError
+from bot.sources.x import MAX_QUERY, XSource, batch_accounts
+from tests.xapi import API, USERS, timeline, tweet, users_found
+
+TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
+SECRET = "AAAA-test-bearer-token"
+
+
+def make_source(**kwargs) -> XSource:
+    client = tweepy.Client(bearer_token=SECRET, return_type=dict, wait_on_rate_limit=False)
+    kwargs.setdefault("known_ids", {"elonmusk": USERS["elonmusk"]})
+    return XSource("x", client, kwargs.pop("accounts", ["elonmusk"]), **kwargs)
+
+
+def query_of(call) -> dict[str, list[str]]:
+    return parse_qs(urlparse(call.request.url).query)
+
+
+@responses.activate
+def test_a_timeline_becomes_posts_with_their_author_handle_and_link():
+    responses.get(TIMELINE, json=timeline(tweet("200", "I'm up for a cage match if he is lol")))
+    fetch = make_source().fetch("elonmusk", None)
+    (post,) = fetch.posts
+    assert (post.key, post.author, post.author_id) == ("x:200", "elonmusk", USERS["elonmusk"])
+    assert post.url == "https://x.com/elonmusk/status/200"
+    assert post.text == "I'm up for a cage match if he is lol"
+    assert fetch.cursor == "200" and fetch.read == 1
+    assert responses.calls[0].request.headers["Authorization"] == f"Bearer {SECRET}"
+    asked = query_of(responses.calls[0])
+    assert "note_tweet" in asked["tweet.fields"][0] and "referenced_tweets.id" in asked["expansions"][0]
+
+
+@responses.activate
+def test_usernames_are_resolved_once_and_handed_back_to_be_stored():
+    responses.get(f"{API}/users/by", json=users_found("elonmusk"))
+    responses.get(TIMELINE, json=timeline())
+    source = make_source(known_ids={})
+    first = source.fetch("elonmusk", None)
+    second = source.fetch("elonmusk", None)
+    assert first.accounts == (("x", "elonmusk", USERS["elonmusk"]),)
+    assert second.accounts == ()
+    assert [c.request.url.split("?")[0] for c in responses.calls].count(f"{API}/users/by") == 1
+
+
+@responses.activate
+def test_an_account_that_does_not_exist_fails_with_its_name():
+    responses.get(
+        f"{API}/users/by", json={"errors": [{"detail": "Could not find user with usernames: [nobody]."}]}
+    )
+    with pytest.raises(SourceError, match="no X account named @nobody"):
+        make_source(accounts=["nobody"], known_ids={}).fetch("nobody", None)
+
+
+@responses.activate
+def test_the_next_poll_sends_since_id_and_follows_next_token_until_caught_up():
+    responses.get(TIMELINE, json=timeline(tweet("305", "newest"), tweet("304", "b"), next_token="p2"))
+    responses.get(TIMELINE, json=timeline(tweet("302", "c"), tweet("301", "oldest")))
+    fetch = make_source().fetch("elonmusk", "300")
+    assert [p.id for p in fetch.posts] == ["301", "302", "304", "305"]
+    assert fetch.cursor == "305" and fetch.read == 4
+    first, second = (query_of(c) for c in responses.calls)
+    assert first["since_id"] == ["300"] and "pagination_token" not in first
+    assert second["since_id"] == ["300"] and second["pagination_token"] == ["p2"]
+
+
+@responses.activate
+def test_the_first_poll_of_an_account_takes_only_its_newest_posts():
+    responses.get(
+        TIMELINE, json=timeline(*[tweet(str(400 - i), f"post {i}") for i in range(5)], next_token="more")
+    )
+    fetch = make_source(first_poll_limit=3).fetch("elonmusk", None)
+    assert [p.id for p in fetch.posts] == ["398", "399", "400"]
+    assert fetch.cursor == "400"
+    assert len(responses.calls) == 1
+    assert query_of(responses.calls[0])["max_results"] == ["5"]  # X's minimum for this endpoint
+
+
+@responses.activate
+def test_an_empty_answer_without_data_moves_nothing():
+    responses.get(TIMELINE, json={"meta": {"result_count": 0}})
+    fetch = make_source().fetch("elonmusk", "300")
+    assert fetch.posts == () and fetch.cursor == "300" and fetch.read == 0
+
+
+@responses.activate
+def test_a_429_pauses_the_feed_until_xs_reset_time():
+    reset = int(time.time()) + 600
+    responses.get(
+        TIMELINE, status=429, json={"title": "Too Many Requests"}, headers={"x-rate-limit-reset": str(reset)}
+    )
+    with pytest.raises(RateLimited) as error:
+        make_source().fetch("elonmusk", "300")
+    assert int(error.value.reset_at.timestamp()) == reset
+
+
+@responses.activate
+def test_a_401_says_the_token_was_refused_without_showing_it():
+    responses.get(TIMELINE, status=401, json={"title": "Unauthorized", "detail": "Unauthorized"})
+    with pytest.raises(SourceError) as error:
+        make_source().fetch("elonmusk", "300")
+    assert "401" in str(error.value) and "X_BEARER_TOKEN" in str(error.value)
+    assert SECRET not in str(error.value)
+
+
+@responses.activate
+def test_a_503_is_a_failed_poll_to_retry_later():
+    responses.get(TIMELINE, status=503, json={"title": "Service Unavailable"})
+    with pytest.raises(SourceError, match=r"X server error \(503\)"):
+        make_source().fetch("elonmusk", "300")
+
+
+@responses.activate
+def test_replies_quotes_and_reposts_know_their_kind_and_what_they_point_to():
+    responses.get(
+        TIMELINE,
+        json=timeline(
+            tweet(
+                "501",
+                "@finkd Vegas Octagon",
+                referenced_tweets=[{"type": "replied_to", "id": "90"}],
+                entities={"mentions": [{"start": 0, "end": 6, "username": "finkd"}]},
+                in_reply_to_user_id="4",
+            ),
+            tweet("502", "lol this", referenced_tweets=[{"type": "quoted", "id": "91"}]),
+            tweet(
+                "503", "RT @finkd: Send Me Location", referenced_tweets=[{"type": "retweeted", "id": "92"}]
+            ),
+            tweet("504", "just a post"),
+        ),
+    )
+    posts = {p.id: p for p in make_source().fetch("elonmusk", "500").posts}
+    assert (posts["501"].kind, posts["501"].reply_to, posts["501"].mentions) == ("reply", "90", ("finkd",))
+    assert (posts["502"].kind, posts["502"].quote_of) == ("quote", "91")
+    assert (posts["503"].kind, posts["503"].quote_of) == ("repost", "92")
+    assert (posts["504"].kind, posts["504"].reply_to, posts["504"].quote_of) == ("post", None, None)
+
+
+@responses.activate
+def test_an_edited_post_is_one_post_with_its_newest_text():
+    original = tweet("601", "Im up for a cage mach", edit_history_tweet_ids=["601"])
+    edited = tweet("602", "I'm up for a cage match", edit_history_tweet_ids=["601", "602"])
+    responses.get(TIMELINE, json=timeline(edited, original))
+    (post,) = make_source().fetch("elonmusk", "600").posts
+    assert (post.id, post.version_id, post.text) == ("601", "602", "I'm up for a cage match")
+    assert post.url == "https://x.com/elonmusk/status/601"
+
+
+@responses.activate
+def test_a_note_tweets_full_text_replaces_the_truncated_text():
+    full = "Long post. " * 40 + "I'm up for a cage match if he is lol"
+    responses.get(TIMELINE, json=timeline(tweet("701", full[:270] + "…", note_tweet={"text": full})))
+    (post,) = make_source().fetch("elonmusk", "700").posts
+    assert post.text == full
+
+
+@responses.activate
+def test_batched_accounts_are_polled_with_one_search_query_and_their_own_cursor():
+    search = f"{API}/tweets/search/recent"
+    responses.get(
+        search,
+        json=timeline(tweet("801", "hi"), tweet("802", "yo", author="finkd"), users=("elonmusk", "finkd")),
+    )
+    source = make_source(accounts=["elonmusk", "finkd"], batch=True)
+    (feed,) = source.feeds()
+    fetch = source.fetch(feed, "800")
+    assert {p.author for p in fetch.posts} == {"elonmusk", "finkd"}
+    assert fetch.cursor == "802"
+    asked = query_of(responses.calls[0])
+    assert asked["query"] == ["from:elonmusk OR from:finkd"] and asked["since_id"] == ["800"]
+
+
+def test_batches_keep_every_query_within_512_characters():
+    accounts = [f"account_{i:04d}" for i in range(200)]
+    groups = batch_accounts(accounts)
+    assert [a for g in groups for a in g] == accounts
+    assert all(len(" OR ".join(f"from:{a}" for a in g)) <= MAX_QUERY for g in groups)
+    # each query is 24 accounts of 21 characters with " OR ": as full as 512 allows
+    assert [len(g) for g in groups] == [24] * 8 + [8]
