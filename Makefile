@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The stamp files make re-runs instant; they depend on pyproject.toml so a new dependency is picked up.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python

@@ -122,21 +122,24 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs"}
 
 
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring `db` to SCHEMA_VERSION; return the version it had. Each step commits on its own."""
+def migrate(
+    db: sqlite_utils.Database, migrations: list[Callable[[sqlite_utils.Database], None]] = MIGRATIONS
+) -> int:
+    """Bring `db` to the newest schema; return the version it had. Each step commits on its own."""
+    newest = len(migrations)
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = set(db.table_names())
     except Exception as error:  # sqlite3.DatabaseError: "file is not a database"
         raise DatabaseError(f"not an SQLite database ({error})") from None
-    if version > SCHEMA_VERSION:
+    if version > newest:
         raise DatabaseError(
-            f"made by a newer Ringside (schema {version}, this one knows {SCHEMA_VERSION}); upgrade Ringside"
+            f"made by a newer Ringside (schema {version}, this one knows {newest}); upgrade Ringside"
         )
     if version == 0 and tables and not tables & _OUR_TABLES:
         raise DatabaseError(f"not a Ringside database (it has tables: {', '.join(sorted(tables)[:5])})")
-    for step in range(version, SCHEMA_VERSION):
+    for step in range(version, newest):
         with db.atomic():
-            MIGRATIONS[step](db)
+            migrations[step](db)
             db.execute(f"PRAGMA user_version = {step + 1}")
     return version

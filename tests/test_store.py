@@ -6,9 +6,11 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
+import sqlite_utils
 
 from bot.models import Fetch, Hit, Post, Span
 from storage import SCHEMA_VERSION, DatabaseError, Store
+from storage.schema import MIGRATIONS, migrate
 
 STARTED = datetime(2023, 6, 21, 3, 0, tzinfo=UTC)
 
@@ -117,3 +119,20 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
     path.write_text("these are my notes, not a database " * 100)
     with pytest.raises(DatabaseError, match=r"notes\.db: not an SQLite database"):
         Store.open(path)
+
+
+def test_a_database_made_by_an_older_version_is_upgraded_in_place_keeping_its_rows(tmp_path):
+    path = tmp_path / "old.db"
+    old = Store.open(path)
+    old.save_poll("x", "f", STARTED, Fetch((post("1"),), "1", 1), [hit("x:1")], ["console"])
+    old.close()
+
+    def add_a_column(db: sqlite_utils.Database) -> None:
+        db.execute("ALTER TABLE hits ADD COLUMN note TEXT")
+
+    db = sqlite_utils.Database(path)
+    assert migrate(db, [*MIGRATIONS, add_a_column]) == SCHEMA_VERSION
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert db.execute("SELECT rule_id, note FROM hits").fetchall() == [("cage-fight", None)]
+    assert migrate(db, [*MIGRATIONS, add_a_column]) == SCHEMA_VERSION + 1  # a second run changes nothing
+    db.close()
