@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.app import build_pipeline
-from config import ConfigError, Settings, load_settings
+from config import DEFAULT_RULES, ConfigError, load_settings
 from storage import DatabaseError, Store
 
 log = logging.getLogger("ringside")
@@ -26,8 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        settings = load_settings(args.config)
-        return args.handler(args, settings)
+        return args.handler(args)
     except (ConfigError, DatabaseError) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
@@ -53,6 +52,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser(
         "check-config", help="validate the settings and rules; print them with secrets masked"
     ).set_defaults(handler=command_check_config)
+    backtest = commands.add_parser("backtest", help="run the rules over a JSONL file of posts and score them")
+    backtest.add_argument(
+        "file",
+        type=Path,
+        help="JSONL: one object a line with `text`, optional id, platform, "
+        "author, lang, kind and label (flag or none)",
+    )
+    backtest.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        help="rules directory (default: the one in the settings, else config/rules)",
+    )
+    backtest.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    backtest.set_defaults(handler=command_backtest)
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         args.handler = command_run
@@ -70,9 +84,10 @@ def setup_logging(level: str) -> None:
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def command_run(args: argparse.Namespace, settings: Settings) -> int:
+def command_run(args: argparse.Namespace) -> int:
     from bot.service import Service
 
+    settings = load_settings(args.config)
     store = Store.open(settings.database)
     try:
         service = Service(settings, build_pipeline(settings, store, paced=True))
@@ -99,7 +114,8 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def command_once(args: argparse.Namespace, settings: Settings) -> int:
+def command_once(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
     store = Store.open(settings.database)
     try:
         pipeline = build_pipeline(settings, store, paced=False)
@@ -122,15 +138,43 @@ def command_once(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def command_check_config(args: argparse.Namespace, settings: Settings) -> int:
+def command_check_config(args: argparse.Namespace) -> int:
     from bot.matcher import load_rules
 
+    settings = load_settings(args.config)
     rules = load_rules(settings.rules)
     shown = settings.masked()
     shown["matcher"]["rule_count"] = len(rules)
     print(json.dumps(shown, indent=2, ensure_ascii=False))
     print(f"ok: {settings.path} and {len(rules)} rule(s) in {settings.rules} are valid", file=sys.stderr)
     return 0
+
+
+def command_backtest(args: argparse.Namespace) -> int:
+    from bot.backtest import render_json, render_text, run_backtest
+    from bot.matcher import Matcher, load_rules
+
+    rules_dir = args.rules or _rules_from_settings(args.config)
+    if not args.file.is_file():
+        raise ConfigError(f"{args.file}: backtest file not found")
+    outcome = run_backtest(args.file, Matcher(load_rules(rules_dir)))
+    for problem in outcome.skipped:
+        log.warning("%s", problem)
+    if args.json:
+        print(json.dumps(render_json(outcome), ensure_ascii=False))
+    else:
+        print(render_text(outcome))
+    return 0
+
+
+def _rules_from_settings(config: Path | None) -> Path:
+    """The rules directory the settings name; the shipped one when there are no settings to read."""
+    try:
+        return load_settings(config).rules
+    except ConfigError:
+        if config is not None:
+            raise
+        return DEFAULT_RULES
 
 
 if __name__ == "__main__":

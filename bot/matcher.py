@@ -1,119 +1,167 @@
-"""The matcher: rules are data (config/rules/*.toml), compiled once, applied to every post.
+"""The matching engine: every literal of every rule in one Aho-Corasick automaton, then boolean checks.
 
-This is the core service's plain phrase matcher: a rule fires when one of its phrases occurs as whole words
-in the folded text, unless one of its `unless` phrases occurs too. The rule-language issue replaces it with
-boolean/NEAR queries over one multi-pattern automaton; keep this interface (load_rules, Matcher.match).
+A post is folded (bot.normalize) into a line of words, " word word word ", and the automaton finds every
+rule literal in it in one pass: a key " cage match " only matches whole words, a key " fight" (from fight*)
+matches words that start with it, and a phrase also has its joined form (" cagematch "). Only rules with a
+literal in the post become candidates, and only their query trees are evaluated, so the cost of a post does
+not grow with rules whose words it does not contain. Spans are mapped back to the original text.
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
+from collections import defaultdict
+from collections.abc import Iterable
+
+import ahocorasick
 
 from bot.models import Hit, Post, Span
-from bot.normalize import Folded, fold, fold_phrase
-from config import ConfigError
+from bot.normalize import Folded, fold, fold_with_origin
+from bot.query import And, Near, Node, Not, Or, Term, terms_of
+from bot.rules import Rule, load_rules
 
-CATEGORIES = ("challenge", "rivalry", "taunt", "response")
+__all__ = ["Matcher", "Rule", "load_rules"]
 
-
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    category: str
-    severity: int
-    phrases: tuple[str, ...]
-    unless: tuple[str, ...] = ()
+Occurrence = tuple[int, int]  # first and last word index, inclusive
 
 
 class Matcher:
-    def __init__(self, rules: list[Rule]) -> None:
-        self.rules = rules
-        self._compiled = [(rule, _pattern(rule.phrases), _pattern(rule.unless)) for rule in rules]
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self._term_ids: dict[Term, int] = {}
+        self._rules_of_term: list[set[int]] = []
+        keys: dict[str, set[tuple[int, int]]] = defaultdict(set)
+        for rule_index, rule in enumerate(self.rules):
+            for term in terms_of(rule.node):
+                term_id = self._term_ids.setdefault(term, len(self._term_ids))
+                if term_id == len(self._rules_of_term):
+                    self._rules_of_term.append(set())
+                    for key, width in automaton_keys(term):
+                        keys[key].add((term_id, width))
+                self._rules_of_term[term_id].add(rule_index)
+        self._automaton = ahocorasick.Automaton()
+        for key, entries in keys.items():
+            self._automaton.add_word(key, tuple(entries))
+        if keys:
+            self._automaton.make_automaton()
 
     def match(self, post: Post) -> list[Hit]:
         """Every rule that fires on `post`, with spans over the post's original text."""
-        folded = fold(post.text)
+        found = self.find_terms(post.text)
+        if not found:
+            return []
+        candidates = sorted({r for term_id in found for r in self._rules_of_term[term_id]})
+        context = _Context(post.text, found, self._term_ids)
         hits = []
-        for rule, wanted, unwanted in self._compiled:
-            if unwanted is not None and unwanted.search(folded.text):
+        for index in candidates:
+            rule = self.rules[index]
+            if not rule.applies_to(post):
                 continue
-            spans = _spans(wanted, folded)
+            spans = context.spans_of(rule.node)
             if spans:
                 hits.append(Hit(post.key, rule.id, rule.category, rule.severity, spans))
         return hits
 
-
-def _pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not phrases:
-        return None
-    # Longest first so "cage fight night" wins over "cage fight"; whole words only; any run of spaces.
-    alternatives = sorted((fold_phrase(p) for p in phrases), key=len, reverse=True)
-    body = "|".join(r"\s+".join(map(re.escape, p.split())) for p in alternatives)
-    return re.compile(rf"(?<![^\W_])(?:{body})(?![^\W_])")
-
-
-def _spans(pattern: re.Pattern[str] | None, folded: Folded) -> tuple[Span, ...]:
-    if pattern is None:
-        return ()
-    spans = []
-    for found in pattern.finditer(folded.text):
-        start, end = folded.span(found.start(), found.end())
-        spans.append(Span(start, end, " ".join(found.group().split())))
-    return tuple(spans)
+    def find_terms(self, text: str) -> dict[int, list[Occurrence]]:
+        """Term id -> where its literals occur in the folded text (word indices)."""
+        if not self._term_ids:
+            return {}
+        line = " " + " ".join(fold(text).split()) + " "
+        found: dict[int, list[Occurrence]] = {}
+        for end, entries in self._automaton.iter(line):
+            for term_id, width in entries:
+                found.setdefault(term_id, []).append((end, width))
+        if not found:
+            return {}
+        return {term_id: _word_positions(line, ends) for term_id, ends in found.items()}
 
 
-def load_rules(directory: Path) -> list[Rule]:
-    """All rules in `directory`/*.toml, validated. Raises ConfigError naming the file and the rule."""
-    files = sorted(Path(directory).glob("*.toml"))
-    if not files:
-        raise ConfigError(f"{directory}: no rule files (*.toml) found")
-    rules: list[Rule] = []
-    seen: dict[str, Path] = {}
-    for file in files:
-        for rule in _rules_in(file):
-            if rule.id in seen:
-                raise ConfigError(f"{file}: rule {rule.id!r} is already defined in {seen[rule.id]}")
-            seen[rule.id] = file
-            rules.append(rule)
-    return rules
+def _word_positions(line: str, ends: list[tuple[int, int]]) -> list[Occurrence]:
+    """(end offset in the line, width in words) -> (first word, last word)."""
+    positions = []
+    for end, width in ends:
+        # The word holding `end` is the one after the last space at or before it; count spaces to get it.
+        last = line.count(" ", 0, end + (0 if line[end] == " " else 1)) - 1
+        positions.append((last - width + 1, last))
+    return positions
 
 
-def _rules_in(file: Path) -> list[Rule]:
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{file}: not valid TOML: {error}") from None
-    rules = []
-    for index, table in enumerate(data.get("rules", [])):
-        where = f"{file}: rules[{index}]"
-        if "id" in table:
-            where += f" ({table['id']})"
-        rules.append(_rule(table, where))
-    return rules
+def automaton_keys(term: Term) -> list[tuple[str, int]]:
+    """The literals that stand for `term`, with how many words each spans."""
+    closing = "" if term.prefix else " "
+    keys = [(" " + " ".join(term.words) + closing, len(term.words))]
+    if len(term.words) > 1 and not term.marker:
+        keys.append((" " + "".join(term.words) + closing, 1))  # cagefight, #CageFight
+    return keys
 
 
-def _rule(table: dict, where: str) -> Rule:
-    unknown = set(table) - {"id", "category", "severity", "phrases", "unless"}
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {sorted(unknown)[0]!r}; expected id, category, severity, phrases, unless"
-        )
-    rule_id, category, severity = table.get("id"), table.get("category"), table.get("severity", 3)
-    if not isinstance(rule_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", rule_id):
-        raise ConfigError(
-            f"{where}: id: expected lower-case letters, digits, '-', '_' or '.', got {rule_id!r}"
-        )
-    if not isinstance(category, str) or not category:
-        raise ConfigError(f"{where}: category: expected a name such as {', '.join(CATEGORIES)}")
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
-        raise ConfigError(f"{where}: severity: expected a whole number from 1 to 5, got {severity!r}")
-    phrases, unless = table.get("phrases"), table.get("unless", [])
-    for key, value in (("phrases", phrases), ("unless", unless)):
-        if not isinstance(value, list) or not all(isinstance(p, str) and fold_phrase(p) for p in value):
-            raise ConfigError(f"{where}: {key}: expected a list of non-empty phrases")
-    if not phrases:
-        raise ConfigError(f"{where}: phrases: expected at least one phrase")
-    return Rule(rule_id, category, severity, tuple(phrases), tuple(unless))
+class _Context:
+    """One post's evaluation: the terms found in it, and (only if needed) its words' original spans."""
+
+    def __init__(self, text: str, found: dict[int, list[Occurrence]], term_ids: dict[Term, int]) -> None:
+        self.text = text
+        self.found = found
+        self.term_ids = term_ids
+        self._folded: Folded | None = None
+        self.terms_at: dict[Occurrence, str] = {}
+
+    @property
+    def folded(self) -> Folded:
+        if self._folded is None:
+            self._folded = fold_with_origin(self.text)
+        return self._folded
+
+    def spans_of(self, root: Node) -> tuple[Span, ...]:
+        """The original-text spans that make `root` hold; empty when it does not hold."""
+        self.terms_at = {}
+        occurrences = self.evaluate(root)
+        return self.spans(occurrences) if occurrences else ()
+
+    def evaluate(self, node: Node) -> list[Occurrence] | None:
+        """None when `node` does not hold, else the occurrences that make it hold (none for a bare NOT)."""
+        if isinstance(node, Term):
+            return self.term(node) or None
+        if isinstance(node, Not):
+            return None if self.evaluate(node.part) else []
+        if isinstance(node, And):
+            results = []
+            for part in node.parts:
+                result = self.evaluate(part)
+                if result is None:
+                    return None
+                results.extend(result)
+            return results
+        if isinstance(node, Or):
+            held = [r for r in (self.evaluate(p) for p in node.parts) if r is not None]
+            return [o for r in held for o in r] if held else None
+        return self.near(node)
+
+    def term(self, term: Term) -> list[Occurrence]:
+        occurrences = self.found.get(self.term_ids[term], [])
+        if term.marker:
+            occurrences = [o for o in occurrences if self._preceded_by(o[0], term.marker)]
+        for occurrence in occurrences:
+            self.terms_at.setdefault(occurrence, term.text)
+        return occurrences
+
+    def near(self, node: Near) -> list[Occurrence] | None:
+        left, right = self.evaluate(node.left) or [], self.evaluate(node.right) or []
+        close = set()
+        for a in left:
+            for b in right:
+                if max(b[0] - a[1], a[0] - b[1]) - 1 <= node.distance:
+                    close.update((a, b))
+        return sorted(close) or None
+
+    def _preceded_by(self, word: int, marker: str) -> bool:
+        start = self.folded.spans[word][0]
+        return start > 0 and self.text[start - 1] == marker
+
+    def spans(self, occurrences: list[Occurrence]) -> tuple[Span, ...]:
+        spans = set()
+        for first, last in occurrences:
+            start, end = self.folded.spans[first][0], self.folded.spans[last][1]
+            term = self.terms_at.get((first, last), "")
+            if term[:1] in ("#", "@") and start > 0 and self.text[start - 1] == term[0]:
+                start -= 1
+            spans.add(Span(start, end, term))
+        return tuple(sorted(spans, key=lambda s: (s.start, s.end)))

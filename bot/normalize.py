@@ -1,59 +1,80 @@
 """Text folding for matching, with a map back to the original text so spans can be highlighted.
 
-Folding: Unicode compatibility forms (full-width and styled letters such as "𝐜𝐚𝐠𝐞" become "cage"), case, and
-accents ("prêt" becomes "pret"). Anything that is not a letter or digit becomes a space, so "cage-match" and
-"cage, match" both read as words. The folded text keeps one entry per character in `origin`, the index of the
-original character it came from, plus one past the end.
+Folding: Unicode compatibility forms (full-width and styled letters such as "𝐜𝐚𝐠𝐞" become "cage"), case
+("CAGE", "Straße" -> "strasse"), accents ("prêt" -> "pret"). A letter or digit stays; an emoji or other symbol
+becomes a word of its own; everything else (punctuation, "#", "@", "-", "_", "'") becomes a space, so
+"cage-match", "#cage_match" and "cage, match" all read as the words "cage match".
+
+`fold` is the fast path (one str.translate through a table filled on demand); `fold_with_origin` also says,
+for each folded character, which original character it came from. Matching calls the second only for the
+rare post that has a candidate match.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
-
-# Same-length translation for the common ASCII case: lower case, non-alphanumerics to spaces.
-_ASCII_FOLD = {c: (chr(c).lower() if chr(c).isalnum() else " ") for c in range(128)}
 
 
-@dataclass(frozen=True)
-class Folded:
-    text: str
-    origin: tuple[int, ...] | None  # None: same length as the original, index i came from index i
-
-    def span(self, start: int, end: int) -> tuple[int, int]:
-        """Original [start, end) of folded [start, end)."""
-        if self.origin is None:
-            return start, end
-        return self.origin[start], self.origin[end - 1] + 1
-
-
-def fold(text: str) -> Folded:
-    """Fold `text` for matching; see the module docstring."""
-    if text.isascii():
-        return Folded(text.translate(_ASCII_FOLD), None)
-    pieces: list[str] = []
-    origin: list[int] = []
-    for index, char in enumerate(text):
-        folded = _fold_char(char)
-        pieces.append(folded)
-        origin.extend([index] * len(folded))
-    return Folded("".join(pieces), tuple(origin))
-
-
-@lru_cache(maxsize=65536)
 def _fold_char(char: str) -> str:
-    """One character folded: possibly several characters ("ﬁ" -> "fi"), possibly none (a combining mark)."""
-    if unicodedata.category(char).startswith("M"):
+    category = unicodedata.category(char)
+    if category[0] == "M" or category == "Cf":  # combining marks, zero-width joiners and the like vanish
         return ""
+    if category == "So":  # emoji and other symbols are words of their own
+        return f" {char} "
     out = []
     for part in unicodedata.normalize("NFKD", char).casefold():
-        if unicodedata.category(part).startswith("M"):
+        if unicodedata.category(part)[0] == "M":
             continue
         out.append(part if part.isalnum() else " ")
     return "".join(out)
 
 
+class _FoldTable(dict[int, str]):
+    """A translate table that computes and keeps each character's fold the first time it is seen."""
+
+    def __missing__(self, codepoint: int) -> str:
+        folded = _fold_char(chr(codepoint))
+        self[codepoint] = folded
+        return folded
+
+
+FOLD_TABLE = _FoldTable()
+_WORD = re.compile(r"\S+")
+
+
+def fold(text: str) -> str:
+    """`text` folded for matching (see the module docstring). Runs of spaces are left as they are."""
+    return text.translate(FOLD_TABLE)
+
+
+def words(text: str) -> list[str]:
+    """The folded words of `text`."""
+    return fold(text).split()
+
+
+@dataclass(frozen=True)
+class Folded:
+    """Folded text and, for each folded word, its [start, end) in the original text."""
+
+    words: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+
+
+def fold_with_origin(text: str) -> Folded:
+    """Folded words of `text` with their original spans."""
+    pieces: list[str] = []
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        folded = FOLD_TABLE[ord(char)]
+        pieces.append(folded)
+        origin.extend([index] * len(folded))
+    folded_text = "".join(pieces)
+    found = [(m.group(), origin[m.start()], origin[m.end() - 1] + 1) for m in _WORD.finditer(folded_text)]
+    return Folded(tuple(w for w, _, _ in found), tuple((s, e) for _, s, e in found))
+
+
 def fold_phrase(phrase: str) -> str:
-    """A rule phrase folded like post text, with runs of spaces made one."""
-    return " ".join(fold(phrase).text.split())
+    """A phrase folded like post text, its words separated by single spaces."""
+    return " ".join(words(phrase))
