@@ -9,19 +9,22 @@ not grow with rules whose words it does not contain. Spans are mapped back to th
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
+from itertools import islice
 
 import ahocorasick
 
 from bot.models import Hit, Post, Span
-from bot.normalize import Folded, fold, fold_with_origin
+from bot.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
 from bot.query import And, Near, Node, Not, Or, Term, terms_of
 from bot.rules import Rule, load_rules
 
 __all__ = ["Matcher", "Rule", "load_rules"]
 
 Occurrence = tuple[int, int]  # first and last word index, inclusive
+_WORD = re.compile(r"\S+")
 
 
 class Matcher:
@@ -65,7 +68,7 @@ class Matcher:
         """Term id -> where its literals occur in the folded text (word indices)."""
         if not self._term_ids:
             return {}
-        line = " " + " ".join(fold(text).split()) + " "
+        line = fold_line(text)
         found: dict[int, list[Occurrence]] = {}
         for end, entries in self._automaton.iter(line):
             for term_id, width in entries:
@@ -102,13 +105,18 @@ class _Context:
         self.found = found
         self.term_ids = term_ids
         self._folded: Folded | None = None
+        self._lookups = 0
         self.terms_at: dict[Occurrence, str] = {}
 
-    @property
-    def folded(self) -> Folded:
+    def word_span(self, index: int) -> tuple[int, int]:
+        """The original [start, end) of folded word `index`, working out no more than it must."""
+        self._lookups += 1
+        if self._lookups <= 4 and self.text.isascii():
+            # Folding keeps ASCII offsets: find the index-th word in C rather than map every word.
+            return next(islice(_WORD.finditer(self.text.translate(FOLD_TABLE)), index, None)).span()
         if self._folded is None:
             self._folded = fold_with_origin(self.text)
-        return self._folded
+        return self._folded.spans[index]
 
     def spans_of(self, root: Node) -> tuple[Span, ...]:
         """The original-text spans that make `root` hold; empty when it does not hold."""
@@ -153,13 +161,13 @@ class _Context:
         return sorted(close) or None
 
     def _preceded_by(self, word: int, marker: str) -> bool:
-        start = self.folded.spans[word][0]
+        start = self.word_span(word)[0]
         return start > 0 and self.text[start - 1] == marker
 
     def spans(self, occurrences: list[Occurrence]) -> tuple[Span, ...]:
         spans = set()
         for first, last in occurrences:
-            start, end = self.folded.spans[first][0], self.folded.spans[last][1]
+            start, end = self.word_span(first)[0], self.word_span(last)[1]
             term = self.terms_at.get((first, last), "")
             if term[:1] in ("#", "@") and start > 0 and self.text[start - 1] == term[0]:
                 start -= 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 
 
 def _fold_char(char: str) -> str:
@@ -41,7 +40,44 @@ class _FoldTable(dict[int, str]):
 
 
 FOLD_TABLE = _FoldTable()
+# The ASCII part of FOLD_TABLE as a bytes table (every ASCII character folds to one ASCII character).
+_ASCII_BYTES = bytes(ord(FOLD_TABLE[c]) if c < 128 else c for c in range(256))
 _WORD = re.compile(r"\S+")
+
+
+_WORD_CACHE: dict[str, str] = {}
+_WORD_CACHE_LIMIT = 200_000
+
+
+def fold_line(text: str) -> str:
+    """The folded words of `text` as one line, " word word word ", for whole-word literal search.
+
+    This is the hot path of matching. ASCII is folded as bytes; in other text, only the words that hold
+    non-ASCII characters go through the slower table, and through a cache, since posts repeat words.
+    """
+    if text.isascii():  # bytes.translate and bytes.replace are several times faster than str.split/join
+        folded = text.encode("ascii").translate(_ASCII_BYTES)
+        while b"  " in folded:
+            folded = folded.replace(b"  ", b" ")
+        return (b" " + folded.strip(b" ") + b" ").decode("ascii")
+    cache = _WORD_CACHE
+    if len(cache) > _WORD_CACHE_LIMIT:
+        cache.clear()
+    parts = []
+    # Fold the ASCII characters in one bytes pass, then only words that still hold non-ASCII ones.
+    ascii_folded = (
+        text.encode("utf-8", "surrogatepass").translate(_ASCII_BYTES).decode("utf-8", "surrogatepass")
+    )
+    for word in ascii_folded.split():
+        if word.isascii():
+            parts.append(word)
+            continue
+        folded = cache.get(word)
+        if folded is None:
+            folded = cache[word] = " ".join(word.translate(FOLD_TABLE).split())
+        if folded:
+            parts.append(folded)
+    return " " + " ".join(parts) + " "
 
 
 def fold(text: str) -> str:
@@ -54,25 +90,48 @@ def words(text: str) -> list[str]:
     return fold(text).split()
 
 
-@dataclass(frozen=True)
 class Folded:
-    """Folded text and, for each folded word, its [start, end) in the original text."""
+    """The folded words of a text and, for each, its [start, end) in the original text."""
 
-    words: tuple[str, ...]
-    spans: tuple[tuple[int, int], ...]
+    __slots__ = ("spans", "words")
+
+    def __init__(self, words: list[str], spans: list[tuple[int, int]]) -> None:
+        self.words = words
+        self.spans = spans
 
 
 def fold_with_origin(text: str) -> Folded:
-    """Folded words of `text` with their original spans."""
+    """Folded words of `text` with their original spans; the same words as `words(text)`.
+
+    ASCII characters fold one for one, so a word made of them keeps its offsets; only a word that holds
+    other characters is folded character by character to map it back.
+    """
+    ascii_folded = (
+        text.encode("utf-8", "surrogatepass").translate(_ASCII_BYTES).decode("utf-8", "surrogatepass")
+    )
+    words: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for match in _WORD.finditer(ascii_folded):
+        word = match.group()
+        if word.isascii():
+            words.append(word)
+            spans.append(match.span())
+        else:
+            for folded_word, start, end in _fold_word_with_origin(word, match.start()):
+                words.append(folded_word)
+                spans.append((start, end))
+    return Folded(words, spans)
+
+
+def _fold_word_with_origin(word: str, offset: int) -> list[tuple[str, int, int]]:
     pieces: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
+    for index, char in enumerate(word):
         folded = FOLD_TABLE[ord(char)]
         pieces.append(folded)
-        origin.extend([index] * len(folded))
-    folded_text = "".join(pieces)
-    found = [(m.group(), origin[m.start()], origin[m.end() - 1] + 1) for m in _WORD.finditer(folded_text)]
-    return Folded(tuple(w for w, _, _ in found), tuple((s, e) for _, s, e in found))
+        origin.extend([offset + index] * len(folded))
+    folded_word = "".join(pieces)
+    return [(m.group(), origin[m.start()], origin[m.end() - 1] + 1) for m in _WORD.finditer(folded_word)]
 
 
 def fold_phrase(phrase: str) -> str:

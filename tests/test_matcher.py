@@ -1,0 +1,214 @@
+"""The matching engine and the default rule pack, read as sentences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.matcher import Matcher
+from bot.models import Post
+from bot.rules import rule_from_table
+
+NOW = datetime(2023, 6, 21, tzinfo=UTC)
+
+
+def post(text: str, **extra) -> Post:
+    return Post(
+        platform=extra.pop("platform", "x"),
+        id="1",
+        author=extra.pop("author", "elonmusk"),
+        text=text,
+        created_at=NOW,
+        **extra,
+    )
+
+
+def rule(query: str, id: str = "r", category: str = "challenge", **scopes) -> Matcher:
+    return Matcher([rule_from_table({"id": id, "category": category, "query": query, **scopes}, "test")])
+
+
+def marked(matcher: Matcher, text: str, category: str = "challenge") -> list[str]:
+    """The original text under every span of every hit of `category`."""
+    return [
+        text[s.start : s.end]
+        for hit in matcher.match(post(text))
+        if hit.category == category
+        for s in hit.spans
+    ]
+
+
+def categories(matcher: Matcher, text: str) -> set[str]:
+    return {hit.category for hit in matcher.match(post(text))}
+
+
+# -- the default pack on the model case and its traps ---------------------------------------------------
+
+
+def test_the_cage_match_challenge_is_caught_in_english_and_french(matcher):
+    assert categories(matcher, "I'm up for a cage match if he is lol") == {"challenge"}
+    assert "challenge" in categories(matcher, "Je suis prêt pour un combat en cage lol")
+
+
+def test_nicolas_cage_fighting_bees_is_not_a_challenge(matcher):
+    assert categories(matcher, "Nicolas Cage fights bees") == set()
+
+
+def test_send_me_location_is_a_response_that_flags_nothing_on_its_own(matcher):
+    assert categories(matcher, "Send Me Location") == {"response"}
+    assert categories(matcher, "send me the location of the meetup") == {"response"}
+    assert categories(matcher, "Envoie-moi le lieu") == {"response"}
+
+
+@pytest.mark.parametrize(
+    "trap",
+    [
+        "Cage the Elephant were incredible live",
+        "New bird cage for the parakeet",
+        "Our fight against cancer continues",
+        "Completed the ice bucket challenge!",
+        "Today's crossword was a real challenge",
+        "Notre combat contre le cancer continue",
+    ],
+)
+def test_the_known_traps_are_not_flagged(matcher, trap):
+    assert categories(matcher, trap) - {"response"} == set()
+
+
+# -- spans point into the original text -----------------------------------------------------------------
+
+
+def test_spans_point_into_the_original_text_through_accents_and_styled_letters(matcher):
+    assert marked(matcher, "Je suis prêt pour un 𝐜𝐨𝐦𝐛𝐚𝐭 en CAGE lol") == ["𝐜𝐨𝐦𝐛𝐚𝐭 en CAGE"]
+    assert marked(matcher, "ＣＡＧＥ ＭＡＴＣＨ tonight") == ["ＣＡＧＥ ＭＡＴＣＨ"]
+
+
+@pytest.mark.parametrize(
+    "form", ["cage fight", "cage-fight", "cagefight", "#CageFight", "#cage_fight", "Cage  Fight!"]
+)
+def test_a_phrase_matches_its_hyphenated_joined_and_hashtag_forms(form):
+    text = f"Tonight: {form} in Vegas"
+    assert rule('"cage fight"').match(post(text)), form
+
+
+def test_near_matches_in_either_order_within_the_distance_only():
+    near = rule("cage NEAR/2 fight")
+    assert marked(near, "the cage was the place of the fight") == []
+    assert marked(near, "a fight in a cage") == ["fight", "cage"]
+    assert marked(near, "cage, then a fight") == ["cage", "fight"]
+
+
+def test_a_wildcard_matches_words_that_start_with_it():
+    assert marked(rule("fight*"), "The fighters are ready") == ["fighters"]
+    assert marked(rule("fight*"), "firefight") == []
+
+
+def test_a_hashtag_or_mention_term_needs_its_sign_in_the_post():
+    assert marked(rule("#cagematch"), "#CageMatch now") == ["#CageMatch"]
+    assert marked(rule("#cagematch"), "cagematch now") == []
+    assert marked(rule("@zuck"), "hey @Zuck") == ["@Zuck"]
+    assert marked(rule("@zuck"), "zuck said") == []
+
+
+def test_emoji_are_words_of_their_own():
+    assert marked(rule("🥊"), "ready🥊🔥") == ["🥊"]
+
+
+def test_not_excludes_and_and_needs_every_part():
+    query = rule('(cage AND fight) NOT "nicolas cage"')
+    assert query.match(post("cage fight tonight"))
+    assert not query.match(post("Nicolas Cage fight scene"))
+    assert not query.match(post("cage only"))
+
+
+def test_scopes_limit_a_rule_to_languages_platforms_accounts_and_kinds():
+    scoped = rule("octagon", languages=["en"], platforms=["x"], accounts=["x:elonmusk"], kinds=["post"])
+    assert scoped.match(post("Vegas Octagon", lang="en"))
+    assert not scoped.match(post("Vegas Octagon", lang="fr"))
+    assert not scoped.match(post("Vegas Octagon", lang="en", platform="threads"))
+    assert not scoped.match(post("Vegas Octagon", lang="en", author="zuck"))
+    assert not scoped.match(post("Vegas Octagon", lang="en", kind="repost"))
+
+
+def test_only_rules_whose_words_occur_are_candidates():
+    many = Matcher(
+        [
+            rule_from_table({"id": f"r{i}", "category": "c", "query": f'"word{i} thing"'}, "t")
+            for i in range(5000)
+        ]
+    )
+    assert many.find_terms("nothing to see here") == {}
+    found = many.find_terms("a word4321 thing appears")
+    assert len(found) == 1
+    assert [h.rule_id for h in many.match(post("a word4321 thing appears"))] == ["r4321"]
+
+
+# -- bad input: no exception, bounded work --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x" * 100_000,
+        "cage match " * 10_000,
+        "\ud800 lone surrogate cage match \udfff",
+        "c\u0301" * 5_000 + " cage" + "\u0301" * 10_000 + " match",
+        "مباراة قفص cage match שלום",
+        "🥊🔥😂" * 1_000,
+        "\u202ecage match\u202c",
+    ],
+)
+def test_hostile_text_never_raises(matcher, text):
+    for hit in matcher.match(post(text)):
+        for span in hit.spans:
+            assert 0 <= span.start < span.end <= len(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None), max_size=400))
+def test_any_text_gives_spans_inside_the_text(matcher, text):
+    for hit in matcher.match(post(text)):
+        assert hit.spans
+        for span in hit.spans:
+            assert 0 <= span.start < span.end <= len(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(max_size=40), suffix=st.text(max_size=40))
+def test_a_phrase_is_found_whatever_surrounds_it(matcher, prefix, suffix):
+    text = f"{prefix} I'm up for a cage match {suffix}"
+    spans = [s for h in matcher.match(post(text)) if h.rule_id == "cage-fight" for s in h.spans]
+    excluded = any(
+        w in text.lower()
+        for w in (
+            "nicolas",
+            "zoo",
+            "parrot",
+            "hamster",
+            "rib",
+            "bird",
+            "octagonal",
+            "geometry",
+            "polygon",
+            "perroquet",
+            "john",
+            "luke",
+            "elephant",
+        )
+    )
+    assert spans or excluded
+    assert all(text[s.start : s.end].lower().replace("\u0130", "i") for s in spans)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None), max_size=200))
+def test_the_fast_fold_and_the_span_keeping_fold_always_agree_on_the_words(text):
+    from bot.normalize import fold_line, fold_with_origin, words
+
+    folded = fold_with_origin(text)
+    assert fold_line(text).split() == words(text) == folded.words
+    for start, end in folded.spans:
+        assert 0 <= start < end <= len(text)
