@@ -25,13 +25,13 @@ def test_the_backtest_prints_flagged_posts_with_rules_and_highlights_then_the_sc
             {"id": "a", "text": "I'm up for a cage match if he is lol", "label": "flag"},
             {"id": "b", "text": "Nicolas Cage fights bees", "label": "none"},
             {"id": "c", "text": "Send Me Location", "label": "none"},
-            {"id": "d", "text": "Let's see him back it up in Vegas", "label": "flag"},
+            {"id": "d", "text": "Loser buys dinner. You in?", "label": "flag"},
         ]
     )
     code, out, _ = backtest(capsys, str(feed))
     assert code == 0
     assert "  a  cage-fight(challenge)  I'm up for a **cage match** if he is lol" in out
-    assert "missed (labelled flag): 1\n  d  -  Let's see him back it up in Vegas" in out
+    assert "missed (labelled flag): 1\n  d  -  Loser buys dinner. You in?" in out
     assert "  c  " not in out.split("wrongly flagged")[0]  # a response alone is not flagged
     assert out.strip().splitlines()[-1] == "precision=1.000 recall=0.500 f1=0.667 tp=1 fp=0 fn=1 tn=2"
 
@@ -89,7 +89,7 @@ def test_the_default_pack_scores_above_0_95_f1_on_the_labelled_set(matcher):
 
 
 def test_the_default_pack_does_not_regress_on_the_holdout_set(matcher):
-    # The holdout posts were written after the pack and never used to tune it: its score is the honest one
-    # (see README). This floor only catches a regression; raise it as the pack improves.
+    # holdout.jsonl was written blind, after the first pack, which scored f1=0.649 on it. Its misses then
+    # shaped the no-guts rule, so it is a regression set now, not a blind one (README, "Rules").
     scores = run_backtest(DATA / "holdout.jsonl", matcher).scores
-    assert scores.f1 >= 0.6 and scores.precision >= 0.75, scores.summary()
+    assert scores.f1 >= 0.9, scores.summary()

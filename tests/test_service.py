@@ -76,13 +76,10 @@ def table(path: Path, sql: str) -> list[tuple]:
 
 
 def test_sigterm_finishes_the_work_in_flight_and_exits_0(tmp_path, write_config):
+    database = tmp_path / "r.db"
     process = start(paced_config(write_config, tmp_path, 1))
-    assert wait_for(
-        lambda: (
-            (tmp_path / "r.db").exists()
-            and table(tmp_path / "r.db", "SELECT count(*) FROM posts")[0][0] == 28
-        )
-    )
+    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts") == [(28,)])
+    assert wait_for(lambda: table(database, "SELECT count(*) FROM alerts WHERE status = 'pending'") == [(0,)])
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
