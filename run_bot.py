@@ -13,10 +13,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from bot.app import build_pipeline
-from config import DEFAULT_RULES, ConfigError, load_settings
+from bot.timeutil import parse_duration, utcnow
+from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
 
 log = logging.getLogger("ringside")
@@ -67,6 +69,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     backtest.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     backtest.set_defaults(handler=command_backtest)
+    alerts = commands.add_parser(
+        "alerts", help="the outbox: counts per channel and status, or requeue dead alerts"
+    )
+    alerts.add_argument(
+        "action", choices=["status", "retry-dead"], help="status: counts; retry-dead: requeue"
+    )
+    alerts.add_argument("--channel", help="only this channel (retry-dead)")
+    alerts.set_defaults(handler=command_alerts)
+    mute = commands.add_parser(
+        "mute", help="stop alerting a rule or an author for a while (hits are still stored)"
+    )
+    who = mute.add_mutually_exclusive_group(required=True)
+    who.add_argument("--rule", help="a rule id")
+    who.add_argument("--author", help="an author's handle")
+    who.add_argument("--list", action="store_true", help="show the mutes in force")
+    mute.add_argument(
+        "--for", dest="duration", default="1h", help="how long, such as 30m, 2h, 7d (default 1h)"
+    )
+    mute.set_defaults(handler=command_mute)
+    unmute = commands.add_parser("unmute", help="end a mute now")
+    who = unmute.add_mutually_exclusive_group(required=True)
+    who.add_argument("--rule", help="a rule id")
+    who.add_argument("--author", help="an author's handle")
+    unmute.set_defaults(handler=command_unmute)
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         args.handler = command_run
@@ -82,12 +108,38 @@ def setup_logging(level: str) -> None:
     )
     # APScheduler logs every job start and finish at INFO: too much for a service that runs for months.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # urllib3 logs request paths at DEBUG, and a Slack webhook's path is its secret.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces every configured secret value in log records with ****, whatever logged it."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "****")
+            record.msg, record.args = message, None
+        return True
+
+
+def redact_logs(settings: Settings) -> None:
+    """Install RedactSecrets on the root handlers, for the secrets these settings hold."""
+    values = [s.reveal() for s in settings.secrets()]
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactSecrets(values))
 
 
 def command_run(args: argparse.Namespace) -> int:
     from bot.service import Service
 
     settings = load_settings(args.config)
+    redact_logs(settings)
     store = Store.open(settings.database)
     try:
         service = Service(settings, build_pipeline(settings, store, paced=True))
@@ -116,6 +168,7 @@ def stop_on_signals() -> threading.Event:
 
 def command_once(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    redact_logs(settings)
     store = Store.open(settings.database)
     try:
         pipeline = build_pipeline(settings, store, paced=False)
@@ -164,6 +217,56 @@ def command_backtest(args: argparse.Namespace) -> int:
         print(json.dumps(render_json(outcome), ensure_ascii=False))
     else:
         print(render_text(outcome))
+    return 0
+
+
+def command_alerts(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    store = Store.open(settings.database)
+    try:
+        if args.action == "retry-dead":
+            count = store.retry_dead(args.channel)
+            print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
+            return 0
+        rows = store.outbox_summary()
+    finally:
+        store.close()
+    print(f"{'channel':<16} {'status':<8} {'alerts':>7}  last error")
+    for channel, status, count, error in rows:
+        print(f"{channel:<16} {status:<8} {count:>7}  {error if status == 'dead' and error else ''}")
+    return 0
+
+
+def command_mute(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    store = Store.open(settings.database)
+    try:
+        if args.list:
+            for kind, name, until in store.mutes():
+                print(f"{kind} {name} muted until {until:%Y-%m-%d %H:%M} UTC")
+            return 0
+        try:
+            seconds = parse_duration(args.duration)
+        except ValueError as error:
+            raise ConfigError(f"--for: {error}") from None
+        until = utcnow() + timedelta(seconds=seconds)
+        store.mute(until, rule_id=args.rule, author=args.author)
+    finally:
+        store.close()
+    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
+    print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
+    return 0
+
+
+def command_unmute(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    store = Store.open(settings.database)
+    try:
+        ended = store.unmute(rule_id=args.rule, author=args.author)
+    finally:
+        store.close()
+    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
+    print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0
 
 

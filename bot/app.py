@@ -25,7 +25,8 @@ def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipe
     notifiers = [build_notifier(config) for config in settings.channels]
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
-    pipeline = Pipeline(store, matcher, sources, notifiers, max_attempts=settings.max_attempts)
+    digests = {config.name: config.digest for config in settings.channels if config.digest}
+    pipeline = Pipeline(store, matcher, sources, notifiers, delivery=settings.delivery, digests=digests)
     _say_where_replays_stand(pipeline)
     return pipeline
 

@@ -20,7 +20,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
 DEFAULT_RULES = CONFIG_DIR / "rules"
 
 SOURCE_TYPES = ("replay", "x")
-CHANNEL_TYPES = ("console",)
+CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
 _REQUIRED = object()
 
 
@@ -58,7 +58,21 @@ class ChannelConfig:
     name: str
     type: str
     options: dict[str, Any] = field(default_factory=dict)
-    secret: Secret | None = None
+    secrets: dict[str, Secret] = field(default_factory=dict)  # "url", "signing"
+
+    @property
+    def digest(self) -> float:
+        """Seconds between digest messages; 0 sends each alert on its own."""
+        return float(self.options.get("digest", 0.0))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    max_attempts: int = 8
+    max_age: float = 86400.0
+    retry_base: float = 15.0
+    retry_max: float = 3600.0
+    throttle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,9 +83,14 @@ class Settings:
     deliver_every: float
     jitter: float
     misfire_grace: float
-    max_attempts: int
+    delivery: Delivery
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
+
+    def secrets(self) -> list[Secret]:
+        """Every secret these settings hold, so logs can be scrubbed of them."""
+        found = [s.secret for s in self.sources if s.secret is not None]
+        return found + [secret for c in self.channels for secret in c.secrets.values()]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets shown only as the variable that holds them."""
@@ -83,8 +102,8 @@ class Settings:
                 "deliver_every": self.deliver_every,
                 "jitter": self.jitter,
                 "misfire_grace": self.misfire_grace,
-                "max_attempts": self.max_attempts,
             },
+            "delivery": vars(self.delivery),
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
             "channels": [_masked_part(c) for c in self.channels],
         }
@@ -93,8 +112,12 @@ class Settings:
 def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, Any]:
     shown: dict[str, Any] = {"name": part.name, "type": part.type, **extra}
     shown.update({k: str(v) if isinstance(v, Path) else v for k, v in part.options.items()})
-    if part.secret is not None:
-        shown["secret"] = f"${part.secret.env_name} (set, ****)"
+    if isinstance(part, ChannelConfig):
+        secrets = part.secrets
+    else:
+        secrets = {"token": part.secret} if part.secret else {}
+    for key, secret in secrets.items():
+        shown[key] = f"${secret.env_name} (set, ****)"
     return shown
 
 
@@ -199,6 +222,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     file = Path(path) if path is not None else DEFAULT_CONFIG
     top = _Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
+    delivery = top.table("delivery")
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
@@ -209,11 +233,11 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         deliver_every=schedule.get("deliver_every", "duration", 10.0),
         jitter=schedule.get("jitter", "duration", 2.0),
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
-        max_attempts=schedule.get("max_attempts", "int", 8),
+        delivery=_delivery(delivery),
         sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
     )
-    for table in (storage, schedule, matcher, top):
+    for table in (storage, schedule, matcher, delivery, top):
         table.finish()
     if not settings.sources:
         raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
@@ -287,14 +311,48 @@ def _x_options(table: _Table) -> dict[str, Any]:
     return options
 
 
+def _delivery(table: _Table) -> Delivery:
+    delivery = Delivery(
+        max_attempts=table.get("max_attempts", "int", 8),
+        max_age=table.get("max_age", "duration", 86400.0),
+        retry_base=table.get("retry_base", "duration", 15.0),
+        retry_max=table.get("retry_max", "duration", 3600.0),
+        throttle=table.get("throttle", "duration", 0.0),
+    )
+    if delivery.max_attempts < 1:
+        table.fail("max_attempts", "expected a whole number of at least 1")
+    return delivery
+
+
+# Per channel type: the environment variables it reads secrets from, by default.
+_CHANNEL_SECRETS = {
+    "console": {},
+    "slack": {"url": ("url_env", "SLACK_WEBHOOK_URL", "a Slack incoming-webhook URL")},
+    "webhook": {
+        "url": ("url_env", "RINGSIDE_WEBHOOK_URL", "the URL to POST alerts to"),
+        "signing": ("secret_env", "RINGSIDE_WEBHOOK_SECRET", "the secret that signs each request"),
+    },
+    "apprise": {"url": ("url_env", "APPRISE_URL", "an Apprise URL such as discord://... or ntfy://...")},
+}
+
+
 def _channel(table: _Table, environ: Mapping[str, str]) -> ChannelConfig:
     kind = table.get("type", "str")
     if kind not in CHANNEL_TYPES:
         table.fail("type", f"unknown channel type {kind!r}; expected one of: {', '.join(CHANNEL_TYPES)}")
     name = table.get("name", "str", kind)
-    options = {"color": table.get("color", "bool", True)}
+    options: dict[str, Any] = {"digest": table.get("digest", "duration", 0.0)}
+    if kind == "console":
+        options["color"] = table.get("color", "bool", True)
+    else:
+        options["timeout"] = table.get("timeout", "duration", 10.0)
+        options["min_interval"] = table.get("min_interval", "duration", 1.0 if kind == "slack" else 0.0)
+    secrets = {
+        role: _secret(table, environ, key, default_env, what)
+        for role, (key, default_env, what) in _CHANNEL_SECRETS[kind].items()
+    }
     table.finish()
-    return ChannelConfig(name=name, type=kind, options=options)
+    return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
 
 
 def _secret(table: _Table, environ: Mapping[str, str], key: str, default_env: str, what: str) -> Secret:

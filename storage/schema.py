@@ -65,7 +65,7 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
             key TEXT NOT NULL,             -- idempotency key, stable across retries and restarts
             hit_id INTEGER REFERENCES hits(id),
             payload TEXT NOT NULL,         -- JSON: everything a channel needs to render the alert
-            status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent, dead
+            status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent, dead, muted
             attempts INTEGER NOT NULL DEFAULT 0,
             next_attempt_at TEXT NOT NULL,
             last_error TEXT,
@@ -117,9 +117,36 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX runs_feed ON runs(source, feed, started_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial]
+def _v2_noise_control(db: sqlite_utils.Database) -> None:
+    """Throttle, digests and mutes: alerts know their rule and author, count what folded into them."""
+    db.execute("ALTER TABLE alerts ADD COLUMN rule_id TEXT")
+    db.execute("ALTER TABLE alerts ADD COLUMN author TEXT")
+    # Later hits of the same rule and author, within the throttle window, counted here instead of sent.
+    db.execute("ALTER TABLE alerts ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+    # The digest message this alert goes out in (its idempotency key), fixed at the first attempt.
+    db.execute("ALTER TABLE alerts ADD COLUMN digest_key TEXT")
+    db.execute(
+        "UPDATE alerts SET rule_id = json_extract(payload, '$.rule.id'), "
+        "author = lower(json_extract(payload, '$.post.author'))"
+    )
+    db.execute("CREATE INDEX alerts_throttle ON alerts(channel, rule_id, author, created_at)")
+    db.execute(
+        """
+        CREATE TABLE mutes (
+            id INTEGER PRIMARY KEY,
+            rule_id TEXT,                  -- mute this rule ...
+            author TEXT,                   -- ... or this author (lower case, without @)
+            until TEXT NOT NULL,           -- ISO-8601 UTC; hits stay stored, their alerts are 'muted'
+            created_at TEXT NOT NULL,
+            CHECK ((rule_id IS NULL) != (author IS NULL))
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_noise_control]
 SCHEMA_VERSION = len(MIGRATIONS)
-_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs"}
+_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes"}
 
 
 def migrate(
@@ -139,7 +166,15 @@ def migrate(
     if version == 0 and tables and not tables & _OUR_TABLES:
         raise DatabaseError(f"not a Ringside database (it has tables: {', '.join(sorted(tables)[:5])})")
     for step in range(version, newest):
-        with db.atomic():
-            migrations[step](db)
-            db.execute(f"PRAGMA user_version = {step + 1}")
+        # IMMEDIATE takes the write lock first: another process opening the same file at the same moment
+        # waits, then finds the step done instead of running it twice.
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] == step:
+                migrations[step](db)
+                db.execute(f"PRAGMA user_version = {step + 1}")
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
     return version

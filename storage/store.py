@@ -20,7 +20,10 @@ import sqlite_utils
 
 from bot.models import Fetch, Hit, Post
 from bot.timeutil import iso, parse_datetime, utcnow
+from storage.outbox import Alert, Outbox
 from storage.schema import DatabaseError, migrate
+
+__all__ = ["Alert", "FeedState", "PollSaved", "Store"]
 
 # SQLite's default limit on bound parameters is 32766 on current builds, 999 on old ones.
 _CHUNK = 500
@@ -40,18 +43,7 @@ class PollSaved:
     alerts: int
 
 
-@dataclass(frozen=True)
-class Alert:
-    id: int
-    channel: str
-    key: str
-    payload: dict[str, Any]
-    attempts: int
-    next_attempt_at: datetime
-    created_at: datetime
-
-
-class Store:
+class Store(Outbox):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -105,6 +97,7 @@ class Store:
         fetch: Fetch,
         hits: Sequence[tuple[Hit, dict[str, Any] | None]],
         channels: Sequence[str],
+        throttle: float = 0.0,
     ) -> PollSaved:
         """Store what one poll found and move its cursor, all in one transaction.
 
@@ -115,7 +108,8 @@ class Store:
         with self.lock, self.db.atomic():
             new_posts = self._save_posts(source, fetch.posts, now)
             new_hits = self._save_hits(hits, now)
-            alerts = self._queue_alerts(new_hits, channels, now)
+            authors = {post.key: post.author.lower() for post in fetch.posts}
+            alerts = self._queue_alerts(new_hits, authors, channels, now, throttle)
             self._save_accounts(fetch.accounts, now)
             self._set_cursor(source, feed, fetch.cursor, None, now)
             self.db["runs"].insert(
@@ -172,28 +166,6 @@ class Store:
         ids = self._hit_ids(sorted({key for key, _ in fresh}))
         return [(ids[key], hit, payload) for key, (hit, payload) in fresh.items()]
 
-    def _queue_alerts(
-        self, new_hits: list[tuple[int, Hit, dict[str, Any] | None]], channels: Sequence[str], now: datetime
-    ) -> int:
-        rows = [
-            {
-                "channel": channel,
-                "key": payload["key"],
-                "hit_id": hit_id,
-                "payload": json.dumps(payload, ensure_ascii=False),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": iso(now),
-                "created_at": iso(now),
-            }
-            for hit_id, _, payload in new_hits
-            if payload is not None
-            for channel in channels
-        ]
-        # ignore: an alert already queued under the same key for a channel is never queued twice.
-        self.db["alerts"].insert_all(rows, ignore=True, batch_size=_CHUNK)
-        return len(rows)
-
     def _save_accounts(self, accounts: Iterable[tuple[str, str, str]], now: datetime) -> None:
         rows = [
             {"platform": platform, "username": name.lower(), "user_id": uid, "resolved_at": iso(now)}
@@ -232,38 +204,6 @@ class Store:
             ids.update({(k, r): i for k, r, i in self.db.execute(sql, chunk).fetchall()})
         return ids
 
-    # -- the outbox -------------------------------------------------------------------------------------
-
-    def pending_alerts(self, channel: str, limit: int = 100) -> list[Alert]:
-        """The channel's pending alerts in creation order (delivery order), due or not."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT id, channel, key, payload, attempts, next_attempt_at, created_at FROM alerts "
-                "WHERE channel = ? AND status = 'pending' ORDER BY id LIMIT ?",
-                [channel, limit],
-            ).fetchall()
-        return [
-            Alert(r[0], r[1], r[2], json.loads(r[3]), r[4], parse_datetime(r[5]), parse_datetime(r[6]))
-            for r in rows
-        ]
-
-    def mark_sent(self, alert_id: int) -> None:
-        with self.lock, self.db.atomic():
-            self.db.execute(
-                "UPDATE alerts SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL "
-                "WHERE id = ?",
-                [iso(utcnow()), alert_id],
-            )
-
-    def mark_failed(self, alert_id: int, error: str, retry_at: datetime | None) -> None:
-        """Count a failed attempt: retry at `retry_at`, or give up (status dead) when it is None."""
-        with self.lock, self.db.atomic():
-            self.db.execute(
-                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, status = ?, next_attempt_at = ? "
-                "WHERE id = ?",
-                [error[:1000], "pending" if retry_at else "dead", iso(retry_at or utcnow()), alert_id],
-            )
-
     # -- small read-outs -------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -272,10 +212,6 @@ class Store:
                 table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in ("posts", "hits", "alerts")
             }
-
-    def alert_counts(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self.db.execute("SELECT status, count(*) FROM alerts GROUP BY status").fetchall())
 
 
 def post_row(post: Post, source: str, now: datetime) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from datetime import timedelta
 import responses
 
 import run_bot
+from bot.delivery import retry_delay
 from bot.models import Fetch
 from bot.notifiers import DeliveryError
 from bot.notifiers.console import ConsoleNotifier
-from bot.pipeline import Pipeline, retry_delay
+from bot.pipeline import Pipeline
 from bot.sources.replay import ReplaySource
 from bot.timeutil import utcnow
+from config.settings import Delivery
 from storage import Store
 from storage.store import Alert
 from tests.conftest import DEMO_FEED, post_record, replay_config
@@ -196,7 +198,7 @@ def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store
 def test_an_alert_is_dead_after_the_configured_number_of_attempts(store, matcher):
     channel = RecordingChannel(failures=99)
     pipeline = demo_pipeline(store, matcher, channel)
-    pipeline.max_attempts = 3
+    pipeline.courier.delivery = Delivery(max_attempts=3)
     pipeline.poll("demo", DEMO_FEED.name)
     for _ in range(3):
         store.db.execute("UPDATE alerts SET next_attempt_at = ?", ["2000-01-01T00:00:00.000+00:00"])

@@ -24,6 +24,7 @@ class DeliveryError(Exception):
 
 class Notifier(Protocol):
     name: str
+    min_interval: float  # seconds to leave between two messages (Slack: one a second per webhook)
 
     def send(self, alert: Alert) -> None:
         """Deliver `alert` or raise DeliveryError."""
@@ -31,7 +32,12 @@ class Notifier(Protocol):
 
 
 def build_notifier(config: ChannelConfig) -> Notifier:
-    from bot.notifiers import console
+    from bot.notifiers import apprise, console, slack, webhook
 
-    builders = {"console": lambda: console.ConsoleNotifier.from_config(config)}
-    return builders[config.type]()
+    builders = {
+        "console": console.ConsoleNotifier.from_config,
+        "slack": slack.SlackNotifier.from_config,
+        "webhook": webhook.WebhookNotifier.from_config,
+        "apprise": apprise.AppriseNotifier.from_config,
+    }
+    return builders[config.type](config)

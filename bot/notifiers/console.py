@@ -25,11 +25,19 @@ class ConsoleNotifier:
         return cls(config.name, color=config.options.get("color", True))
 
     def send(self, alert: Alert) -> None:
-        self.stream.write(render(alert.payload, self.color) + "\n")
+        payload = alert.payload
+        if payload.get("kind") == "digest":
+            items = payload["alerts"]
+            text = f"📰 DIGEST · {len(items)} alerts\n\n" + "\n".join(
+                render(i["payload"], self.color, i.get("folded", 0)) for i in items
+            )
+        else:
+            text = render(payload, self.color, alert.folded)
+        self.stream.write(text + "\n")
         self.stream.flush()
 
 
-def render(payload: dict, color: bool = False) -> str:
+def render(payload: dict, color: bool = False, folded: int = 0) -> str:
     """An alert as a few lines of text: what fired, who said it where and when, the text marked up."""
     rule, post = payload["rule"], payload["post"]
     before, after = (BOLD_YELLOW, RESET) if color else ("**", "**")
@@ -43,4 +51,6 @@ def render(payload: dict, color: bool = False) -> str:
     ]
     if post.get("url"):
         lines.append(f"   {DIM}{post['url']}{RESET}" if color else f"   {post['url']}")
+    if folded:
+        lines.append(f"   +{folded} more like this from @{post['author']}")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Apprise: any Apprise URL (Discord, Teams, Telegram, email, ntfy, ...). Needs the optional extra:
+pip install 'ringside[apprise]'. Apprise does its own per-service retries and rate limits; it reports only
+success or failure, so every failure is retried on Ringside's schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.alerts import highlight, platform_name
+from bot.notifiers import DeliveryError
+from config import ChannelConfig, ConfigError
+from storage.store import Alert
+
+# Apprise logs the URLs it loads at DEBUG; a URL holds the service's token.
+logging.getLogger("apprise").setLevel(logging.WARNING)
+
+
+class AppriseNotifier:
+    def __init__(self, name: str, url: str, min_interval: float = 0.0) -> None:
+        try:
+            import apprise
+        except ImportError:
+            raise ConfigError(
+                f"channels.{name}: type apprise needs the optional extra: pip install 'ringside[apprise]'"
+            ) from None
+        self.name = name
+        self.min_interval = min_interval
+        self._apprise = apprise.Apprise()
+        if not self._apprise.add(url):
+            raise ConfigError(f"channels.{name}: the Apprise URL in the environment is not one Apprise knows")
+
+    @classmethod
+    def from_config(cls, config: ChannelConfig) -> AppriseNotifier:
+        return cls(config.name, config.secrets["url"].reveal(), config.options["min_interval"])
+
+    def send(self, alert: Alert) -> None:
+        title, body = apprise_message(alert)
+        if not self._apprise.notify(title=title, body=body):
+            raise DeliveryError("Apprise could not deliver (its own log line above says why)")
+
+
+def apprise_message(alert: Alert) -> tuple[str, str]:
+    payload = alert.payload
+    if payload.get("kind") == "digest":
+        items = payload["alerts"]
+        return f"Ringside digest: {len(items)} alerts", "\n\n".join(
+            _markdown(i["payload"], i.get("folded", 0)) for i in items
+        )
+    rule = payload["rule"]
+    return f"{rule['category'].capitalize()} · severity {rule['severity']}/5", _markdown(
+        payload, alert.folded
+    )
+
+
+def _markdown(payload: dict[str, Any], folded: int) -> str:
+    post, rule = payload["post"], payload["rule"]
+    when = post["created_at"][:16].replace("T", " ")
+    lines = [
+        f"**@{post['author']}** on {platform_name(post['platform'])} · {when} UTC",
+        highlight(post["text"], payload["spans"], "**", "**"),
+        f"rule `{rule['id']}`"
+        + (f" · {post['url']}" if post.get("url") else "")
+        + (f" · +{folded} more like this" if folded else ""),
+    ]
+    return "\n".join(lines)

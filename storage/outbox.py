@@ -1,0 +1,255 @@
+"""The outbox: alerts waiting for their channel, and what decides whether a hit makes one (throttle, mutes).
+
+Statuses: pending (to send, maybe waiting for a retry); sent (the channel accepted it); dead (refused for
+good, or failed too often or too long: `alerts retry-dead` requeues it); muted (stored while a mute was on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlite_utils
+
+from bot.models import Hit
+from bot.timeutil import iso, parse_datetime, utcnow
+
+_COLUMNS = "id, channel, key, payload, attempts, next_attempt_at, created_at, folded, digest_key"
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    channel: str
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    folded: int = 0
+    digest_key: str | None = None
+
+
+def _alert(row: Sequence[Any]) -> Alert:
+    return Alert(
+        row[0],
+        row[1],
+        row[2],
+        json.loads(row[3]),
+        row[4],
+        parse_datetime(row[5]),
+        parse_datetime(row[6]),
+        row[7],
+        row[8],
+    )
+
+
+class Outbox:
+    """Outbox queries, mixed into Store (which provides `db` and `lock`)."""
+
+    db: sqlite_utils.Database
+    lock: threading.RLock
+
+    def _queue_alerts(
+        self,
+        new_hits: list[tuple[int, Hit, dict[str, Any] | None]],
+        authors: dict[str, str],
+        channels: Sequence[str],
+        now: datetime,
+        throttle: float,
+    ) -> int:
+        """Queue an alert per new hit and channel, folding throttled ones, marking muted ones; count rows."""
+        muted_rules, muted_authors = self._active_mutes(now)
+        rows: list[dict[str, Any]] = []
+        first: dict[tuple[str, str, str], int | dict[str, Any] | None] = {}
+        folds: dict[int, int] = {}
+        for hit_id, hit, payload in new_hits:
+            if payload is None:
+                continue
+            author = authors.get(hit.post_key, "")
+            muted = hit.rule_id in muted_rules or author in muted_authors
+            for channel in channels:
+                group = (channel, hit.rule_id, author)
+                if throttle > 0 and not muted:
+                    if group not in first:
+                        first[group] = self._recent_alert(group, now - timedelta(seconds=throttle))
+                    earlier = first[group]
+                    if isinstance(earlier, int):
+                        folds[earlier] = folds.get(earlier, 0) + 1
+                        continue
+                    if isinstance(earlier, dict):
+                        earlier["folded"] += 1
+                        continue
+                row = _alert_row(channel, hit_id, hit, author, payload, "muted" if muted else "pending", now)
+                rows.append(row)
+                first[group] = row
+        # ignore: an alert already queued under the same key for a channel is never queued twice.
+        self.db["alerts"].insert_all(rows, ignore=True, batch_size=500)
+        for alert_id, extra in folds.items():
+            self.db.execute("UPDATE alerts SET folded = folded + ? WHERE id = ?", [extra, alert_id])
+        return len(rows)
+
+    def _recent_alert(self, group: tuple[str, str, str], since: datetime) -> int | None:
+        row = self.db.execute(
+            "SELECT id FROM alerts WHERE channel = ? AND rule_id = ? AND author = ? AND created_at >= ? "
+            "AND status IN ('pending', 'sent') ORDER BY id LIMIT 1",
+            [*group, iso(since)],
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- delivery --------------------------------------------------------------------------------------
+
+    def pending_alerts(self, channel: str, limit: int = 100) -> list[Alert]:
+        """The channel's pending alerts in creation order (delivery order), due or not."""
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE channel = ? AND status = 'pending' ORDER BY id LIMIT ?",
+                [channel, limit],
+            ).fetchall()
+        return [_alert(row) for row in rows]
+
+    def claim_digest(self, channel: str, limit: int) -> list[Alert]:
+        """The alerts of the channel's next digest message, all carrying one digest key.
+
+        The group is fixed at its first attempt, so a retried or restarted digest is the same message
+        under the same key, even if more alerts arrived meanwhile.
+        """
+        with self.lock, self.db.atomic():
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE channel = ? AND status = 'pending' "
+                "AND digest_key = (SELECT digest_key FROM alerts WHERE channel = ? AND status = 'pending' "
+                "AND digest_key IS NOT NULL ORDER BY id LIMIT 1) ORDER BY id",
+                [channel, channel],
+            ).fetchall()
+            if rows:
+                return [_alert(row) for row in rows]
+            alerts = self.pending_alerts(channel, limit)
+            if not alerts:
+                return []
+            key = digest_key(a.key for a in alerts)
+            self.db.execute(
+                f"UPDATE alerts SET digest_key = ? WHERE id IN ({','.join('?' * len(alerts))})",
+                [key, *(a.id for a in alerts)],
+            )
+            return [_alert_with_digest(a, key) for a in alerts]
+
+    def mark_sent(self, *alert_ids: int) -> None:
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL "
+                f"WHERE id IN ({','.join('?' * len(alert_ids))})",
+                [iso(utcnow()), *alert_ids],
+            )
+
+    def mark_failed(self, alert_ids: int | Sequence[int], error: str, retry_at: datetime | None) -> None:
+        """Count a failed attempt: retry at `retry_at`, or give up (status dead) when it is None."""
+        ids = [alert_ids] if isinstance(alert_ids, int) else list(alert_ids)
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, status = ?, next_attempt_at = ? "
+                f"WHERE id IN ({','.join('?' * len(ids))})",
+                [error[:1000], "pending" if retry_at else "dead", iso(retry_at or utcnow()), *ids],
+            )
+
+    def retry_dead(self, channel: str | None = None) -> int:
+        """Requeue dead alerts (of one channel, or all) for a fresh round of attempts; returns how many."""
+        with self.lock, self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE alerts SET status = 'pending', attempts = 0, next_attempt_at = ?, digest_key = NULL "
+                "WHERE status = 'dead' AND (? IS NULL OR channel = ?)",
+                [iso(utcnow()), channel, channel],
+            )
+            return cursor.rowcount
+
+    def outbox_summary(self) -> list[tuple[str, str, int, str | None]]:
+        """(channel, status, alerts, the latest error among them) for every channel and status."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT channel, status, count(*), (SELECT last_error FROM alerts b "
+                "WHERE b.channel = a.channel AND b.status = a.status ORDER BY id DESC LIMIT 1) "
+                "FROM alerts a GROUP BY channel, status ORDER BY 1, 2"
+            ).fetchall()
+
+    def alert_counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.db.execute("SELECT status, count(*) FROM alerts GROUP BY status").fetchall())
+
+    # -- mutes -----------------------------------------------------------------------------------------
+
+    def mute(self, until: datetime, rule_id: str | None = None, author: str | None = None) -> None:
+        if (rule_id is None) == (author is None):
+            raise ValueError("mute takes a rule or an author")
+        with self.lock, self.db.atomic():
+            self.db["mutes"].insert(
+                {
+                    "rule_id": rule_id,
+                    "author": author.lower().lstrip("@") if author else None,
+                    "until": iso(until),
+                    "created_at": iso(utcnow()),
+                }
+            )
+
+    def unmute(self, rule_id: str | None = None, author: str | None = None) -> int:
+        """End the mutes of a rule or an author now; returns how many were active."""
+        with self.lock, self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE mutes SET until = ? WHERE until > ? AND (rule_id = ? OR author = ?)",
+                [iso(utcnow()), iso(utcnow()), rule_id, author.lower().lstrip("@") if author else None],
+            )
+            return cursor.rowcount
+
+    def mutes(self) -> list[tuple[str, str, datetime]]:
+        """Active mutes as (kind, name, until)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT rule_id, author, max(until) FROM mutes WHERE until > ? GROUP BY rule_id, author "
+                "ORDER BY 3",
+                [iso(utcnow())],
+            ).fetchall()
+        return [("rule", r, parse_datetime(u)) if r else ("author", a, parse_datetime(u)) for r, a, u in rows]
+
+    def _active_mutes(self, now: datetime) -> tuple[set[str], set[str]]:
+        rows = self.db.execute("SELECT rule_id, author FROM mutes WHERE until > ?", [iso(now)]).fetchall()
+        return {r for r, _ in rows if r}, {a for _, a in rows if a}
+
+
+def _alert_row(
+    channel: str, hit_id: int, hit: Hit, author: str, payload: dict[str, Any], status: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "key": payload["key"],
+        "hit_id": hit_id,
+        "rule_id": hit.rule_id,
+        "author": author,
+        "payload": json.dumps(payload, ensure_ascii=False),
+        "status": status,
+        "attempts": 0,
+        "folded": 0,
+        "next_attempt_at": iso(now),
+        "created_at": iso(now),
+    }
+
+
+def digest_key(keys: Sequence[str] | Any) -> str:
+    digest = hashlib.sha256("\x00".join(sorted(keys)).encode()).hexdigest()
+    return f"rs1d-{digest[:32]}"
+
+
+def _alert_with_digest(alert: Alert, key: str) -> Alert:
+    return Alert(
+        alert.id,
+        alert.channel,
+        alert.key,
+        alert.payload,
+        alert.attempts,
+        alert.next_attempt_at,
+        alert.created_at,
+        alert.folded,
+        key,
+    )
