@@ -116,3 +116,82 @@ def test_after_sigkill_a_restart_loses_nothing_and_duplicates_nothing(tmp_path, 
         "SELECT channel, key FROM alerts ORDER BY 1, 2",
     ):
         assert table(database, sql) == table(tmp_path / "once.db", sql)
+
+
+def hit_feed(write_feed, count: int) -> Path:
+    return write_feed(
+        [
+            {
+                "platform": "x",
+                "id": str(i),
+                "author": f"fighter{i}",
+                "text": f"I'm up for a cage match, round {i}",
+                "created_at": f"2023-06-21T{i // 60:02d}:{i % 60:02d}:00Z",
+            }
+            for i in range(count)
+        ],
+        name="hits.jsonl",
+    )
+
+
+def webhook_config(write_config, tmp_path: Path, feed: Path, extra: str = "") -> Path:
+    text = (
+        replay_config(feed, tmp_path / "r.db")
+        .replace(
+            '[[channels]]\nname = "console"\ntype = "console"\ncolor = false',
+            '[[channels]]\nname = "hook"\ntype = "webhook"\ntimeout = "2s"\n' + extra,
+        )
+        .replace("[schedule]", '[delivery]\nretry_base = "0.1s"\nretry_max = "0.5s"\n\n[schedule]')
+    )
+    return write_config(text)
+
+
+def test_after_sigkill_mid_delivery_every_alert_arrives_and_a_repeat_carries_the_same_key(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    from tests.receiver import Receiver
+
+    feed = hit_feed(write_feed, 30)
+    with Receiver(delay=0.15) as receiver:
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-kill-test")
+        config = webhook_config(write_config, tmp_path, feed)
+        first = start(config)
+        assert wait_for(lambda: len(receiver.accepted()) >= 5)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        assert len(receiver.accepted()) < 30, "the kill came after delivery finished; slow the receiver"
+        second = start(config)
+        assert wait_for(lambda: len({r.json["id"] for r in receiver.accepted()}) == 30, timeout=60)
+        second.send_signal(signal.SIGTERM)
+        assert second.communicate(timeout=10) and second.returncode == 0
+    keys = [r.headers["X-Ringside-Idempotency-Key"] for r in receiver.accepted()]
+    assert {r.json["id"] for r in receiver.accepted()} == set(keys)  # every copy is under its own key
+    assert len(keys) - len(set(keys)) <= 1  # at most the one in flight at the kill came twice
+    assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 30)]
+
+
+def test_a_hanging_channel_never_delays_another_in_the_running_service(tmp_path, write_config, write_feed):
+    from bot.notifiers.webhook import WebhookNotifier
+    from tests.receiver import Answer, Receiver
+
+    feed = hit_feed(write_feed, 5)
+    settings = load_settings(write_config(replay_config(feed, tmp_path / "r.db")), environ={})
+    store = Store.open(settings.database)
+    with Receiver(default=Answer(hang=3.0)) as stuck, Receiver() as quick:
+        pipeline = build_pipeline(settings, store)
+        pipeline.notifiers = [
+            WebhookNotifier("stuck", stuck.url, "s", timeout=2.5),
+            WebhookNotifier("quick", quick.url, "s", timeout=2.5),
+        ]
+        pipeline.__post_init__()
+        stop = threading.Event()
+        runner = threading.Thread(target=Service(settings, pipeline).run_until, args=[stop])
+        runner.start()
+        try:
+            assert wait_for(lambda: len(quick.accepted()) == 5, timeout=10)
+            assert len(stuck.received) <= 1  # still on its first attempt while the other channel finished
+        finally:
+            stop.set()
+            runner.join(15)
+    store.close()

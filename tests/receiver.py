@@ -1,0 +1,131 @@
+"""A real HTTP receiver on 127.0.0.1 whose answers a test scripts: 200, 500, 429 with Retry-After, a hang past
+the client's timeout, or a dropped connection. It records every request, and which ones it accepted."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    accepted: bool = False
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    body: str = "ok"
+    headers: tuple[tuple[str, str], ...] = ()
+    hang: float = 0.0  # seconds to wait before answering
+    drop: bool = False  # close the connection without answering
+    processed: bool = False  # with drop: the receiver took the alert, but its reply was lost
+
+
+OK = Answer()
+
+
+def status(code: int, body: str = "", **headers: str) -> Answer:
+    return Answer(code, body, tuple((k.replace("_", "-"), v) for k, v in headers.items()))
+
+
+HANG = Answer(hang=3.0)
+DROP = Answer(drop=True)
+LOST_REPLY = Answer(drop=True, processed=True)
+
+
+class Receiver:
+    def __init__(
+        self,
+        default: Answer = OK,
+        fail_rate: float = 0.0,
+        seed: int = 1,
+        delay: float = 0.0,
+        lost_reply_share: float = 0.0,
+    ) -> None:
+        self.script: deque[Answer] = deque()
+        self.default = default
+        self.fail_rate = fail_rate
+        self.delay = delay
+        self.lost_reply_share = lost_reply_share  # of the random failures: taken, but the reply was lost
+        self.random = random.Random(seed)
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                request = Received(self.path, dict(self.headers.items()), self.rfile.read(length))
+                answer = receiver.next_answer()
+                with receiver.lock:
+                    receiver.received.append(request)
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                if answer.drop:
+                    request.accepted = answer.processed
+                    self.close_connection = True
+                    return
+                if answer.hang:
+                    time.sleep(answer.hang)
+                request.accepted = 200 <= answer.status < 300
+                payload = answer.body.encode()
+                self.send_response(answer.status)
+                for name, value in answer.headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def answer(self, *answers: Answer) -> None:
+        """Answer the next requests with these, in order; then with the default."""
+        self.script.extend(answers)
+
+    def next_answer(self) -> Answer:
+        with self.lock:
+            if self.script:
+                return self.script.popleft()
+            if self.fail_rate and self.random.random() < self.fail_rate:
+                if self.random.random() < self.lost_reply_share:
+                    return LOST_REPLY
+                return status(500, "random failure")
+            return self.default
+
+    def accepted(self) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.accepted]

@@ -1,0 +1,351 @@
+"""Channels against a real HTTP receiver on 127.0.0.1: what arrives, how many times, signed and shaped how."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from bot.delivery import Courier
+from bot.notifiers.apprise import AppriseNotifier
+from bot.notifiers.slack import BLOCK_LIMIT, SECTION_LIMIT, SlackNotifier, slack_message
+from bot.notifiers.webhook import WebhookNotifier
+from bot.pipeline import Pipeline
+from bot.sources.replay import ReplaySource
+from bot.timeutil import iso, utcnow
+from config.settings import Delivery
+from storage import Store
+from storage.store import Alert
+from tests.conftest import DEMO_FEED, ROOT
+from tests.receiver import DROP, HANG, Receiver, status
+
+SECRET = "whsec-test-signing-secret"
+SCHEMA = json.loads((ROOT / "config" / "webhook.schema.json").read_text())
+FAST = Delivery(max_attempts=5, retry_base=0.01, retry_max=0.05)
+
+
+def webhook(receiver: Receiver, name: str = "hook", timeout: float = 1.0) -> WebhookNotifier:
+    return WebhookNotifier(name, receiver.url, SECRET, timeout=timeout)
+
+
+def demo(store: Store, matcher, *channels, delivery: Delivery = FAST, **kwargs) -> Pipeline:
+    pipeline = Pipeline(
+        store, matcher, {"demo": ReplaySource("demo", DEMO_FEED)}, list(channels), delivery=delivery, **kwargs
+    )
+    pipeline.poll("demo", DEMO_FEED.name)
+    return pipeline
+
+
+def make_due(store: Store) -> None:
+    """Skip the wait before retries: what a test would otherwise sleep for."""
+    store.db.execute("UPDATE alerts SET next_attempt_at = ?", ["2000-01-01T00:00:00.000+00:00"])
+
+
+def keys_of(requests) -> list[str]:
+    return [r.headers["X-Ringside-Idempotency-Key"] for r in requests]
+
+
+# -- webhook --------------------------------------------------------------------------------------------
+
+
+def test_a_webhook_post_is_signed_over_timestamp_and_body_and_matches_the_schema(store, matcher):
+    with Receiver() as receiver:
+        demo(store, matcher, webhook(receiver)).deliver_all()
+    assert len(receiver.received) == store.counts()["alerts"] > 0
+    for request in receiver.received:
+        timestamp = request.headers["X-Ringside-Timestamp"]
+        expected = hmac.new(
+            SECRET.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256
+        ).hexdigest()
+        assert request.headers["X-Ringside-Signature"] == f"sha256={expected}"
+        assert request.headers["Content-Type"] == "application/json"
+        jsonschema.validate(request.json, SCHEMA)
+        assert request.json["id"] == request.headers["X-Ringside-Idempotency-Key"]
+    first = receiver.received[0].json
+    assert first["post"]["text"] == "I'm up for a cage match if he is lol"
+    start, end, term = first["spans"][0]
+    assert first["post"]["text"][start:end] == "cage match" and term == "cage match"
+
+
+def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(status(500, "oops"))
+        pipeline = demo(store, matcher, webhook(receiver))
+        assert pipeline.deliver_all()["hook"].failed == 1
+        make_due(store)
+        pipeline.deliver_all()
+    first, second, *_ = receiver.received
+    assert not first.accepted and second.accepted
+    assert first.headers["X-Ringside-Idempotency-Key"] == second.headers["X-Ringside-Idempotency-Key"]
+    assert first.body == second.body
+    accepted = keys_of(receiver.accepted())
+    assert len(accepted) == len(set(accepted)) == store.counts()["alerts"]
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_retry_after_is_honoured_from_the_header_or_discords_json(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(status(429, "slow down", Retry_After="120"))
+        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline.deliver_all()
+        (head, *_) = store.pending_alerts("hook")
+        assert head.next_attempt_at >= utcnow() + timedelta(seconds=118)
+        make_due(store)
+        receiver.answer(status(429, '{"message": "You are being rate limited.", "retry_after": 64.5}'))
+        pipeline.deliver_all()
+        (head, *_) = store.pending_alerts("hook")
+        assert head.next_attempt_at >= utcnow() + timedelta(seconds=63)
+    assert len(receiver.received) == 2  # the head waited; nothing behind it jumped the queue
+
+
+def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_later(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(HANG)
+        pipeline = demo(store, matcher, webhook(receiver, timeout=0.5))
+        assert pipeline.deliver_all()["hook"].failed == 1
+        assert store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone() == (
+            "no answer within 0.5s (timeout)",
+        )
+        make_due(store)
+        pipeline.deliver_all()
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_a_dropped_connection_is_retried(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(DROP)
+        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline.deliver_all()
+        make_due(store)
+        pipeline.deliver_all()
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+    assert len(receiver.received) == store.counts()["alerts"] + 1
+
+
+@pytest.mark.parametrize("code", [400, 403, 404, 410])
+def test_a_permanent_refusal_is_dead_at_once_with_one_line_naming_the_channel_not_its_url(
+    store, matcher, caplog, code
+):
+    with Receiver() as receiver:
+        receiver.answer(status(code, "channel_not_found"))
+        with caplog.at_level(logging.ERROR):
+            result = demo(store, matcher, webhook(receiver)).deliver_all()["hook"]
+    assert result.dead == 1 and result.sent == store.counts()["alerts"] - 1
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith("hook: alert rs1-") and f"refused (HTTP {code}: channel_not_found)" in error
+    assert receiver.url not in caplog.text and "127.0.0.1" not in caplog.text
+
+
+def test_an_alert_failing_for_longer_than_max_age_is_dead(store, matcher):
+    with Receiver(default=status(503)) as receiver:
+        pipeline = demo(store, matcher, webhook(receiver), delivery=Delivery(max_attempts=100, max_age=3600))
+        store.db.execute("UPDATE alerts SET created_at = ?", ["2000-01-01T00:00:00.000+00:00"])
+        result = pipeline.deliver_all()["hook"]
+    assert result.dead == store.counts()["alerts"]
+
+
+def test_a_failing_channel_never_holds_back_another(store, matcher):
+    with Receiver(default=status(500)) as broken, Receiver() as working:
+        pipeline = demo(store, matcher, webhook(broken, "broken"), webhook(working, "working"))
+        results = pipeline.deliver_all()
+    assert results["broken"].failed == 1 and len(broken.received) == 1
+    assert len(working.accepted()) == results["working"].sent == store.counts()["alerts"] // 2
+
+
+# -- slack ----------------------------------------------------------------------------------------------
+
+
+def slack_alert(text: str, spans: list, folded: int = 0) -> Alert:
+    payload = {
+        "key": "rs1-" + "0" * 32,
+        "rule": {"id": "cage-fight", "category": "challenge", "severity": 4},
+        "spans": spans,
+        "post": {
+            "key": "x:1",
+            "platform": "x",
+            "id": "1",
+            "author": "elonmusk",
+            "url": "https://x.com/elonmusk/status/1",
+            "created_at": "2023-06-21T02:58:00.000+00:00",
+            "kind": "reply",
+            "lang": "en",
+            "text": text,
+        },
+    }
+    return Alert(1, "slack", payload["key"], payload, 0, utcnow(), utcnow(), folded)
+
+
+def test_a_slack_message_has_a_header_who_where_when_the_text_in_bold_the_link_and_the_rule():
+    message = slack_message(
+        slack_alert("I'm up for a cage match if he is lol <3 & more", [[13, 23, "cage match"]], 2)
+    )
+    header, who, section, footer = message["blocks"]
+    assert header == {"type": "header", "text": {"type": "plain_text", "text": "🥊 Challenge · severity 4/5"}}
+    assert who["elements"][0]["text"] == "*@elonmusk* on X · 2023-06-21 02:58 UTC · reply"
+    assert section["text"]["text"] == "I'm up for a *cage match* if he is lol &lt;3 &amp; more"
+    assert footer["elements"][0]["text"] == (
+        "rule `cage-fight` · <https://x.com/elonmusk/status/1|open the post>"
+        " · +2 more like this from @elonmusk"
+    )
+    assert message["text"].startswith("Challenge by @elonmusk on X: I'm up for a cage match")
+
+
+def test_a_long_post_is_cut_to_slacks_3000_characters_with_an_ellipsis_and_closed_bold():
+    text = "cage match " + "& " * 4000
+    section = slack_message(slack_alert(text, [[0, 10, "cage match"], [5, 4000, "x"]]))["blocks"][2]
+    body = section["text"]["text"]
+    assert len(body) <= SECTION_LIMIT and body.endswith("*…")
+    assert body.count("*") % 2 == 0 and not body.rstrip("*…").endswith("&am")
+
+
+def test_a_slack_digest_stays_within_50_blocks():
+    items = [
+        {"payload": slack_alert(f"cage match {i}", [[0, 10, "cage match"]]).payload, "folded": 0}
+        for i in range(100)
+    ]
+    digest = Alert(1, "slack", "rs1d-" + "0" * 32, {"kind": "digest", "alerts": items}, 0, utcnow(), utcnow())
+    message = slack_message(digest)
+    assert len(message["blocks"]) <= BLOCK_LIMIT
+    assert message["blocks"][0]["text"]["text"] == "Ringside digest: 100 alerts"
+    assert "…and 84 more" in message["blocks"][-1]["elements"][0]["text"]
+
+
+def test_slack_gets_block_kit_json_one_message_a_second(store, matcher):
+    with Receiver() as receiver:
+        slack = SlackNotifier("slack", receiver.url, timeout=2, min_interval=0.5)
+        demo(store, matcher, slack).deliver_all()
+    times = [r.at for r in receiver.received]
+    assert len(times) == store.counts()["alerts"] >= 3
+    assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(times))
+    assert all("blocks" in r.json and r.json["text"] for r in receiver.received)
+
+
+@pytest.mark.parametrize(
+    ("code", "body"), [(400, "invalid_payload"), (404, "channel_not_found"), (410, "channel_is_archived")]
+)
+def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, matcher, code, body):
+    with Receiver() as receiver:
+        receiver.answer(status(code, body))
+        demo(store, matcher, SlackNotifier("slack", receiver.url, min_interval=0)).deliver_all()
+    assert store.db.execute("SELECT status, last_error FROM alerts ORDER BY id LIMIT 1").fetchone() == (
+        "dead",
+        f"Slack refused (HTTP {code}: {body})",
+    )
+
+
+# -- apprise --------------------------------------------------------------------------------------------
+
+
+def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(status(500))
+        url = receiver.url.replace("http://", "json://")
+        pipeline = demo(store, matcher, AppriseNotifier("apprise", url))
+        assert pipeline.deliver_all()["apprise"].failed == 1
+        make_due(store)
+        pipeline.deliver_all()
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+    bodies = [r.json for r in receiver.accepted()]
+    assert bodies[0]["title"] == "Challenge · severity 4/5"
+    assert "I'm up for a **cage match** if he is lol" in bodies[0]["message"]
+
+
+def test_an_apprise_url_apprise_does_not_know_is_a_config_error():
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match="not one Apprise knows"):
+        AppriseNotifier("apprise", "nosuchscheme://whatever")
+
+
+# -- noise control --------------------------------------------------------------------------------------
+
+
+def test_the_same_rule_and_author_within_the_throttle_window_fold_into_the_first_alert(
+    store, matcher, write_feed
+):
+    feed = write_feed(
+        [
+            {
+                "platform": "x",
+                "id": str(i),
+                "author": "elonmusk",
+                "text": f"cage match #{i}",
+                "created_at": f"2023-06-21T0{i}:00:00Z",
+            }
+            for i in range(1, 4)
+        ]
+    )
+    with Receiver() as receiver:
+        pipeline = Pipeline(
+            store,
+            matcher,
+            {"f": ReplaySource("f", feed)},
+            [webhook(receiver)],
+            delivery=Delivery(throttle=600),
+        )
+        pipeline.poll("f", feed.name)
+        pipeline.deliver_all()
+    (only,) = receiver.received
+    assert only.json["folded"] == 2 and only.json["post"]["id"] == "1"
+    assert store.counts() == {"posts": 3, "hits": 3, "alerts": 1}
+
+
+def test_a_digest_channel_sends_one_message_once_the_oldest_alert_has_waited(store, matcher):
+    with Receiver() as receiver:
+        pipeline = demo(store, matcher, webhook(receiver), digests={"hook": 3600})
+        pipeline.deliver_all()
+        assert receiver.received == []
+        store.db.execute("UPDATE alerts SET created_at = ?", [iso(utcnow() - timedelta(hours=2))])
+        receiver.answer(status(500))
+        pipeline.deliver_all()
+        make_due(store)
+        pipeline.deliver_all()
+    failed, sent = receiver.received
+    assert sent.json["type"] == "digest" and len(sent.json["alerts"]) == store.counts()["alerts"]
+    assert failed.body == sent.body and keys_of([failed]) == keys_of([sent])
+    jsonschema.validate(sent.json, SCHEMA)
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_a_muted_rule_is_stored_but_not_sent_until_unmuted(store, matcher):
+    store.mute(utcnow() + timedelta(hours=2), rule_id="cage-fight")
+    with Receiver() as receiver:
+        demo(store, matcher, webhook(receiver)).deliver_all()
+    sent_rules = {r.json["rule"]["id"] for r in receiver.received}
+    assert "cage-fight" not in sent_rules and sent_rules
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status = 'muted'").fetchone()[0] == 4
+    assert store.mutes()[0][:2] == ("rule", "cage-fight")
+    assert store.unmute(rule_id="cage-fight") == 1 and store.mutes() == []
+
+
+def test_dead_alerts_can_be_requeued(store, matcher):
+    with Receiver() as receiver:
+        receiver.answer(status(404))
+        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline.deliver_all()
+        assert store.retry_dead() == 1
+        pipeline.deliver_all()
+    assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_courier_runs_one_delivery_per_channel_at_a_time(store, matcher):
+    with Receiver() as receiver:
+        hook = webhook(receiver)
+        courier = Courier(store, [hook], FAST)
+        lock = courier._locks["hook"]
+        lock.acquire()
+        try:
+            assert courier.deliver(hook).sent == 0
+        finally:
+            lock.release()
+
+
+def test_the_webhook_schema_file_ships_with_the_package():
+    assert (Path(__file__).resolve().parent.parent / "config" / "webhook.schema.json").is_file()
