@@ -79,9 +79,10 @@ def main() -> None:
     accepted = Counter(r.headers["X-Ringside-Idempotency-Key"] for r in receiver.accepted())
     requests = len(receiver.received)
     print(f"{args.alerts} alerts, receiver failing {args.fail:.0%} of requests at random (seed {args.seed})")
+    taken = sum(accepted.values())
     print(
-        f"requests {requests}, failed {requests - sum(accepted.values())} "
-        f"(lost replies the receiver had taken: {sum(accepted.values()) - len(accepted)})"
+        f"requests {requests}: answered 500 {requests - taken}; taken by the receiver {taken}, "
+        f"of which {taken - len(accepted)} lost their reply"
     )
     print(
         f"delivered {len(accepted)} distinct alerts; duplicates {sum(accepted.values()) - len(accepted)} "
