@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -69,6 +71,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     backtest.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     backtest.set_defaults(handler=command_backtest)
+    commands.add_parser(
+        "health", help="exit 0 if the running service's heartbeat says it is healthy (Docker's HEALTHCHECK)"
+    ).set_defaults(handler=command_health)
     alerts = commands.add_parser(
         "alerts", help="the outbox: counts per channel and status, or requeue dead alerts"
     )
@@ -99,13 +104,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (LOG_FORMAT=json), for log collectors."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("LOG_FORMAT", "").lower() == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+        )
+    logging.basicConfig(level=level, handlers=[handler])
     # APScheduler logs every job start and finish at INFO: too much for a service that runs for months.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     # urllib3 logs request paths at DEBUG, and a Slack webhook's path is its secret.
@@ -145,6 +169,10 @@ def command_run(args: argparse.Namespace) -> int:
         service = Service(settings, build_pipeline(settings, store, paced=True))
         log.info("database: %s", settings.database)
         service.run_until(stop_on_signals())
+        if service.scheduler.running:  # a job outlived the grace: it holds the database; leave it to the OS
+            log.info("stopped")
+            logging.shutdown()
+            os._exit(0)
     finally:
         store.close()
     log.info("stopped")
@@ -218,6 +246,15 @@ def command_backtest(args: argparse.Namespace) -> int:
     else:
         print(render_text(outcome))
     return 0
+
+
+def command_health(args: argparse.Namespace) -> int:
+    from bot.health import check_heartbeat, heartbeat_path
+
+    settings = load_settings(args.config)
+    healthy, message = check_heartbeat(heartbeat_path(settings.database))
+    print(message)
+    return 0 if healthy else 1
 
 
 def command_alerts(args: argparse.Namespace) -> int:

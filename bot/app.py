@@ -26,7 +26,16 @@ def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipe
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
     digests = {config.name: config.digest for config in settings.channels if config.digest}
-    pipeline = Pipeline(store, matcher, sources, notifiers, delivery=settings.delivery, digests=digests)
+    pipeline = Pipeline(
+        store,
+        matcher,
+        sources,
+        notifiers,
+        delivery=settings.delivery,
+        digests=digests,
+        intervals={config.name: config.every for config in settings.sources},
+        watchdog_after=settings.service.watchdog_after,
+    )
     _say_where_replays_stand(pipeline)
     return pipeline
 

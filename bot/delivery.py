@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot import metrics
 from bot.notifiers import DeliveryError, Notifier
 from bot.timeutil import utcnow
 from config.settings import Delivery
@@ -115,6 +116,7 @@ class Courier:
             self._last_send[notifier.name] = time.monotonic()
         self.store.mark_sent(*ids)
         count.sent += len(ids)
+        metrics.ALERTS.labels(notifier.name, "sent").inc(len(ids))
         return True
 
     def _pace(self, notifier: Notifier) -> None:
@@ -138,6 +140,7 @@ class Courier:
             log.error("%s: alert %s is dead (%s): %s", channel, alert.key, why, error)
             self.store.mark_failed(ids, str(error), retry_at=None)
             count.dead += len(ids)
+            metrics.ALERTS.labels(channel, "dead").inc(len(ids))
             return True
         delay = retry_delay(attempts, error.retry_after, self.delivery.retry_base, self.delivery.retry_max)
         log.warning(
@@ -150,6 +153,7 @@ class Courier:
         )
         self.store.mark_failed(ids, str(error), retry_at=utcnow() + timedelta(seconds=delay))
         count.failed += len(ids)
+        metrics.ALERTS.labels(channel, "failed").inc(len(ids))
         return False
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import metrics
 from bot.alerts import alert_payload
 from bot.delivery import Courier, DeliveryCount
 from bot.matcher import Matcher
@@ -19,6 +20,7 @@ from bot.models import Fetch, Hit
 from bot.notifiers import Notifier
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
+from bot.watchdog import watch
 from config.settings import Delivery
 from storage.store import PollSaved, Store
 
@@ -36,6 +38,8 @@ class Pipeline:
     notifiers: Sequence[Notifier]
     delivery: Delivery = field(default_factory=Delivery)
     digests: dict[str, float] = field(default_factory=dict)
+    intervals: dict[str, float] = field(default_factory=dict)  # seconds between polls, per source
+    watchdog_after: int = 0  # intervals without success before a feed is reported; 0: off
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -69,17 +73,25 @@ class Pipeline:
                 throttle=self.delivery.throttle,
             )
         except RateLimited as error:
+            metrics.POLLS.labels(source_name, "rate_limited").inc()
             log.warning("%s: %s", where, error)
-            self.store.save_failed_poll(source_name, feed, started, str(error), paused_until=error.reset_at)
+            self._record_failure(source_name, feed, started, str(error), paused_until=error.reset_at)
             return None
         except SourceError as error:
+            metrics.POLLS.labels(source_name, "failed").inc()
             log.warning("%s: poll failed: %s", where, error)
-            self.store.save_failed_poll(source_name, feed, started, str(error))
+            self._record_failure(source_name, feed, started, str(error))
             return None
         except Exception as error:  # a bug or a database fault: keep the service and the other feeds alive
+            metrics.POLLS.labels(source_name, "failed").inc()
             log.exception("%s: poll failed unexpectedly", where)
             self._record_failure(source_name, feed, started, f"{type(error).__name__}: {error}")
             return None
+        self._watch(source_name, feed, None)
+        metrics.POLLS.labels(source_name, "ok").inc()
+        metrics.POLL_SECONDS.labels(source_name).observe((utcnow() - started).total_seconds())
+        metrics.POSTS_FETCHED.labels(source_name).inc(saved.fetched)
+        metrics.POSTS_NEW.labels(source_name).inc(saved.new_posts)
         level = logging.INFO if saved.new_posts or saved.new_hits else logging.DEBUG
         log.log(
             level,
@@ -99,11 +111,19 @@ class Pipeline:
             for hit in self.matcher.match(post)
         ]
 
-    def _record_failure(self, source_name: str, feed: str, started: Any, error: str) -> None:
+    def _record_failure(
+        self, source_name: str, feed: str, started: Any, error: str, paused_until: Any = None
+    ) -> None:
         try:
-            self.store.save_failed_poll(source_name, feed, started, error)
+            self.store.save_failed_poll(source_name, feed, started, error, paused_until=paused_until)
+            self._watch(source_name, feed, error)
         except Exception:
             log.exception("%s:%s: could not record the failed poll", source_name, feed)
+
+    def _watch(self, source_name: str, feed: str, error: str | None) -> None:
+        every = self.intervals.get(source_name, 300.0)
+        channels = [n.name for n in self.notifiers]
+        watch(self.store, channels, source_name, feed, every, self.watchdog_after, error)
 
     # -- deliver -------------------------------------------------------------------------------------
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import UTC
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from bot.health import Health, HealthServer
 from bot.pipeline import Pipeline
 from bot.timeutil import utcnow
 from config import Settings
@@ -30,6 +33,10 @@ class Service:
             },
             timezone=UTC,
         )
+        self.health = Health(settings, pipeline.store, self.scheduler_state)
+
+    def scheduler_state(self) -> str:
+        return {STATE_RUNNING: "running", STATE_PAUSED: "paused"}.get(self.scheduler.state, "stopped")
 
     def schedule(self) -> None:
         """One interval job per feed and per channel, all starting now (feeds spread by jitter)."""
@@ -46,6 +53,14 @@ class Service:
                 name=f"poll {source_name}:{feed}",
                 next_run_time=now,
             )
+        self.scheduler.add_job(
+            self.health.beat,
+            "interval",
+            seconds=self.settings.service.heartbeat_every,
+            id="heartbeat",
+            name="heartbeat",
+            next_run_time=now,
+        )
         for notifier in self.pipeline.notifiers:
             self.scheduler.add_job(
                 self.pipeline.deliver,
@@ -59,6 +74,7 @@ class Service:
 
     def poll(self, source_name: str, feed: str) -> None:
         saved = self.pipeline.poll(source_name, feed)
+        self.health.poll_finished()
         if saved and saved.alerts:
             self.wake_delivery()
 
@@ -70,13 +86,37 @@ class Service:
                 job.modify(next_run_time=utcnow())
 
     def run_until(self, stop: threading.Event) -> None:
-        """Run until `stop` is set, then let the jobs in flight finish and return."""
+        """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
+        shutdown grace) and return. A job cut short commits nothing, so the next start redoes it."""
         self.schedule()
+        server = None
+        if self.settings.service.http_port:
+            server = HealthServer(
+                self.health, self.settings.service.http_host, self.settings.service.http_port
+            )
+            server.start()
         self.scheduler.start()
-        feeds = len(self.scheduler.get_jobs()) - len(self.pipeline.notifiers)
+        feeds = sum(1 for _ in self.pipeline.feeds())
         log.info(
             "running: %d feed(s), %d channel(s); Ctrl-C or SIGTERM stops", feeds, len(self.pipeline.notifiers)
         )
         stop.wait()
         log.info("stopping: finishing the jobs in flight")
-        self.scheduler.shutdown(wait=True)
+        finished = self.shutdown(self.settings.service.shutdown_grace)
+        if server is not None:
+            server.stop()
+        if not finished:
+            log.warning(
+                "jobs still running after %.0fs; leaving them: what they had not committed is redone "
+                "at the next start",
+                self.settings.service.shutdown_grace,
+            )
+
+    def shutdown(self, grace: float) -> bool:
+        """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""
+        waiter = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+        waiter.start()
+        waiter.join(grace)
+        with contextlib.suppress(OSError):  # a read-only disk must not turn a stop into a crash
+            self.health.beat()
+        return not waiter.is_alive()

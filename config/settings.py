@@ -76,6 +76,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Service:
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: no /healthz and /metrics
+    heartbeat_every: float = 10.0
+    watchdog_after: int = 3  # intervals without a successful poll before a feed is reported; 0: off
+    shutdown_grace: float = 8.0
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     database: Path
@@ -84,6 +93,7 @@ class Settings:
     jitter: float
     misfire_grace: float
     delivery: Delivery
+    service: Service
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
 
@@ -104,6 +114,7 @@ class Settings:
                 "misfire_grace": self.misfire_grace,
             },
             "delivery": vars(self.delivery),
+            "service": vars(self.service),
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
             "channels": [_masked_part(c) for c in self.channels],
         }
@@ -222,7 +233,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     file = Path(path) if path is not None else DEFAULT_CONFIG
     top = _Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
-    delivery = top.table("delivery")
+    delivery, service = top.table("delivery"), top.table("service")
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
@@ -234,10 +245,11 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         jitter=schedule.get("jitter", "duration", 2.0),
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
         delivery=_delivery(delivery),
+        service=_service(service, environ),
         sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
     )
-    for table in (storage, schedule, matcher, delivery, top):
+    for table in (storage, schedule, matcher, delivery, service, top):
         table.finish()
     if not settings.sources:
         raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
@@ -322,6 +334,28 @@ def _delivery(table: _Table) -> Delivery:
     if delivery.max_attempts < 1:
         table.fail("max_attempts", "expected a whole number of at least 1")
     return delivery
+
+
+def _service(table: _Table, environ: Mapping[str, str]) -> Service:
+    port = table.get("http_port", "int", 0)
+    if environ.get("RINGSIDE_HTTP_PORT"):
+        try:
+            port = int(environ["RINGSIDE_HTTP_PORT"])
+        except ValueError:
+            raise ConfigError(
+                f"RINGSIDE_HTTP_PORT: expected a port number, got {environ['RINGSIDE_HTTP_PORT']!r}"
+            ) from None
+    if not 0 <= port <= 65535:
+        table.fail("http_port", "expected a port from 1 to 65535, or 0 for none")
+    service = Service(
+        http_host=environ.get("RINGSIDE_HTTP_HOST") or table.get("http_host", "str", "127.0.0.1"),
+        http_port=port,
+        heartbeat_every=table.get("heartbeat_every", "duration", 10.0),
+        watchdog_after=table.get("watchdog_after", "int", 3),
+        shutdown_grace=table.get("shutdown_grace", "duration", 8.0),
+    )
+    table.get("http_host", "str", "")  # mark as known even when the environment set it
+    return service
 
 
 # Per channel type: the environment variables it reads secrets from, by default.

@@ -128,7 +128,7 @@ class Outbox:
             ).fetchall()
             if rows:
                 return [_alert(row) for row in rows]
-            alerts = self.pending_alerts(channel, limit)
+            alerts = [a for a in self.pending_alerts(channel, limit) if a.payload.get("kind") != "watchdog"]
             if not alerts:
                 return []
             key = digest_key(a.key for a in alerts)
@@ -165,6 +165,37 @@ class Outbox:
                 [iso(utcnow()), channel, channel],
             )
             return cursor.rowcount
+
+    def queue_notice(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
+        """Queue a message of Ringside's own (the watchdog's) to every channel, once per key."""
+        now = utcnow()
+        rows = [
+            {
+                "channel": channel,
+                "key": payload["key"],
+                "hit_id": None,
+                "rule_id": None,
+                "author": None,
+                "payload": json.dumps(payload, ensure_ascii=False),
+                "status": "pending",
+                "attempts": 0,
+                "folded": 0,
+                "next_attempt_at": iso(now),
+                "created_at": iso(now),
+            }
+            for channel in channels
+        ]
+        with self.lock, self.db.atomic():
+            self.db["alerts"].insert_all(rows, ignore=True)
+        return len(rows)
+
+    def backlog(self) -> dict[str, dict[str, int]]:
+        """Per channel: pending and dead alerts."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT channel, sum(status = 'pending'), sum(status = 'dead') FROM alerts GROUP BY channel"
+            ).fetchall()
+        return {channel: {"pending": pending, "dead": dead} for channel, pending, dead in rows}
 
     def outbox_summary(self) -> list[tuple[str, str, int, str | None]]:
         """(channel, status, alerts, the latest error among them) for every channel and status."""

@@ -144,7 +144,16 @@ def _v2_noise_control(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_noise_control]
+def _v3_watchdog(db: sqlite_utils.Database) -> None:
+    """A feed that keeps failing is reported once, and its recovery once, even across restarts."""
+    db.execute(
+        "ALTER TABLE cursors ADD COLUMN failing_since TEXT"
+    )  # first failed poll since the last success
+    db.execute("ALTER TABLE cursors ADD COLUMN watchdog_alerted INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX runs_success ON runs(source, feed, error, finished_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_noise_control, _v3_watchdog]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes"}
 

@@ -204,6 +204,51 @@ class Store(Outbox):
             ids.update({(k, r): i for k, r, i in self.db.execute(sql, chunk).fetchall()})
         return ids
 
+    # -- health and the watchdog ------------------------------------------------------------------------
+
+    def watchdog_state(self, source: str, feed: str) -> tuple[datetime | None, bool, datetime | None]:
+        """(failing since, already reported, last successful poll) of a feed."""
+        with self.lock:
+            row = self.db.execute(
+                "SELECT failing_since, watchdog_alerted FROM cursors WHERE source = ? AND feed = ?",
+                [source, feed],
+            ).fetchone()
+            last = self.db.execute(
+                "SELECT max(finished_at) FROM runs WHERE source = ? AND feed = ? AND error IS NULL",
+                [source, feed],
+            ).fetchone()[0]
+        since, alerted = (row[0], bool(row[1])) if row else (None, False)
+        return (parse_datetime(since) if since else None, alerted, parse_datetime(last) if last else None)
+
+    def set_watchdog_state(self, source: str, feed: str, since: datetime | None, alerted: bool) -> None:
+        with self.lock, self.db.atomic():
+            self.db["cursors"].upsert(
+                {
+                    "source": source,
+                    "feed": feed,
+                    "failing_since": iso(since) if since else None,
+                    "watchdog_alerted": int(alerted),
+                    "updated_at": iso(utcnow()),
+                },
+                pk=("source", "feed"),
+            )
+
+    def feed_health(self) -> list[dict[str, Any]]:
+        """Per feed: last poll, last success, last error, failing since."""
+        with self.lock:
+            rows = self.db.execute(
+                """
+                SELECT r.source, r.feed, max(r.finished_at),
+                       max(CASE WHEN r.error IS NULL THEN r.finished_at END),
+                       (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
+                        ORDER BY e.id DESC LIMIT 1),
+                       (SELECT failing_since FROM cursors c WHERE c.source = r.source AND c.feed = r.feed)
+                FROM runs r GROUP BY r.source, r.feed ORDER BY 1, 2
+                """
+            ).fetchall()
+        keys = ("source", "feed", "last_poll", "last_success", "last_error", "failing_since")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
     # -- small read-outs -------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

@@ -43,6 +43,8 @@ class AppriseNotifier:
 
 def apprise_message(alert: Alert) -> tuple[str, str]:
     payload = alert.payload
+    if payload.get("kind") == "watchdog":
+        return ("Source failing" if payload["state"] == "failing" else "Source recovered"), payload["text"]
     if payload.get("kind") == "digest":
         items = payload["alerts"]
         return f"Ringside digest: {len(items)} alerts", "\n\n".join(

@@ -26,7 +26,10 @@ class ConsoleNotifier:
 
     def send(self, alert: Alert) -> None:
         payload = alert.payload
-        if payload.get("kind") == "digest":
+        if payload.get("kind") == "watchdog":
+            icon = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
+            text = f"{icon} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
+        elif payload.get("kind") == "digest":
             items = payload["alerts"]
             text = f"📰 DIGEST · {len(items)} alerts\n\n" + "\n".join(
                 render(i["payload"], self.color, i.get("folded", 0)) for i in items

@@ -62,6 +62,18 @@ class SlackNotifier:
 def slack_message(alert: Alert) -> dict[str, Any]:
     """The Block Kit message for an alert or a digest of alerts."""
     payload = alert.payload
+    if payload.get("kind") == "watchdog":
+        title = "⚠️ Source failing" if payload["state"] == "failing" else "✅ Source recovered"
+        return {
+            "text": _escape(payload["text"]),
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": title}},
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": _truncate(_escape(payload["text"]), 3000)},
+                },
+            ],
+        }
     if payload.get("kind") == "digest":
         return _digest_message(payload["alerts"])
     blocks = [_header(payload), *_alert_blocks(payload, alert.folded)]

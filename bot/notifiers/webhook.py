@@ -74,6 +74,9 @@ def alert_key(alert: Alert) -> str:
 def webhook_document(alert: Alert) -> dict[str, Any]:
     """The JSON body: one alert, or a digest of several (see config/webhook.schema.json)."""
     payload = alert.payload
+    if payload.get("kind") == "watchdog":
+        fields = ("state", "source", "feed", "since", "last_error", "text")
+        return {"schema": SCHEMA, "type": "watchdog", "id": payload["key"], **{k: payload[k] for k in fields}}
     if payload.get("kind") == "digest":
         return {
             "schema": SCHEMA,

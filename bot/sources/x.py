@@ -17,6 +17,7 @@ from typing import Any
 import requests
 import tweepy
 
+from bot import metrics
 from bot.models import Fetch, Post
 from bot.sources import RateLimited, SourceError
 from bot.timeutil import iso, parse_datetime, utcnow
@@ -139,6 +140,7 @@ class XSource:
         while len(pages) < MAX_PAGES:
             size = 100 if wanted is None else max(min_results, min(100, wanted - _count(pages)))
             page = self._call(endpoint, max_results=size, pagination_token=token, **args)
+            metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
             if not token or (wanted is not None and _count(pages) >= wanted):
@@ -170,20 +172,28 @@ class XSource:
         """Call X and turn its failures into SourceError messages that never carry the token."""
         args = {k: v for k, v in args.items() if v is not None}
         try:
-            return endpoint(**args)
+            answer = endpoint(**args)
         except tweepy.TooManyRequests as error:
+            metrics.X_REQUESTS.labels("rate_limited").inc()
             reset_at = _reset_time(error.reset_time)
             raise RateLimited(f"X rate limit reached (429); paused until {iso(reset_at)}", reset_at) from None
-        except tweepy.Unauthorized:
-            raise SourceError("X refused the bearer token (401 Unauthorized); check X_BEARER_TOKEN") from None
-        except tweepy.Forbidden as error:
-            raise SourceError(f"X refused access (403 Forbidden): {_problems(error)}") from None
-        except tweepy.TwitterServerError as error:
-            raise SourceError(f"X server error ({error.response.status_code}); retrying next poll") from None
-        except tweepy.HTTPException as error:
-            raise SourceError(f"X answered {error.response.status_code}: {_problems(error)}") from None
-        except requests.RequestException as error:
-            raise SourceError(f"cannot reach X: {type(error).__name__}") from None
+        except (tweepy.HTTPException, requests.RequestException) as error:
+            metrics.X_REQUESTS.labels("error").inc()
+            raise _source_error(error) from None
+        metrics.X_REQUESTS.labels("ok").inc()
+        return answer
+
+
+def _source_error(error: Exception) -> SourceError:
+    if isinstance(error, tweepy.Unauthorized):
+        return SourceError("X refused the bearer token (401 Unauthorized); check X_BEARER_TOKEN")
+    if isinstance(error, tweepy.Forbidden):
+        return SourceError(f"X refused access (403 Forbidden): {_problems(error)}")
+    if isinstance(error, tweepy.TwitterServerError):
+        return SourceError(f"X server error ({error.response.status_code}); retrying next poll")
+    if isinstance(error, tweepy.HTTPException):
+        return SourceError(f"X answered {error.response.status_code}: {_problems(error)}")
+    return SourceError(f"cannot reach X: {type(error).__name__}")
 
 
 def post_from_tweet(tweet: dict[str, Any], usernames: dict[str, str]) -> Post:

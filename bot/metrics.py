@@ -1,0 +1,42 @@
+"""Prometheus metrics (prometheus-client), in one registry that the /metrics endpoint serves.
+
+Counters are bumped where the work happens; gauges that describe stored state (the outbox backlog, dead
+alerts) are read from the database when scraped, so they are right even after a restart.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+POSTS_FETCHED = Counter(
+    "ringside_posts_fetched", "Posts returned by sources (X bills these)", ["source"], registry=REGISTRY
+)
+POSTS_NEW = Counter("ringside_posts_new", "Posts not stored before", ["source"], registry=REGISTRY)
+HITS = Counter("ringside_hits", "New hits, by rule category", ["category"], registry=REGISTRY)
+POLLS = Counter(
+    "ringside_polls", "Polls by outcome (ok, failed, rate_limited)", ["source", "outcome"], registry=REGISTRY
+)
+POLL_SECONDS = Histogram(
+    "ringside_poll_duration_seconds",
+    "Time to fetch, match and store one feed",
+    ["source"],
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ALERTS = Counter(
+    "ringside_alerts",
+    "Delivery attempts by outcome (sent, failed, dead)",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+X_REQUESTS = Counter(
+    "ringside_x_requests",
+    "Requests made to the X API, by outcome (ok, rate_limited, error)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+X_POSTS_READ = Counter(
+    "ringside_x_posts_read", "Posts read from the X API (billed per post)", registry=REGISTRY
+)
