@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.app import build_pipeline
 from bot.notifiers.console import ConsoleNotifier
 from bot.service import Service
@@ -56,8 +58,21 @@ def test_the_scheduler_polls_the_paced_replay_and_delivers_every_alert(tmp_path,
     store.close()
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    STARTED.clear()
+
+
 def start(config: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), "run"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -65,6 +80,8 @@ def start(config: Path) -> subprocess.Popen:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    STARTED.append(process)
+    return process
 
 
 def table(path: Path, sql: str) -> list[tuple]:

@@ -1,0 +1,256 @@
+"""Running for months: heartbeat and health command, /healthz and /metrics, the watchdog, JSON logs,
+and secrets kept out of every log line and the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import run_bot
+from bot.app import build_pipeline
+from bot.health import Health, check_heartbeat, heartbeat_path
+from bot.pipeline import Pipeline
+from bot.service import Service
+from bot.timeutil import iso, utcnow
+from config import load_settings
+from storage import Store
+from tests.conftest import DEMO_FEED, ROOT, replay_config
+from tests.receiver import Receiver, status
+from tests.test_pipeline import RecordingChannel
+from tests.test_service import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str]:
+    """Status and body; (0, "") while nothing listens yet."""
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except urllib.error.URLError:
+        return 0, ""
+
+
+def test_the_service_serves_healthz_and_metrics_and_keeps_a_heartbeat(tmp_path, write_config, capsys):
+    port = free_port()
+    config = write_config(
+        replay_config(DEMO_FEED, tmp_path / "r.db") + f"\n[service]\nhttp_port = {port}\n"
+        'heartbeat_every = "0.5s"\n'
+    )
+    settings = load_settings(config, environ={})
+    store = Store.open(settings.database)
+    service = Service(settings, build_pipeline(settings, store))
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run_until, args=[stop])
+    runner.start()
+    try:
+        assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+        assert wait_for(lambda: run_bot.main(["--config", str(config), "health"]) == 0)
+        _, body = get(f"http://127.0.0.1:{port}/healthz")
+        report = json.loads(body)
+        assert report["scheduler"] == "running" and report["healthy"]
+        assert report["feeds"][0]["source"] == "demo" and report["feeds"][0]["last_success"]
+        assert set(report["outbox"]) == {"pending", "dead", "channels"}
+        assert wait_for(
+            lambda: (
+                'ringside_alerts_total{channel="console",outcome="sent"}'
+                in get(f"http://127.0.0.1:{port}/metrics")[1]
+            )
+        )
+        metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
+        for name in (
+            "ringside_posts_fetched_total",
+            "ringside_hits",
+            "ringside_poll_duration_seconds_bucket",
+            "ringside_outbox_backlog",
+            "ringside_alerts_dead",
+            "ringside_x_requests",
+            "ringside_x_posts_read_total",
+        ):
+            assert name in metrics, name
+    finally:
+        stop.set()
+        runner.join(15)
+        store.close()
+    assert run_bot.main(["--config", str(config), "health"]) == 1
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith(
+            "unhealthy: scheduler stopped, last poll "
+            + json.loads(heartbeat_path(settings.database).read_text())["last_poll"]
+        )
+    )
+
+
+def test_a_missing_or_stale_heartbeat_is_unhealthy(tmp_path):
+    path = tmp_path / "r.db.heartbeat"
+    assert check_heartbeat(path)[0] is False
+    path.write_text(
+        json.dumps(
+            {"healthy_until": iso(utcnow() - timedelta(seconds=1)), "scheduler": "running", "last_poll": None}
+        )
+    )
+    assert check_heartbeat(path) == (False, "unhealthy: scheduler running, last poll None")
+
+
+def test_health_is_false_before_any_poll_finished(tmp_path, write_config):
+    settings = load_settings(write_config(replay_config(DEMO_FEED, tmp_path / "r.db")), environ={})
+    store = Store.open(settings.database)
+    health = Health(settings, store, lambda: "running")
+    assert not health.healthy()
+    health.poll_finished()
+    assert health.healthy()
+    store.close()
+
+
+# -- watchdog -------------------------------------------------------------------------------------------
+
+
+class BrokenSource:
+    platform = "x"
+
+    def __init__(self) -> None:
+        self.name = "x"
+        self.broken = True
+
+    def feeds(self) -> list[str]:
+        return ["elonmusk"]
+
+    def fetch(self, feed, cursor):
+        from bot.models import Fetch
+        from bot.sources import SourceError
+
+        if self.broken:
+            raise SourceError("X server error (503); retrying next poll")
+        return Fetch((), cursor, 0)
+
+
+def test_a_feed_failing_for_n_intervals_is_reported_once_and_its_recovery_once(store, matcher):
+    channel = RecordingChannel("ops")
+    received = []
+    channel.send = lambda alert: received.append(alert.payload)  # keep the whole payload
+    source = BrokenSource()
+    pipeline = Pipeline(store, matcher, {"x": source}, [channel], intervals={"x": 60}, watchdog_after=3)
+    pipeline.poll("x", "elonmusk")
+    store.db.execute("UPDATE cursors SET failing_since = ?", [iso(utcnow() - timedelta(minutes=4))])
+    for _ in range(3):
+        pipeline.poll("x", "elonmusk")
+        pipeline.deliver_all()
+    (failing,) = received
+    assert failing["state"] == "failing"
+    assert failing["text"].startswith("x:elonmusk failing since ")
+    assert failing["text"].endswith("last error: X server error (503); retrying next poll")
+    source.broken = False
+    pipeline.poll("x", "elonmusk")
+    pipeline.poll("x", "elonmusk")
+    pipeline.deliver_all()
+    assert [p["state"] for p in received] == ["failing", "recovered"]
+
+
+# -- logs and secrets -----------------------------------------------------------------------------------
+
+
+def test_json_logs_are_one_object_a_line(tmp_path, write_config):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), "once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOG_FORMAT": "json"},
+    )
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(json.loads(line)["level"] in ("info", "warning") for line in lines)
+    assert any(json.loads(line)["message"].startswith("once: 28 post(s)") for line in lines)
+
+
+CHANNELS_AND_X = """
+[delivery]
+retry_base = "0.1s"
+retry_max = "0.2s"
+
+[[channels]]
+name = "slack"
+type = "slack"
+min_interval = "0s"
+
+[[channels]]
+name = "hook"
+type = "webhook"
+
+[[sources]]
+name = "x"
+type = "x"
+accounts = ["elonmusk"]
+every = "1s"
+timeout = "1s"
+"""
+
+
+def test_known_secrets_never_reach_the_logs_or_the_database(tmp_path, write_config):
+    with Receiver() as receiver:
+        receiver.answer(status(500, "try later"), status(500, "try later"), status(500, "try later"))
+        secrets = {
+            "X_BEARER_TOKEN": "AAAAsecret-bearer-0001",
+            "SLACK_WEBHOOK_URL": receiver.url + "/T00SECRET/B00SECRET/XXXXsecret0003",
+            "RINGSIDE_WEBHOOK_URL": receiver.url + "/hooks/secret-path-0004",
+            "RINGSIDE_WEBHOOK_SECRET": "whsec-secret-0002",
+        }
+        config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db") + CHANNELS_AND_X)
+        # X is out of reach here (a proxy that refuses): the X source fails, and is logged, on every poll.
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "run_bot.py"),
+                "--config",
+                str(config),
+                "--log-level",
+                "DEBUG",
+                "run",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                **secrets,
+                "HTTPS_PROXY": "http://127.0.0.1:9",
+                "https_proxy": "http://127.0.0.1:9",
+            },
+        )
+        try:
+            assert wait_for(lambda: len(receiver.accepted()) == 10, timeout=30)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                out, err = process.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, err = process.communicate()
+    assert process.returncode == 0, err[-2000:]
+    assert "x:elonmusk: poll failed: cannot reach X" in err
+    assert "HTTP 500: try later" in err
+    everything = out + err + database_text(tmp_path)
+    for name, value in secrets.items():
+        for part in {value, value.rsplit("/", 1)[-1]}:
+            assert part not in everything, f"{name} leaked"
+
+
+def database_text(tmp_path) -> str:
+    return "".join(p.read_bytes().decode("utf-8", "replace") for p in tmp_path.glob("r.db*"))
