@@ -65,3 +65,21 @@ def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str
 
 def platform_name(platform: str) -> str:
     return PLATFORM_NAMES.get(platform, platform.capitalize())
+
+
+def exchange_title(payload: dict[str, Any]) -> str:
+    """ "Exchange · turn 3 · severity 5/5 · Elon Musk vs Mark Zuckerberg · escalating" """
+    exchange = payload["exchange"]
+    return (
+        f"Exchange · turn {payload['turn']} · severity {exchange['severity']}/5 · "
+        f"{' vs '.join(exchange['names'])} · {exchange['status']}"
+    )
+
+
+def exchange_follow_up(payload: dict[str, Any]) -> str | None:
+    """For channels that cannot edit or thread: what this update follows."""
+    if payload["turn"] <= 2:
+        return None
+    return (
+        f"update to exchange {payload['thread']}: turn {payload['turn']} follows turn {payload['turn'] - 1}"
+    )

@@ -35,6 +35,7 @@ def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipe
         digests=digests,
         intervals={config.name: config.every for config in settings.sources},
         watchdog_after=settings.service.watchdog_after,
+        exchanges=settings.exchanges,
     )
     _say_where_replays_stand(pipeline)
     return pipeline

@@ -90,6 +90,9 @@ class Courier:
         now = utcnow()
         if not head or head[0].next_attempt_at > now:
             return
+        if "kind" in head[0].payload:  # a watchdog notice or an exchange turn goes out on its own, at once
+            self._attempt(notifier, head[0], [head[0].id], count)
+            return
         if head[0].digest_key is None and (now - head[0].created_at).total_seconds() < every:
             return
         group = self.store.claim_digest(notifier.name, DIGEST_LIMIT)

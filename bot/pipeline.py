@@ -15,13 +15,14 @@ from typing import Any
 from bot import metrics
 from bot.alerts import alert_payload
 from bot.delivery import Courier, DeliveryCount
+from bot.exchanges import link_posts
 from bot.matcher import Matcher
-from bot.models import Fetch, Hit
+from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
-from config.settings import Delivery
+from config.settings import Delivery, Exchanges
 from storage.store import PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
@@ -40,6 +41,7 @@ class Pipeline:
     digests: dict[str, float] = field(default_factory=dict)
     intervals: dict[str, float] = field(default_factory=dict)  # seconds between polls, per source
     watchdog_after: int = 0  # intervals without success before a feed is reported; 0: off
+    exchanges: Exchanges | None = None  # people and rivalries for exchange detection
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,7 @@ class Pipeline:
                 self._hits(fetch),
                 [n.name for n in self.notifiers],
                 throttle=self.delivery.throttle,
+                link=self._link if self.exchanges and self.exchanges.rivalries else None,
             )
         except RateLimited as error:
             metrics.POLLS.labels(source_name, "rate_limited").inc()
@@ -103,6 +106,10 @@ class Pipeline:
             saved.alerts,
         )
         return saved
+
+    def _link(self, store: Store, posts: Sequence[Post], hits: dict[str, list[Hit]]) -> list[dict[str, Any]]:
+        assert self.exchanges is not None
+        return link_posts(store, self.exchanges, posts, hits)
 
     def _hits(self, fetch: Fetch) -> list[tuple[Hit, dict[str, Any] | None]]:
         return [

@@ -85,6 +85,30 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Person:
+    """Someone tracked across platforms: accounts are "platform:handle", lower case."""
+
+    id: str
+    name: str
+    accounts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Exchanges:
+    people: tuple[Person, ...] = ()
+    rivalries: tuple[frozenset[str], ...] = ()  # groups of person ids
+    window: float = 72 * 3600.0  # an answer links to a rival's hit at most this long after it
+    cool_after: float = 7 * 86400.0  # an exchange with no new turn for this long has cooled
+
+    def person_of(self, platform: str, handle: str) -> Person | None:
+        account = f"{platform}:{handle}".lower()
+        return next((p for p in self.people if account in p.accounts), None)
+
+    def rivals_of(self, person_id: str) -> set[str]:
+        return {other for group in self.rivalries if person_id in group for other in group} - {person_id}
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     database: Path
@@ -94,6 +118,7 @@ class Settings:
     misfire_grace: float
     delivery: Delivery
     service: Service
+    exchanges: Exchanges
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
 
@@ -115,6 +140,15 @@ class Settings:
             },
             "delivery": vars(self.delivery),
             "service": vars(self.service),
+            "exchanges": {
+                "window": self.exchanges.window,
+                "cool_after": self.exchanges.cool_after,
+                "people": [
+                    {"id": p.id, "name": p.name, "accounts": sorted(p.accounts)}
+                    for p in self.exchanges.people
+                ],
+                "rivalries": [sorted(group) for group in self.exchanges.rivalries],
+            },
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
             "channels": [_masked_part(c) for c in self.channels],
         }
@@ -225,15 +259,18 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     """Read and validate the settings file at `path` (default: config/ringside.toml).
 
     `environ` supplies secrets and overrides (default: os.environ, after loading .env from the working
-    directory without overriding what the environment already has). RINGSIDE_DB overrides storage.path.
+    directory without overriding what the environment already has). RINGSIDE_CONFIG names the settings
+    file when `path` is None; RINGSIDE_DB overrides storage.path.
     """
     if environ is None:
         _load_dotenv()
         environ = os.environ
-    file = Path(path) if path is not None else DEFAULT_CONFIG
+    if path is None:
+        path = environ.get("RINGSIDE_CONFIG") or DEFAULT_CONFIG
+    file = Path(path)
     top = _Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
-    delivery, service = top.table("delivery"), top.table("service")
+    delivery, service, exchange_table = top.table("delivery"), top.table("service"), top.table("exchanges")
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
@@ -246,10 +283,11 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
         delivery=_delivery(delivery),
         service=_service(service, environ),
+        exchanges=_exchanges(exchange_table, top.tables("people"), top.tables("rivalries")),
         sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
     )
-    for table in (storage, schedule, matcher, delivery, service, top):
+    for table in (storage, schedule, matcher, delivery, service, exchange_table, top):
         table.finish()
     if not settings.sources:
         raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
@@ -334,6 +372,43 @@ def _delivery(table: _Table) -> Delivery:
     if delivery.max_attempts < 1:
         table.fail("max_attempts", "expected a whole number of at least 1")
     return delivery
+
+
+def _exchanges(table: _Table, people_tables: list[_Table], rivalry_tables: list[_Table]) -> Exchanges:
+    people = []
+    for person in people_tables:
+        person_id = person.get("id", "str")
+        accounts = person.get("accounts", "names")
+        for account in accounts:
+            if ":" not in account:
+                person.fail("accounts", f"{account!r}: expected platform:handle, such as x:elonmusk")
+        people.append(
+            Person(
+                person_id,
+                person.get("name", "str", person_id),
+                frozenset(a.lower().replace("@", "") for a in accounts),
+            )
+        )
+        person.finish()
+    known = {p.id for p in people}
+    if len(known) < len(people):
+        raise ConfigError(f"{people_tables[0].file}: people: two people share an id")
+    rivalries = []
+    for rivalry in rivalry_tables:
+        group = rivalry.get("people", "names")
+        unknown = [p for p in group if p not in known]
+        if unknown:
+            rivalry.fail("people", f"{unknown[0]!r} is not the id of a [[people]] table")
+        if len(set(group)) < 2:
+            rivalry.fail("people", "a rivalry needs at least two people")
+        rivalries.append(frozenset(group))
+        rivalry.finish()
+    return Exchanges(
+        people=tuple(people),
+        rivalries=tuple(rivalries),
+        window=table.get("window", "duration", 72 * 3600.0),
+        cool_after=table.get("cool_after", "duration", 7 * 86400.0),
+    )
 
 
 def _service(table: _Table, environ: Mapping[str, str]) -> Service:

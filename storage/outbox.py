@@ -128,7 +128,7 @@ class Outbox:
             ).fetchall()
             if rows:
                 return [_alert(row) for row in rows]
-            alerts = [a for a in self.pending_alerts(channel, limit) if a.payload.get("kind") != "watchdog"]
+            alerts = [a for a in self.pending_alerts(channel, limit) if "kind" not in a.payload]
             if not alerts:
                 return []
             key = digest_key(a.key for a in alerts)
@@ -167,7 +167,8 @@ class Outbox:
             return cursor.rowcount
 
     def queue_notice(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
-        """Queue a message of Ringside's own (the watchdog's) to every channel, once per key."""
+        """Queue a message that is not a single hit (a watchdog notice, an exchange turn) to every channel,
+        once per key."""
         now = utcnow()
         rows = [
             {

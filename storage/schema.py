@@ -153,9 +153,46 @@ def _v3_watchdog(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX runs_success ON runs(source, feed, error, finished_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1_initial, _v2_noise_control, _v3_watchdog]
+def _v4_exchanges(db: sqlite_utils.Database) -> None:
+    """Exchanges: a challenge and the answers that link to it, across accounts and platforms."""
+    db.execute(
+        """
+        CREATE TABLE exchanges (
+            id TEXT PRIMARY KEY,           -- the thread key: stable, derived from the first post
+            people TEXT NOT NULL,          -- JSON list of the person ids taking part
+            status TEXT NOT NULL,          -- open (2 turns), escalating (3 or more), cooled (quiet too long)
+            severity INTEGER NOT NULL,     -- the first hit's severity, plus one per later turn, at most 5
+            turns INTEGER NOT NULL,
+            started_at TEXT NOT NULL,      -- when the first turn was posted
+            updated_at TEXT NOT NULL       -- when the last turn was posted
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE exchange_turns (
+            exchange_id TEXT NOT NULL REFERENCES exchanges(id),
+            turn INTEGER NOT NULL,         -- 1 is the challenge
+            post_key TEXT NOT NULL REFERENCES posts(key),
+            person TEXT NOT NULL,
+            link TEXT NOT NULL,            -- first, reply, quote, mention, response, counter
+            PRIMARY KEY (exchange_id, turn),
+            UNIQUE (exchange_id, post_key)
+        )
+        """
+    )
+    db.execute("CREATE INDEX exchange_turns_post ON exchange_turns(post_key)")
+    db.execute("CREATE INDEX posts_platform_id ON posts(platform, id)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1_initial,
+    _v2_noise_control,
+    _v3_watchdog,
+    _v4_exchanges,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
-_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes"}
+_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges"}
 
 
 def migrate(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +20,7 @@ import sqlite_utils
 
 from bot.models import Fetch, Hit, Post
 from bot.timeutil import iso, parse_datetime, utcnow
+from storage.exchanges import ExchangeStore
 from storage.outbox import Alert, Outbox
 from storage.schema import DatabaseError, migrate
 
@@ -43,7 +44,7 @@ class PollSaved:
     alerts: int
 
 
-class Store(Outbox):
+class Store(Outbox, ExchangeStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -98,6 +99,7 @@ class Store(Outbox):
         hits: Sequence[tuple[Hit, dict[str, Any] | None]],
         channels: Sequence[str],
         throttle: float = 0.0,
+        link: Callable[[Store, Sequence[Post], dict[str, list[Hit]]], list[dict[str, Any]]] | None = None,
     ) -> PollSaved:
         """Store what one poll found and move its cursor, all in one transaction.
 
@@ -110,6 +112,12 @@ class Store(Outbox):
             new_hits = self._save_hits(hits, now)
             authors = {post.key: post.author.lower() for post in fetch.posts}
             alerts = self._queue_alerts(new_hits, authors, channels, now, throttle)
+            if link is not None:
+                by_post: dict[str, list[Hit]] = {}
+                for hit, _ in hits:
+                    by_post.setdefault(hit.post_key, []).append(hit)
+                for payload in link(self, fetch.posts, by_post):
+                    alerts += self.queue_notice(channels, payload)
             self._save_accounts(fetch.accounts, now)
             self._set_cursor(source, feed, fetch.cursor, None, now)
             self.db["runs"].insert(

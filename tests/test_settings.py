@@ -115,3 +115,20 @@ def test_check_config_prints_settings_with_the_secret_masked(write_config, capsy
     out = capsys.readouterr()
     assert "$X_BEARER_TOKEN (set, ****)" in out.out
     assert "very-secret" not in out.out + out.err
+
+
+def test_ringside_config_in_the_environment_names_the_settings_file(write_config, write_feed):
+    path = write_config(
+        f'[[sources]]\nname = "mine"\ntype = "replay"\npath = "{write_feed([])}"\n', name="mine.toml"
+    )
+    settings = load_settings(environ={"RINGSIDE_CONFIG": str(path)})
+    assert settings.path == path and settings.sources[0].name == "mine"
+
+
+def test_the_http_port_comes_from_the_environment_when_set(write_config):
+    settings = load_settings(
+        DEFAULT_CONFIG, environ={"RINGSIDE_HTTP_PORT": "8080", "RINGSIDE_HTTP_HOST": "0.0.0.0"}
+    )
+    assert (settings.service.http_host, settings.service.http_port) == ("0.0.0.0", 8080)
+    with pytest.raises(ConfigError, match="RINGSIDE_HTTP_PORT: expected a port number, got 'http'"):
+        load_settings(DEFAULT_CONFIG, environ={"RINGSIDE_HTTP_PORT": "http"})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.alerts import highlight, platform_name
+from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
 from bot.notifiers import DeliveryError
 from config import ChannelConfig, ConfigError
 from storage.store import Alert
@@ -45,6 +45,16 @@ def apprise_message(alert: Alert) -> tuple[str, str]:
     payload = alert.payload
     if payload.get("kind") == "watchdog":
         return ("Source failing" if payload["state"] == "failing" else "Source recovered"), payload["text"]
+    if payload.get("kind") == "exchange":
+        lines = [exchange_follow_up(payload)] if exchange_follow_up(payload) else []
+        for item in payload["exchange"]["posts"]:
+            post = item["post"]
+            lines.append(
+                f"{item['turn']}. **{item['name']}** (@{post['author']} on "
+                f"{platform_name(post['platform'])}, {post['created_at'][:16].replace('T', ' ')} UTC): "
+                + highlight(post["text"], item["spans"], "**", "**")
+            )
+        return exchange_title(payload), "\n\n".join(lines)
     if payload.get("kind") == "digest":
         items = payload["alerts"]
         return f"Ringside digest: {len(items)} alerts", "\n\n".join(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.alerts import highlight, platform_name
+from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
 from bot.timeutil import parse_datetime
 from config import ChannelConfig
 from storage.store import Alert
@@ -29,6 +29,8 @@ class ConsoleNotifier:
         if payload.get("kind") == "watchdog":
             icon = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
             text = f"{icon} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
+        elif payload.get("kind") == "exchange":
+            text = render_exchange(payload, self.color)
         elif payload.get("kind") == "digest":
             items = payload["alerts"]
             text = f"📰 DIGEST · {len(items)} alerts\n\n" + "\n".join(
@@ -56,4 +58,24 @@ def render(payload: dict, color: bool = False, folded: int = 0) -> str:
         lines.append(f"   {DIM}{post['url']}{RESET}" if color else f"   {post['url']}")
     if folded:
         lines.append(f"   +{folded} more like this from @{post['author']}")
+    return "\n".join(lines) + "\n"
+
+
+def render_exchange(payload: dict, color: bool = False) -> str:
+    """The whole exchange, turn by turn, as the issue's model case reads."""
+    before, after = (BOLD_YELLOW, RESET) if color else ("**", "**")
+    lines = [f"🔥 {exchange_title(payload).upper()}", f"   thread {payload['thread']}"]
+    if exchange_follow_up(payload):
+        lines.append(f"   {exchange_follow_up(payload)}")
+    for item in payload["exchange"]["posts"]:
+        post = item["post"]
+        when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+        link = "" if item["link"] == "first" else f" · {item['link']}"
+        lines.append(
+            f"   {item['turn']}. {item['name']} (@{post['author']} on {platform_name(post['platform'])}"
+            f" · {when}){link}"
+        )
+        lines.append(
+            "      " + highlight(post["text"], item["spans"], before, after).replace("\n", "\n      ")
+        )
     return "\n".join(lines) + "\n"

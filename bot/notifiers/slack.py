@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from bot.alerts import highlight, platform_name
+from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
 from bot.notifiers import DeliveryError, http
 from bot.timeutil import parse_datetime
 from config import ChannelConfig
@@ -74,6 +74,8 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 },
             ],
         }
+    if payload.get("kind") == "exchange":
+        return _exchange_message(payload)
     if payload.get("kind") == "digest":
         return _digest_message(payload["alerts"])
     blocks = [_header(payload), *_alert_blocks(payload, alert.folded)]
@@ -94,6 +96,38 @@ def _digest_message(items: list[dict[str, Any]]) -> dict[str, Any]:
         blocks.append(_context(f"…and {len(items) - shown} more (see `run_bot.py report latest-hits`)"))
     text = f"Ringside digest: {len(items)} alerts. " + " | ".join(_fallback(i["payload"]) for i in items)
     return {"text": _truncate(text, SECTION_LIMIT), "blocks": blocks}
+
+
+def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
+    """The whole exchange in one message. Incoming webhooks cannot edit or thread, so a later turn is a
+    follow-up that names the exchange and the turn it follows."""
+    title = "🔥 " + exchange_title(payload)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _truncate(title, HEADER_LIMIT)}},
+        _context(
+            f"thread `{payload['thread']}`"
+            + (f" · {exchange_follow_up(payload)}" if exchange_follow_up(payload) else "")
+        ),
+    ]
+    posts = payload["exchange"]["posts"]
+    shown = posts[-((BLOCK_LIMIT - 3) // 2) :]  # the latest turns, if a long exchange outgrows 50 blocks
+    if len(shown) < len(posts):
+        blocks.append(_context(f"…{len(posts) - len(shown)} earlier turns"))
+    for item in shown:
+        post = item["post"]
+        when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+        who = (
+            f"*{item['turn']}. {_escape(item['name'])}* · @{_escape(post['author'])} on "
+            f"{platform_name(post['platform'])} · {when}"
+        )
+        if post.get("url"):
+            who += f" · <{post['url']}|open>"
+        blocks.append(_context(who))
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": bold_spans(post["text"], item["spans"])}}
+        )
+    text = exchange_title(payload) + ": " + " / ".join(f"{i['name']}: {i['post']['text']}" for i in posts)
+    return {"text": _truncate(_escape(text), SECTION_LIMIT), "blocks": blocks}
 
 
 def _header(payload: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,16 @@ def webhook_document(alert: Alert) -> dict[str, Any]:
     if payload.get("kind") == "watchdog":
         fields = ("state", "source", "feed", "since", "last_error", "text")
         return {"schema": SCHEMA, "type": "watchdog", "id": payload["key"], **{k: payload[k] for k in fields}}
+    if payload.get("kind") == "exchange":
+        return {
+            "schema": SCHEMA,
+            "type": "exchange",
+            "id": payload["key"],
+            "thread": payload["thread"],
+            "turn": payload["turn"],
+            "follows": payload["follows"],
+            "exchange": payload["exchange"],
+        }
     if payload.get("kind") == "digest":
         return {
             "schema": SCHEMA,
