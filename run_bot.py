@@ -70,6 +70,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rules directory (default: the one in the settings, else config/rules)",
     )
     backtest.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    backtest.add_argument(
+        "--context",
+        action="store_true",
+        help="replay the posts in time order through exchange detection with the configured people "
+        "(lines need platform, author, created_at; reply_to, quote_of, mentions optional)",
+    )
     backtest.set_defaults(handler=command_backtest)
     commands.add_parser(
         "health", help="exit 0 if the running service's heartbeat says it is healthy (Docker's HEALTHCHECK)"
@@ -232,13 +238,17 @@ def command_check_config(args: argparse.Namespace) -> int:
 
 
 def command_backtest(args: argparse.Namespace) -> int:
-    from bot.backtest import render_json, render_text, run_backtest
+    from bot.backtest import render_json, render_text, run_backtest, run_context_backtest
     from bot.matcher import Matcher, load_rules
 
     rules_dir = args.rules or _rules_from_settings(args.config)
     if not args.file.is_file():
         raise ConfigError(f"{args.file}: backtest file not found")
-    outcome = run_backtest(args.file, Matcher(load_rules(rules_dir)))
+    matcher = Matcher(load_rules(rules_dir))
+    if args.context:
+        outcome = run_context_backtest(args.file, matcher, load_settings(args.config).exchanges)
+    else:
+        outcome = run_backtest(args.file, matcher)
     for problem in outcome.skipped:
         log.warning("%s", problem)
     if args.json:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.matcher import Matcher
-from bot.models import KINDS, Hit, Post
+from bot.models import KINDS, Fetch, Hit, Post
 from bot.pipeline import SILENT_CATEGORIES
 from bot.timeutil import utcnow
+from config.settings import Exchanges
 
 LABELS = ("flag", "none")
 
@@ -79,10 +80,11 @@ class Scores:
 class Result:
     case: Case
     hits: list[Hit]
+    exchange_link: str | None = None  # how the post answers an exchange (context mode)
 
     @property
     def flagged(self) -> bool:
-        return any(hit.category not in SILENT_CATEGORIES for hit in self.hits)
+        return self.exchange_link is not None or any(h.category not in SILENT_CATEGORIES for h in self.hits)
 
 
 @dataclass
@@ -93,16 +95,28 @@ class Backtest:
     labelled: int = 0
 
 
-def read_cases(path: Path, skipped: list[str]) -> Iterator[Case]:
-    """The cases in a JSONL file; each bad line is described in `skipped` ("FILE:LINE: why") and left out."""
+def read_cases(path: Path, skipped: list[str], context: bool = False) -> Iterator[Case]:
+    """The cases in a JSONL file; each bad line is described in `skipped` ("FILE:LINE: why") and left out.
+
+    In context mode a case is a whole post (platform, author, created_at, optional reply_to, quote_of and
+    mentions), as a replay file has it."""
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                yield case_from_record(json.loads(line), number)
+                record = json.loads(line)
+                yield context_case(record, number) if context else case_from_record(record, number)
             except (ValueError, TypeError) as error:
                 skipped.append(f"{path}:{number}: skipped: {error}")
+
+
+def context_case(record: Any, number: int) -> Case:
+    from bot.sources.replay import post_from_record
+
+    case = case_from_record(record, number)
+    post = post_from_record({"id": f"line-{number}", **record})
+    return Case(post, case.label)
 
 
 def case_from_record(record: Any, number: int) -> Case:
@@ -140,6 +154,55 @@ def run_backtest(path: Path, matcher: Matcher) -> Backtest:
     return outcome
 
 
+@dataclass(frozen=True)
+class _ListSource:
+    """Every case's post in one fetch: the backtest's stand-in for a live source."""
+
+    posts: tuple[Post, ...]
+    name: str = "backtest"
+    platform: str = "backtest"
+
+    def feeds(self) -> list[str]:
+        return ["cases"]
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        return Fetch(self.posts, "done", len(self.posts))
+
+
+def run_context_backtest(path: Path, matcher: Matcher, exchanges: Exchanges) -> Backtest:
+    """Replay the cases in time order through matching and exchange detection with the configured people.
+
+    A post counts as flagged when a rule of a category other than `response` matches it, or when it is an
+    answer in an exchange (its second turn or later), so labels on answers are scored like any other.
+    """
+    from bot.pipeline import Pipeline
+    from storage import Store
+
+    outcome = Backtest()
+    cases = list(read_cases(path, outcome.skipped, context=True))
+    store = Store.open(":memory:")
+    try:
+        pipeline = Pipeline(
+            store, matcher, {"backtest": _ListSource(tuple(c.post for c in cases))}, [], exchanges=exchanges
+        )
+        pipeline.poll("backtest", "cases")
+        answers = {
+            row[0]: row[1]
+            for row in store.db.execute(
+                "SELECT post_key, min(link) FROM exchange_turns WHERE turn >= 2 GROUP BY post_key"
+            )
+        }
+    finally:
+        store.close()
+    for case in sorted(cases, key=lambda c: c.post.created_at):
+        result = Result(case, matcher.match(case.post), answers.get(case.post.key))
+        outcome.results.append(result)
+        if case.label is not None:
+            outcome.labelled += 1
+            outcome.scores.add(result.flagged, case.label)
+    return outcome
+
+
 def render_text(outcome: Backtest) -> str:
     """The backtest for a terminal: flagged posts with their rules and highlights, then the scores."""
     from bot.alerts import highlight
@@ -147,6 +210,8 @@ def render_text(outcome: Backtest) -> str:
     def line(result: Result) -> str:
         spans = [[s.start, s.end] for hit in result.hits for s in hit.spans]
         rules = ",".join(f"{h.rule_id}({h.category})" for h in result.hits) or "-"
+        if result.exchange_link:
+            rules += f",exchange({result.exchange_link})"
         text = highlight(result.case.post.text, spans, "**", "**").replace("\n", " ")
         return f"  {result.case.post.id}  {rules}  {text}"
 
@@ -177,6 +242,7 @@ def render_json(outcome: Backtest) -> dict[str, Any]:
                 "id": r.case.post.id,
                 "label": r.case.label,
                 "flagged": r.flagged,
+                "exchange": r.exchange_link,
                 "hits": [
                     {
                         "rule": h.rule_id,

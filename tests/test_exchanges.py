@@ -222,3 +222,20 @@ def test_a_webhook_gets_the_exchange_in_the_schema_with_its_thread(store, matche
         jsonschema.validate(body, SCHEMA)
     (exchange,) = [b for b in bodies if b["type"] == "exchange"]
     assert exchange["thread"].startswith("ex-") and exchange["turn"] == 2
+
+
+def test_the_context_backtest_scores_answers_that_only_the_exchange_makes_flags(write_config, capsys):
+    import json
+
+    import run_bot
+    from tests.conftest import ROOT
+
+    data = ROOT / "tests" / "data" / "exchanges.jsonl"
+    assert run_bot.main(["backtest", str(data), "--context"]) == 0
+    out = capsys.readouterr().out
+    assert "Ct1  accept-challenge(response),exchange(response)  **Send Me Location**" in out
+    assert out.strip().splitlines()[-1] == "precision=1.000 recall=1.000 f1=1.000 tp=6 fp=0 fn=0 tn=6"
+    # Without context, an answer with no fight word is no flag: the exchange is what catches it.
+    assert run_bot.main(["backtest", str(data), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["scores"]
+    assert scores["fn"] == 3 and scores["tp"] == 3
