@@ -44,7 +44,7 @@ def test_json_output_is_one_machine_readable_object(write_feed, capsys):
     first, second = result["posts"]
     assert first["flagged"] and first["hits"][0]["rule"] == "cage-fight"
     assert first["hits"][0]["spans"] == [[6, 13, "octagon"]]
-    assert second == {"id": "line-2", "label": None, "flagged": False, "hits": []}
+    assert second == {"id": "line-2", "label": None, "flagged": False, "exchange": None, "hits": []}
     assert result["scores"]["tp"] == 1
 
 
