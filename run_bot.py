@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 ran, but some feed failed (once); 2 bad settings, rules, i
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -15,13 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.app import build_pipeline
-from bot.timeutil import parse_duration, utcnow
+from bot.timeutil import parse_datetime, parse_duration, utcnow
 from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
+from storage.reports import QueryError
 
 log = logging.getLogger("ringside")
 
@@ -31,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return args.handler(args)
-    except (ConfigError, DatabaseError) as error:
+    except (ConfigError, DatabaseError, UsageError, QueryError) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
 
@@ -99,6 +101,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--for", dest="duration", default="1h", help="how long, such as 30m, 2h, 7d (default 1h)"
     )
     mute.set_defaults(handler=command_mute)
+    report = commands.add_parser("report", help="a report from the database (report --list names them)")
+    report.add_argument("name", nargs="?", help="the report, such as hits-by-day or latest-hits")
+    report.add_argument("--list", action="store_true", help="name every report with a line about it")
+    add_output_options(report, since_help="posts since: 7d, 12h, or a date such as 2026-01-01")
+    report.add_argument("--until", help="before this: a duration ago or a date")
+    report.add_argument("--account", help="only this account (or, for source-health, this feed)")
+    report.set_defaults(handler=command_report)
+    search = commands.add_parser(
+        "search", help="full-text search of stored posts: 'cage NEAR fight', \"send me\""
+    )
+    search.add_argument("query", help='FTS5 syntax: words, "phrases", OR, NOT, prefix*, a NEAR/n b')
+    add_output_options(search, since_help="posted since: 7d or a date")
+    search.set_defaults(handler=command_search)
+    prune = commands.add_parser(
+        "prune", help="delete old posts that have no hit (hits, alerts, exchanges stay)"
+    )
+    prune.add_argument("--older-than", required=True, help="such as 90d")
+    prune.add_argument("--vacuum", action="store_true", help="then give the space back to the file system")
+    prune.set_defaults(handler=command_prune)
     unmute = commands.add_parser("unmute", help="end a mute now")
     who = unmute.add_mutually_exclusive_group(required=True)
     who.add_argument("--rule", help="a rule id")
@@ -258,6 +279,114 @@ def command_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A command-line value is wrong; the message names the option."""
+
+
+def add_output_options(parser: argparse.ArgumentParser, since_help: str) -> None:
+    parser.add_argument("--since", help=since_help)
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
+
+
+def parse_moment(option: str, value: str | None) -> datetime | None:
+    """`7d` (that long ago) or an ISO date or time; UsageError naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        return utcnow() - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        raise UsageError(
+            f"{option}: expected a duration such as 7d or 12h, or a date such as 2026-01-01; got {value!r}"
+        ) from None
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from storage.reports import REPORTS
+
+    if args.list or not args.name:
+        width = max(len(name) for name in REPORTS)
+        for name, report in REPORTS.items():
+            print(f"{name:<{width}}  {report.description} (view {report.view})")
+        return 0
+    if args.name not in REPORTS:
+        raise UsageError(f"report {args.name!r}: no such report; run_bot.py report --list names them")
+    since, until = parse_moment("--since", args.since), parse_moment("--until", args.until)
+    limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
+    store = Store.open(load_settings(args.config).database, create=False)
+    try:
+        table = store.report(args.name, since, until, args.account, limit)
+    finally:
+        store.close()
+    print_table(table.columns, table.rows, args.format)
+    return 0
+
+
+def command_search(args: argparse.Namespace) -> int:
+    store = Store.open(load_settings(args.config).database, create=False)
+    try:
+        table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
+    finally:
+        store.close()
+    print_table(table.columns, table.rows, args.format)
+    return 0
+
+
+def command_prune(args: argparse.Namespace) -> int:
+    try:
+        older_than = timedelta(seconds=parse_duration(args.older_than))
+    except ValueError as error:
+        raise UsageError(f"--older-than: {error}") from None
+    store = Store.open(load_settings(args.config).database, create=False)
+    try:
+        removed = store.prune(older_than, vacuum=args.vacuum)
+    finally:
+        store.close()
+    print(
+        f"removed {removed['posts']} post(s) without a hit and {removed['runs']} poll record(s) older than "
+        f"{args.older_than}" + ("; vacuumed" if args.vacuum else "")
+    )
+    return 0
+
+
+def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
+    """Rows as an aligned table for a terminal, or clean CSV or JSON for pipes."""
+    if form == "json":
+        print(
+            json.dumps([dict(zip(columns, row, strict=True)) for row in rows], ensure_ascii=False, indent=1)
+        )
+        return
+    if form == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    cells = [columns] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    numeric = [
+        all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(columns))
+    ]
+    for index, row in enumerate(cells):
+        print(
+            "  ".join(
+                c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+        )
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    if not rows:
+        print("(no rows)")
+
+
+def _cell(value: object, width: int = 60) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def command_health(args: argparse.Namespace) -> int:
     from bot.health import check_heartbeat, heartbeat_path
 
@@ -269,7 +398,7 @@ def command_health(args: argparse.Namespace) -> int:
 
 def command_alerts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    store = Store.open(settings.database)
+    store = Store.open(settings.database, create=False)
     try:
         if args.action == "retry-dead":
             count = store.retry_dead(args.channel)

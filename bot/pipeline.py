@@ -73,6 +73,7 @@ class Pipeline:
                 self._hits(fetch),
                 [n.name for n in self.notifiers],
                 throttle=self.delivery.throttle,
+                platform=source.platform,
                 link=self._link if self.exchanges and self.exchanges.rivalries else None,
             )
         except RateLimited as error:
@@ -122,7 +123,8 @@ class Pipeline:
         self, source_name: str, feed: str, started: Any, error: str, paused_until: Any = None
     ) -> None:
         try:
-            self.store.save_failed_poll(source_name, feed, started, error, paused_until=paused_until)
+            platform = self.sources[source_name].platform
+            self.store.save_failed_poll(source_name, feed, started, error, paused_until, platform)
             self._watch(source_name, feed, error)
         except Exception:
             log.exception("%s:%s: could not record the failed poll", source_name, feed)

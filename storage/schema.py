@@ -185,11 +185,31 @@ def _v4_exchanges(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX posts_platform_id ON posts(platform, id)")
 
 
+def _v5_reports(db: sqlite_utils.Database) -> None:
+    """Reports as views, full-text search over posts, and what report queries need to be fast."""
+    from storage.reports import REPORTS, view_sql
+
+    db.execute("ALTER TABLE runs ADD COLUMN platform TEXT")  # x runs are billed per post read
+    db.execute(
+        "UPDATE runs SET platform = (SELECT p.platform FROM posts p WHERE p.source = runs.source LIMIT 1)"
+    )
+    db.execute("CREATE INDEX hits_rule ON hits(rule_id)")
+    db.execute("CREATE INDEX hits_category ON hits(category)")
+    db.execute("CREATE INDEX alerts_status ON alerts(channel, status)")
+    for report in REPORTS.values():
+        db.execute(view_sql(report))
+    # Diacritics folded like the matcher folds them: "pret" finds "prêt".
+    db["posts"].enable_fts(
+        ["text", "author"], create_triggers=True, tokenize="unicode61 remove_diacritics 2", replace=True
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
     _v3_watchdog,
     _v4_exchanges,
+    _v5_reports,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges"}

@@ -22,6 +22,7 @@ from bot.models import Fetch, Hit, Post
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
 from storage.outbox import Alert, Outbox
+from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
 
 __all__ = ["Alert", "FeedState", "PollSaved", "Store"]
@@ -44,7 +45,7 @@ class PollSaved:
     alerts: int
 
 
-class Store(Outbox, ExchangeStore):
+class Store(Outbox, ExchangeStore, ReportStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -52,9 +53,13 @@ class Store(Outbox, ExchangeStore):
         self.lock = threading.RLock()
 
     @classmethod
-    def open(cls, path: Path | str) -> Store:
-        """Open (creating if needed) and migrate the database at `path`; ":memory:" works for tests."""
+    def open(cls, path: Path | str, create: bool = True) -> Store:
+        """Open (creating if needed) and migrate the database at `path`; ":memory:" works for tests.
+
+        With `create` False a missing file is an error rather than a new empty database (for reports)."""
         if str(path) != ":memory:":
+            if not create and not Path(path).is_file():
+                raise DatabaseError(f"{path}: no database here (has the service run? is storage.path right?)")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
@@ -99,6 +104,7 @@ class Store(Outbox, ExchangeStore):
         hits: Sequence[tuple[Hit, dict[str, Any] | None]],
         channels: Sequence[str],
         throttle: float = 0.0,
+        platform: str | None = None,
         link: Callable[[Store, Sequence[Post], dict[str, list[Hit]]], list[dict[str, Any]]] | None = None,
     ) -> PollSaved:
         """Store what one poll found and move its cursor, all in one transaction.
@@ -130,12 +136,19 @@ class Store(Outbox, ExchangeStore):
                     "new": new_posts,
                     "hits": len(new_hits),
                     "error": None,
+                    "platform": platform,
                 }
             )
         return PollSaved(fetch.read, new_posts, len(new_hits), alerts)
 
     def save_failed_poll(
-        self, source: str, feed: str, started_at: datetime, error: str, paused_until: datetime | None = None
+        self,
+        source: str,
+        feed: str,
+        started_at: datetime,
+        error: str,
+        paused_until: datetime | None = None,
+        platform: str | None = None,
     ) -> None:
         """Record a poll that failed. The cursor stays where it was; `paused_until` holds the feed back."""
         now = utcnow()
@@ -150,6 +163,7 @@ class Store(Outbox, ExchangeStore):
                     "started_at": iso(started_at),
                     "finished_at": iso(now),
                     "error": error[:1000],
+                    "platform": platform,
                 }
             )
 

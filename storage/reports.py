@@ -1,0 +1,239 @@
+"""Reports: named SQL queries, each also a view in the database, so the CLI and any SQLite client agree.
+
+Each report is SQL with a `{where}` slot. The view is the report with no filter (`1 = 1`); the command line
+fills the slot with parameterised conditions (since, until, account), never with text from the user.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlite_utils
+
+from bot.timeutil import iso, utcnow
+
+X_PRICE_PER_POST = 0.005  # US dollars per post read from the X API (2026 pay-per-use)
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    view: str
+    description: str
+    sql: str
+    time_column: str  # what --since/--until filter on
+    account_column: str | None  # what --account filters on
+    order: str = ""
+
+
+REPORTS = {
+    report.name: report
+    for report in [
+        Report(
+            "hits-by-day",
+            "hits_by_day",
+            "Hits per day (of the post), by category",
+            """SELECT date(p.created_at) AS day, count(*) AS hits,
+                      sum(h.category = 'challenge') AS challenge, sum(h.category = 'rivalry') AS rivalry,
+                      sum(h.category = 'taunt') AS taunt, sum(h.category = 'response') AS response
+               FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
+               GROUP BY day""",
+            "p.created_at",
+            "p.author",
+            "ORDER BY day DESC",
+        ),
+        Report(
+            "top-accounts",
+            "top_accounts",
+            "Accounts with the most hits (responses left out)",
+            """SELECT p.platform, p.author, count(*) AS hits, count(DISTINCT h.post_key) AS posts,
+                      max(p.created_at) AS last_hit
+               FROM hits h JOIN posts p ON p.key = h.post_key WHERE h.category != 'response' AND {where}
+               GROUP BY p.platform, p.author""",
+            "p.created_at",
+            "p.author",
+            "ORDER BY hits DESC, last_hit DESC",
+        ),
+        Report(
+            "top-rules",
+            "top_rules",
+            "Rules by how often they matched",
+            """SELECT h.rule_id AS rule, h.category, count(*) AS hits, max(p.created_at) AS last_hit
+               FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
+               GROUP BY h.rule_id, h.category""",
+            "p.created_at",
+            "p.author",
+            "ORDER BY hits DESC, rule",
+        ),
+        Report(
+            "categories",
+            "categories",
+            "Hits and posts per category",
+            """SELECT h.category, count(*) AS hits, count(DISTINCT h.post_key) AS posts,
+                      count(DISTINCT p.platform || ':' || p.author) AS accounts
+               FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
+               GROUP BY h.category""",
+            "p.created_at",
+            "p.author",
+            "ORDER BY hits DESC",
+        ),
+        Report(
+            "latest-hits",
+            "latest_hits",
+            "The newest hits with their text and link",
+            """SELECT p.created_at, p.platform, p.author, h.rule_id AS rule, h.category, h.severity,
+                      p.text, p.url
+               FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}""",
+            "p.created_at",
+            "p.author",
+            "ORDER BY p.created_at DESC, h.id DESC",
+        ),
+        Report(
+            "alerts",
+            "alerts_by_channel",
+            "The outbox per channel: pending, sent, dead, muted; the last error",
+            """SELECT a.channel, sum(a.status = 'pending') AS pending, sum(a.status = 'sent') AS sent,
+                      sum(a.status = 'dead') AS dead, sum(a.status = 'muted') AS muted,
+                      sum(a.folded) AS folded,
+                      (SELECT last_error FROM alerts e
+                       WHERE e.channel = a.channel AND e.last_error IS NOT NULL
+                       ORDER BY e.id DESC LIMIT 1) AS last_error
+               FROM alerts a WHERE {where}
+               GROUP BY a.channel""",
+            "a.created_at",
+            "a.author",
+            "ORDER BY a.channel",
+        ),
+        Report(
+            "source-health",
+            "source_health",
+            f"Per source and feed: last poll and success, posts, errors, X posts read and spend at "
+            f"${X_PRICE_PER_POST} a post",
+            f"""SELECT r.source, r.feed, max(r.finished_at) AS last_poll,
+                      max(CASE WHEN r.error IS NULL THEN r.finished_at END) AS last_success,
+                      count(*) AS polls, sum(r.error IS NOT NULL) AS errors,
+                      sum(r.fetched) AS fetched, sum(r.new) AS new_posts,
+                      sum(CASE WHEN r.platform = 'x' THEN r.fetched ELSE 0 END) AS x_posts_read,
+                      round(sum(CASE WHEN r.platform = 'x' THEN r.fetched ELSE 0 END) * {X_PRICE_PER_POST}, 2)
+                        AS x_spend_usd,
+                      (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
+                       ORDER BY e.id DESC LIMIT 1) AS last_error
+               FROM runs r WHERE {{where}}
+               GROUP BY r.source, r.feed""",
+            "r.started_at",
+            "r.feed",
+            "ORDER BY r.source, r.feed",
+        ),
+        Report(
+            "exchanges",
+            "exchanges_report",
+            "Exchanges: people, status, severity, turns, first and last words",
+            """SELECT x.id, x.people, x.status, x.severity, x.turns, x.started_at, x.updated_at,
+                      (SELECT p.text FROM exchange_turns t JOIN posts p ON p.key = t.post_key
+                       WHERE t.exchange_id = x.id ORDER BY t.turn LIMIT 1) AS first_text,
+                      (SELECT p.text FROM exchange_turns t JOIN posts p ON p.key = t.post_key
+                       WHERE t.exchange_id = x.id ORDER BY t.turn DESC LIMIT 1) AS last_text
+               FROM exchanges x WHERE {where}""",
+            "x.updated_at",
+            "x.people",
+            "ORDER BY x.updated_at DESC",
+        ),
+    ]
+}
+
+
+def view_sql(report: Report) -> str:
+    return f"CREATE VIEW {report.view} AS {report.sql.format(where='1 = 1')} {report.order}"
+
+
+class QueryError(Exception):
+    """A search query SQLite's full-text index cannot read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: list[str]
+    rows: list[tuple]
+
+
+class ReportStore:
+    """Report, search and retention queries, mixed into Store."""
+
+    db: sqlite_utils.Database
+    lock: threading.RLock
+
+    def report(
+        self,
+        name: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        account: str | None = None,
+        limit: int | None = None,
+    ) -> Table:
+        """Run report `name` (a key of REPORTS), filtered by time and account through parameters only."""
+        report = REPORTS[name]
+        conditions, params = ["1 = 1"], []
+        if since is not None:
+            conditions.append(f"{report.time_column} >= ?")
+            params.append(iso(since))
+        if until is not None:
+            conditions.append(f"{report.time_column} < ?")
+            params.append(iso(until))
+        if account is not None and report.account_column:
+            conditions.append(f"lower({report.account_column}) LIKE ?")
+            params.append(
+                f"%{account.lower().lstrip('@')}%" if name == "exchanges" else account.lower().lstrip("@")
+            )
+        sql = f"{report.sql.format(where=' AND '.join(conditions))} {report.order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.lock:
+            cursor = self.db.execute(sql, params)
+            return Table([d[0] for d in cursor.description], cursor.fetchall())
+
+    def search(self, query: str, since: datetime | None = None, limit: int = 50) -> Table:
+        """Posts whose text or author match a full-text query (SQLite FTS5), best first."""
+        sql = (
+            "SELECT p.created_at, p.platform, p.author, "
+            "snippet(posts_fts, 0, '**', '**', '…', 16) AS text, p.url "
+            "FROM posts_fts JOIN posts p ON p.rowid = posts_fts.rowid WHERE posts_fts MATCH ? "
+            + ("AND p.created_at >= ? " if since else "")
+            + "ORDER BY rank LIMIT ?"
+        )
+        params = [fts_query(query), *([iso(since)] if since else []), limit]
+        with self.lock:
+            try:
+                cursor = self.db.execute(sql, params)
+                return Table([d[0] for d in cursor.description], cursor.fetchall())
+            except sqlite3.OperationalError as error:
+                raise QueryError(f"search {query!r}: {error}") from None
+
+    def prune(self, older_than: timedelta, vacuum: bool = False) -> dict[str, int]:
+        """Delete posts older than `older_than` that have no hit and are no exchange turn; hits, their posts,
+        exchanges and alerts stay. Returns what was removed."""
+        cutoff = iso(utcnow() - older_than)
+        with self.lock:
+            with self.db.atomic():
+                posts = self.db.execute(
+                    "DELETE FROM posts WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM hits h "
+                    "WHERE h.post_key = posts.key) AND NOT EXISTS (SELECT 1 FROM exchange_turns t "
+                    "WHERE t.post_key = posts.key)",
+                    [cutoff],
+                ).rowcount
+                runs = self.db.execute("DELETE FROM runs WHERE started_at < ?", [cutoff]).rowcount
+            if vacuum:
+                self.db.vacuum()
+        return {"posts": posts, "runs": runs}
+
+
+_NEAR = re.compile(r"(\S+)\s+NEAR(?:/(\d+))?\s+(\S+)")
+
+
+def fts_query(query: str) -> str:
+    """The rule language's `a NEAR/n b` in FTS5's spelling, NEAR(a b, n); the rest as FTS5 reads it."""
+    return _NEAR.sub(lambda m: f"NEAR({m.group(1)} {m.group(3)}, {m.group(2) or 10})", query)
