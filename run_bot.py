@@ -7,7 +7,6 @@ Exit codes: 0 done; 1 ran, but some feed failed (once); 2 bad settings, rules, i
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -16,12 +15,21 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.app import build_pipeline
-from bot.timeutil import parse_datetime, parse_duration, utcnow
-from config import DEFAULT_RULES, ConfigError, Settings, load_settings
+from bot.commands import (
+    UsageError,
+    command_alerts,
+    command_backtest,
+    command_health,
+    command_mute,
+    command_prune,
+    command_report,
+    command_search,
+    command_unmute,
+)
+from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
 from storage.reports import QueryError
 
@@ -258,202 +266,10 @@ def command_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_backtest(args: argparse.Namespace) -> int:
-    from bot.backtest import render_json, render_text, run_backtest, run_context_backtest
-    from bot.matcher import Matcher, load_rules
-
-    rules_dir = args.rules or _rules_from_settings(args.config)
-    if not args.file.is_file():
-        raise ConfigError(f"{args.file}: backtest file not found")
-    matcher = Matcher(load_rules(rules_dir))
-    if args.context:
-        outcome = run_context_backtest(args.file, matcher, load_settings(args.config).exchanges)
-    else:
-        outcome = run_backtest(args.file, matcher)
-    for problem in outcome.skipped:
-        log.warning("%s", problem)
-    if args.json:
-        print(json.dumps(render_json(outcome), ensure_ascii=False))
-    else:
-        print(render_text(outcome))
-    return 0
-
-
-class UsageError(Exception):
-    """A command-line value is wrong; the message names the option."""
-
-
 def add_output_options(parser: argparse.ArgumentParser, since_help: str) -> None:
     parser.add_argument("--since", help=since_help)
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
-
-
-def parse_moment(option: str, value: str | None) -> datetime | None:
-    """`7d` (that long ago) or an ISO date or time; UsageError naming the option otherwise."""
-    if value is None:
-        return None
-    try:
-        return utcnow() - timedelta(seconds=parse_duration(value))
-    except ValueError:
-        pass
-    try:
-        return parse_datetime(value)
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected a duration such as 7d or 12h, or a date such as 2026-01-01; got {value!r}"
-        ) from None
-
-
-def command_report(args: argparse.Namespace) -> int:
-    from storage.reports import REPORTS
-
-    if args.list or not args.name:
-        width = max(len(name) for name in REPORTS)
-        for name, report in REPORTS.items():
-            print(f"{name:<{width}}  {report.description} (view {report.view})")
-        return 0
-    if args.name not in REPORTS:
-        raise UsageError(f"report {args.name!r}: no such report; run_bot.py report --list names them")
-    since, until = parse_moment("--since", args.since), parse_moment("--until", args.until)
-    limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
-        table = store.report(args.name, since, until, args.account, limit)
-    finally:
-        store.close()
-    print_table(table.columns, table.rows, args.format)
-    return 0
-
-
-def command_search(args: argparse.Namespace) -> int:
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
-        table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
-    finally:
-        store.close()
-    print_table(table.columns, table.rows, args.format)
-    return 0
-
-
-def command_prune(args: argparse.Namespace) -> int:
-    try:
-        older_than = timedelta(seconds=parse_duration(args.older_than))
-    except ValueError as error:
-        raise UsageError(f"--older-than: {error}") from None
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
-        removed = store.prune(older_than, vacuum=args.vacuum)
-    finally:
-        store.close()
-    print(
-        f"removed {removed['posts']} post(s) without a hit and {removed['runs']} poll record(s) older than "
-        f"{args.older_than}" + ("; vacuumed" if args.vacuum else "")
-    )
-    return 0
-
-
-def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
-    """Rows as an aligned table for a terminal, or clean CSV or JSON for pipes."""
-    if form == "json":
-        print(
-            json.dumps([dict(zip(columns, row, strict=True)) for row in rows], ensure_ascii=False, indent=1)
-        )
-        return
-    if form == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    cells = [columns] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    numeric = [
-        all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(columns))
-    ]
-    for index, row in enumerate(cells):
-        print(
-            "  ".join(
-                c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)
-            ).rstrip()
-        )
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
-    if not rows:
-        print("(no rows)")
-
-
-def _cell(value: object, width: int = 60) -> str:
-    text = "" if value is None else " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def command_health(args: argparse.Namespace) -> int:
-    from bot.health import check_heartbeat, heartbeat_path
-
-    settings = load_settings(args.config)
-    healthy, message = check_heartbeat(heartbeat_path(settings.database))
-    print(message)
-    return 0 if healthy else 1
-
-
-def command_alerts(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = Store.open(settings.database, create=False)
-    try:
-        if args.action == "retry-dead":
-            count = store.retry_dead(args.channel)
-            print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
-            return 0
-        rows = store.outbox_summary()
-    finally:
-        store.close()
-    print(f"{'channel':<16} {'status':<8} {'alerts':>7}  last error")
-    for channel, status, count, error in rows:
-        print(f"{channel:<16} {status:<8} {count:>7}  {error if status == 'dead' and error else ''}")
-    return 0
-
-
-def command_mute(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = Store.open(settings.database)
-    try:
-        if args.list:
-            for kind, name, until in store.mutes():
-                print(f"{kind} {name} muted until {until:%Y-%m-%d %H:%M} UTC")
-            return 0
-        try:
-            seconds = parse_duration(args.duration)
-        except ValueError as error:
-            raise ConfigError(f"--for: {error}") from None
-        until = utcnow() + timedelta(seconds=seconds)
-        store.mute(until, rule_id=args.rule, author=args.author)
-    finally:
-        store.close()
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
-    print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
-    return 0
-
-
-def command_unmute(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = Store.open(settings.database)
-    try:
-        ended = store.unmute(rule_id=args.rule, author=args.author)
-    finally:
-        store.close()
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
-    print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
-    return 0
-
-
-def _rules_from_settings(config: Path | None) -> Path:
-    """The rules directory the settings name; the shipped one when there are no settings to read."""
-    try:
-        return load_settings(config).rules
-    except ConfigError:
-        if config is not None:
-            raise
-        return DEFAULT_RULES
 
 
 if __name__ == "__main__":

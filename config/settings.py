@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.timeutil import parse_duration
+from config.table import ConfigError, Table
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
@@ -21,11 +21,6 @@ DEFAULT_RULES = CONFIG_DIR / "rules"
 
 SOURCE_TYPES = ("replay", "x")
 CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
-_REQUIRED = object()
-
-
-class ConfigError(Exception):
-    """The settings are wrong; the message is one line that names the file and the key."""
 
 
 class Secret:
@@ -166,95 +161,6 @@ def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, 
     return shown
 
 
-class _Table:
-    """A TOML table being read: typed look-ups that name the key on error, then a check for unknown keys."""
-
-    def __init__(self, data: Any, where: str, file: Path) -> None:
-        self.file = file
-        self.where = where
-        if not isinstance(data, dict):
-            self.fail("", f"expected a table, got {_type_name(data)}")
-        self.data: dict[str, Any] = data
-        self.used: set[str] = set()
-
-    def fail(self, key: str, message: str) -> None:
-        place = ".".join(p for p in (self.where, key) if p) or "top level"
-        raise ConfigError(f"{self.file}: {place}: {message}")
-
-    def get(self, key: str, kind: str, default: Any = _REQUIRED) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                self.fail(key, f"missing; expected {_KIND_TEXT[kind]}")
-            return default
-        value = self.data[key]
-        try:
-            return _convert(value, kind)
-        except ValueError as error:
-            self.fail(key, str(error))
-
-    def table(self, key: str) -> _Table:
-        self.used.add(key)
-        return _Table(self.data.get(key, {}), ".".join(p for p in (self.where, key) if p), self.file)
-
-    def tables(self, key: str) -> list[_Table]:
-        self.used.add(key)
-        items = self.data.get(key, [])
-        if not isinstance(items, list):
-            self.fail(key, f"expected an array of tables ([[{key}]]), got {_type_name(items)}")
-        return [_Table(item, f"{key}[{i}]", self.file) for i, item in enumerate(items)]
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            expected = ", ".join(sorted(self.used)) or "no keys"
-            self.fail(unknown[0], f"unknown key; expected one of: {expected}")
-
-
-_KIND_TEXT = {
-    "str": "a string",
-    "int": "a whole number",
-    "bool": "true or false",
-    "duration": "a duration such as 30s, 5m or 2h",
-    "path": "a file path",
-    "names": "a list of names",
-}
-
-
-def _type_name(value: Any) -> str:
-    return {
-        str: "a string",
-        int: "a number",
-        float: "a number",
-        bool: "a boolean",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-def _convert(value: Any, kind: str) -> Any:
-    if kind == "duration":
-        return parse_duration(value)
-    expected = _KIND_TEXT[kind]
-    if kind in ("str", "path"):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
-        return Path(value) if kind == "path" else value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"expected {expected}, got {_type_name(value)} {value!r}")
-        return value
-    if kind == "names":
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise ValueError(f'expected {expected} such as ["elonmusk", "finkd"], got {value!r}')
-        return tuple(v.strip().lstrip("@") for v in value)
-    raise AssertionError(f"unknown kind {kind}")
-
-
 def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings file at `path` (default: config/ringside.toml).
 
@@ -268,7 +174,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     if path is None:
         path = environ.get("RINGSIDE_CONFIG") or DEFAULT_CONFIG
     file = Path(path)
-    top = _Table(_read_toml(file), "", file)
+    top = Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
     delivery, service, exchange_table = top.table("delivery"), top.table("service"), top.table("exchanges")
     database = storage.get("path", "path", Path("data/ringside.db"))
@@ -323,7 +229,7 @@ def _unique(what: str, parts: list[Any], file: Path) -> tuple[Any, ...]:
     return tuple(parts)
 
 
-def _source(table: _Table, environ: Mapping[str, str]) -> SourceConfig:
+def _source(table: Table, environ: Mapping[str, str]) -> SourceConfig:
     kind = table.get("type", "str")
     if kind not in SOURCE_TYPES:
         table.fail("type", f"unknown source type {kind!r}; expected one of: {', '.join(SOURCE_TYPES)}")
@@ -347,7 +253,7 @@ def _source(table: _Table, environ: Mapping[str, str]) -> SourceConfig:
     return SourceConfig(name=name, type=kind, every=every, options=options, secret=secret)
 
 
-def _x_options(table: _Table) -> dict[str, Any]:
+def _x_options(table: Table) -> dict[str, Any]:
     options = {
         "accounts": table.get("accounts", "names"),
         "first_poll_limit": table.get("first_poll_limit", "int", 20),
@@ -361,7 +267,7 @@ def _x_options(table: _Table) -> dict[str, Any]:
     return options
 
 
-def _delivery(table: _Table) -> Delivery:
+def _delivery(table: Table) -> Delivery:
     delivery = Delivery(
         max_attempts=table.get("max_attempts", "int", 8),
         max_age=table.get("max_age", "duration", 86400.0),
@@ -374,7 +280,7 @@ def _delivery(table: _Table) -> Delivery:
     return delivery
 
 
-def _exchanges(table: _Table, people_tables: list[_Table], rivalry_tables: list[_Table]) -> Exchanges:
+def _exchanges(table: Table, people_tables: list[Table], rivalry_tables: list[Table]) -> Exchanges:
     people = []
     for person in people_tables:
         person_id = person.get("id", "str")
@@ -411,7 +317,7 @@ def _exchanges(table: _Table, people_tables: list[_Table], rivalry_tables: list[
     )
 
 
-def _service(table: _Table, environ: Mapping[str, str]) -> Service:
+def _service(table: Table, environ: Mapping[str, str]) -> Service:
     port = table.get("http_port", "int", 0)
     if environ.get("RINGSIDE_HTTP_PORT"):
         try:
@@ -445,7 +351,7 @@ _CHANNEL_SECRETS = {
 }
 
 
-def _channel(table: _Table, environ: Mapping[str, str]) -> ChannelConfig:
+def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
     kind = table.get("type", "str")
     if kind not in CHANNEL_TYPES:
         table.fail("type", f"unknown channel type {kind!r}; expected one of: {', '.join(CHANNEL_TYPES)}")
@@ -464,7 +370,7 @@ def _channel(table: _Table, environ: Mapping[str, str]) -> ChannelConfig:
     return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
 
 
-def _secret(table: _Table, environ: Mapping[str, str], key: str, default_env: str, what: str) -> Secret:
+def _secret(table: Table, environ: Mapping[str, str], key: str, default_env: str, what: str) -> Secret:
     env_name = table.get(key, "str", default_env)
     value = environ.get(env_name, "").strip()
     if not value:
