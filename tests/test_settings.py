@@ -132,3 +132,18 @@ def test_the_http_port_comes_from_the_environment_when_set(write_config):
     assert (settings.service.http_host, settings.service.http_port) == ("0.0.0.0", 8080)
     with pytest.raises(ConfigError, match="RINGSIDE_HTTP_PORT: expected a port number, got 'http'"):
         load_settings(DEFAULT_CONFIG, environ={"RINGSIDE_HTTP_PORT": "http"})
+
+
+def test_a_rivalry_with_someone_not_in_people_is_named(write_config, write_feed):
+    source = f'[[sources]]\ntype = "replay"\npath = "{write_feed([])}"\n'
+    people = '[[people]]\nid = "musk"\naccounts = ["x:elonmusk"]\n[[rivalries]]\npeople = ["musk", "zuck"]\n'
+    with pytest.raises(
+        ConfigError, match=r"rivalries\[0\]\.people: 'zuck' is not the id of a \[\[people\]\] table"
+    ):
+        load_settings(write_config(source + people), environ={})
+
+
+def test_an_account_without_its_platform_is_named(write_config, write_feed):
+    source = f'[[sources]]\ntype = "replay"\npath = "{write_feed([])}"\n'
+    with pytest.raises(ConfigError, match=r"people\[0\]\.accounts: 'elonmusk': expected platform:handle"):
+        load_settings(write_config(source + '[[people]]\nid = "musk"\naccounts = ["elonmusk"]\n'), environ={})
