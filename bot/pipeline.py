@@ -96,6 +96,8 @@ class Pipeline:
         metrics.POLL_SECONDS.labels(source_name).observe((utcnow() - started).total_seconds())
         metrics.POSTS_FETCHED.labels(source_name).inc(saved.fetched)
         metrics.POSTS_NEW.labels(source_name).inc(saved.new_posts)
+        for category, count in saved.categories.items():
+            metrics.HITS.labels(category).inc(count)
         level = logging.INFO if saved.new_posts or saved.new_hits else logging.DEBUG
         log.log(
             level,

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ class PollSaved:
     new_posts: int
     new_hits: int
     alerts: int
+    categories: dict[str, int] = field(default_factory=dict)  # new hits per category
 
 
 class Store(Outbox, ExchangeStore, ReportStore):
@@ -139,7 +140,10 @@ class Store(Outbox, ExchangeStore, ReportStore):
                     "platform": platform,
                 }
             )
-        return PollSaved(fetch.read, new_posts, len(new_hits), alerts)
+        categories: dict[str, int] = {}
+        for _, hit, _ in new_hits:
+            categories[hit.category] = categories.get(hit.category, 0) + 1
+        return PollSaved(fetch.read, new_posts, len(new_hits), alerts, categories)
 
     def save_failed_poll(
         self,

@@ -72,6 +72,7 @@ def test_the_service_serves_healthz_and_metrics_and_keeps_a_heartbeat(tmp_path, 
             )
         )
         metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
+        assert 'ringside_hits_total{category="challenge"}' in metrics
         for name in (
             "ringside_posts_fetched_total",
             "ringside_hits",
