@@ -255,3 +255,20 @@ def test_known_secrets_never_reach_the_logs_or_the_database(tmp_path, write_conf
 
 def database_text(tmp_path) -> str:
     return "".join(p.read_bytes().decode("utf-8", "replace") for p in tmp_path.glob("r.db*"))
+
+
+def test_the_compose_file_runs_the_service_with_a_named_volume_an_env_file_and_restarts():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["ringside"]
+    assert service["restart"] == "unless-stopped"
+    assert service["env_file"][0]["path"] == ".env"
+    assert "ringside-data:/data" in service["volumes"] and "ringside-data" in compose["volumes"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("# ") and "FROM python:3.11-slim" in dockerfile
+    assert (
+        "USER ringside" in dockerfile
+        and "HEALTHCHECK" in dockerfile
+        and 'CMD ["python", "run_bot.py", "health"]' in dockerfile
+    )
