@@ -36,16 +36,26 @@ SILENT = ("response",)
 def link_posts(
     store: Store, config: Exchanges, posts: Sequence[Post], hits: dict[str, list[Hit]]
 ) -> list[dict]:
-    """Link each tracked person's new post to what it answers; the alert payloads of the new turns."""
+    """Link each tracked person's new post to what it answers; the alert payloads of the new turns.
+
+    Feeds are polled apart, so an answer can be stored before the challenge it answers: when a new post is
+    a challenge, the rivals' stored posts from within the window after it get their chance to link too."""
     if not config.rivalries:
         return []
+    candidates = {p.key: (p, {h.category for h in hits.get(p.key, [])}) for p in posts}
+    for post, categories in list(candidates.values()):
+        person = config.person_of(post.platform, post.author)
+        if person is not None and categories - set(SILENT):
+            accounts = [a for rival in _rivals(config, person) for a in rival.accounts]
+            until = post.created_at + timedelta(seconds=config.window)
+            for earlier in store.unlinked_posts(accounts, post.created_at, until):
+                candidates.setdefault(earlier[0].key, earlier)
     payloads = []
-    for post in sorted(posts, key=lambda p: p.created_at):
+    for post, categories in sorted(candidates.values(), key=lambda c: c[0].created_at):
         person = config.person_of(post.platform, post.author)
         if person is None:
             continue
-        rivals = [p for p in config.people if p.id in config.rivals_of(person.id)]
-        found = find_link(store, config, post, rivals, hits.get(post.key, []))
+        found = find_link(store, config, post, _rivals(config, person), categories)
         if found is None:
             continue
         target, owner, link = found
@@ -53,7 +63,7 @@ def link_posts(
         if exchange_id is None:
             exchange_id = exchange_key(target.key)
             store.start_exchange(
-                exchange_id, [owner.id, person.id], _severity(hits, store, target), target, owner.id
+                exchange_id, [owner.id, person.id], store.severity_of(target.key), target, owner.id
             )
         turn = store.add_turn(exchange_id, post.key, post.created_at, person.id, link)
         if turn:
@@ -62,8 +72,12 @@ def link_posts(
     return payloads
 
 
+def _rivals(config: Exchanges, person: Person) -> list[Person]:
+    return [p for p in config.people if p.id in config.rivals_of(person.id)]
+
+
 def find_link(
-    store: Store, config: Exchanges, post: Post, rivals: Sequence[Person], hits: Sequence[Hit]
+    store: Store, config: Exchanges, post: Post, rivals: Sequence[Person], categories: set[str]
 ) -> tuple[StoredPost, Person, str] | None:
     """What `post` answers, whose it is, and how it links; None when it answers nothing."""
     accounts = sorted(a for rival in rivals for a in rival.accounts)
@@ -74,7 +88,6 @@ def find_link(
         owner = config.person_of(target.platform, target.author) if target else None
         if target and owner in rivals and store.is_trigger(target.key, SILENT):
             return target, owner, link
-    categories = {hit.category for hit in hits}
     mentioned = bool({f"{post.platform}:{m.lower()}" for m in post.mentions} & set(accounts))
     link = (
         "mention"
@@ -95,11 +108,6 @@ def find_link(
 
 def exchange_key(first_post_key: str) -> str:
     return "ex-" + hashlib.sha256(first_post_key.encode()).hexdigest()[:16]
-
-
-def _severity(hits: dict[str, list[Hit]], store: Store, target: StoredPost) -> int:
-    row = store.db.execute("SELECT max(severity) FROM hits WHERE post_key = ?", [target.key]).fetchone()
-    return int(row[0] or 3)
 
 
 def exchange_payload(exchange: dict[str, Any], turn: int, config: Exchanges) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlite_utils
 
+from bot.models import Post
 from bot.timeutil import iso, parse_datetime
 
 _POST = "p.key, p.platform, p.id, p.author, p.created_at, p.url, p.kind, p.lang, p.text"
@@ -64,6 +65,47 @@ class ExchangeStore:
             [*accounts, iso(since), iso(until), *silent],
         ).fetchone()
         return _post(row) if row else None
+
+    def unlinked_posts(
+        self, accounts: Sequence[str], after: datetime, until: datetime
+    ) -> list[tuple[Post, set[str]]]:
+        """Posts by these accounts in (after, until] that are no exchange turn yet, with hit categories."""
+        if not accounts:
+            return []
+        marks = ",".join("?" * len(accounts))
+        rows = self.db.execute(
+            f"""
+            SELECT p.platform, p.id, p.author, p.text, p.created_at, p.kind, p.reply_to, p.quote_of,
+                   p.mentions, (SELECT json_group_array(h.category) FROM hits h WHERE h.post_key = p.key)
+            FROM posts p
+            WHERE lower(p.platform || ':' || p.author) IN ({marks}) AND p.created_at > ? AND p.created_at <= ?
+              AND NOT EXISTS (SELECT 1 FROM exchange_turns t WHERE t.post_key = p.key)
+            ORDER BY p.created_at
+            """,
+            [*accounts, iso(after), iso(until)],
+        ).fetchall()
+        return [
+            (
+                Post(
+                    platform=r[0],
+                    id=r[1],
+                    author=r[2],
+                    text=r[3],
+                    created_at=parse_datetime(r[4]),
+                    kind=r[5],
+                    reply_to=r[6],
+                    quote_of=r[7],
+                    mentions=tuple(json.loads(r[8])),
+                ),
+                set(json.loads(r[9])),
+            )
+            for r in rows
+        ]
+
+    def severity_of(self, post_key: str) -> int:
+        """The highest severity of the post's hits (3 when it has none)."""
+        row = self.db.execute("SELECT max(severity) FROM hits WHERE post_key = ?", [post_key]).fetchone()
+        return int(row[0] or 3)
 
     def is_trigger(self, post_key: str, silent: Sequence[str]) -> bool:
         marks = ",".join("?" * len(silent)) or "''"

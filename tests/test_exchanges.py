@@ -239,3 +239,12 @@ def test_the_context_backtest_scores_answers_that_only_the_exchange_makes_flags(
     assert run_bot.main(["backtest", str(data), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)["scores"]
     assert scores["fn"] == 3 and scores["tp"] == 3
+
+
+def test_an_answer_stored_before_its_challenge_links_when_the_challenge_arrives(store, matcher, write_feed):
+    answer = post("Ct1", "zuck", "Send Me Location", "2023-06-21T18:20:00Z", platform="instagram")
+    reply = post("101", "finkd", "lol ok", "2023-06-21T04:00:00Z", kind="reply", reply_to="100")
+    early = run(store, matcher, write_feed, [answer, reply], name="zuck.jsonl")  # zuck's feeds polled first
+    assert early.exchanges() == []
+    late = run(store, matcher, write_feed, [CHALLENGE], name="musk.jsonl")
+    assert links(late) == [["first", "reply"], ["first", "reply", "response"]]
