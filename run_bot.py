@@ -232,14 +232,11 @@ def stop_on_signals() -> threading.Event:
 def command_once(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     redact_logs(settings)
-    store = Store.open(settings.database)
-    try:
+    with Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False)
         failed = [f"{s}:{f}" for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
         delivered = pipeline.deliver_all()
         counts = store.counts()
-    finally:
-        store.close()
     sent = sum(c.sent for c in delivered.values())
     log.info(
         "once: %d post(s), %d hit(s), %d alert(s) stored in total; %d sent now",

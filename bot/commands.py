@@ -74,21 +74,15 @@ def command_report(args: argparse.Namespace) -> int:
         raise UsageError(f"report {args.name!r}: no such report; run_bot.py report --list names them")
     since, until = parse_moment("--since", args.since), parse_moment("--until", args.until)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
+    with Store.open(load_settings(args.config).database, create=False) as store:
         table = store.report(args.name, since, until, args.account, limit)
-    finally:
-        store.close()
     print_table(table.columns, table.rows, args.format)
     return 0
 
 
 def command_search(args: argparse.Namespace) -> int:
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
+    with Store.open(load_settings(args.config).database, create=False) as store:
         table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
-    finally:
-        store.close()
     print_table(table.columns, table.rows, args.format)
     return 0
 
@@ -98,11 +92,8 @@ def command_prune(args: argparse.Namespace) -> int:
         older_than = timedelta(seconds=parse_duration(args.older_than))
     except ValueError as error:
         raise UsageError(f"--older-than: {error}") from None
-    store = Store.open(load_settings(args.config).database, create=False)
-    try:
+    with Store.open(load_settings(args.config).database, create=False) as store:
         removed = store.prune(older_than, vacuum=args.vacuum)
-    finally:
-        store.close()
     print(
         f"removed {removed['posts']} post(s) without a hit and {removed['runs']} poll record(s) older than "
         f"{args.older_than}" + ("; vacuumed" if args.vacuum else "")
@@ -155,15 +146,12 @@ def command_health(args: argparse.Namespace) -> int:
 
 def command_alerts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    store = Store.open(settings.database, create=False)
-    try:
+    with Store.open(settings.database, create=False) as store:
         if args.action == "retry-dead":
             count = store.retry_dead(args.channel)
             print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
             return 0
         rows = store.outbox_summary()
-    finally:
-        store.close()
     print(f"{'channel':<16} {'status':<8} {'alerts':>7}  last error")
     for channel, status, count, error in rows:
         print(f"{channel:<16} {status:<8} {count:>7}  {error if status == 'dead' and error else ''}")
@@ -171,33 +159,24 @@ def command_alerts(args: argparse.Namespace) -> int:
 
 
 def command_mute(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = Store.open(settings.database)
     try:
+        until = utcnow() + timedelta(seconds=parse_duration(args.duration))
+    except ValueError as error:
+        raise UsageError(f"--for: {error}") from None
+    with Store.open(load_settings(args.config).database) as store:
         if args.list:
-            for kind, name, until in store.mutes():
-                print(f"{kind} {name} muted until {until:%Y-%m-%d %H:%M} UTC")
+            for kind, name, moment in store.mutes():
+                print(f"{kind} {name} muted until {moment:%Y-%m-%d %H:%M} UTC")
             return 0
-        try:
-            seconds = parse_duration(args.duration)
-        except ValueError as error:
-            raise ConfigError(f"--for: {error}") from None
-        until = utcnow() + timedelta(seconds=seconds)
         store.mute(until, rule_id=args.rule, author=args.author)
-    finally:
-        store.close()
     what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
     return 0
 
 
 def command_unmute(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    store = Store.open(settings.database)
-    try:
+    with Store.open(load_settings(args.config).database) as store:
         ended = store.unmute(rule_id=args.rule, author=args.author)
-    finally:
-        store.close()
     what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0

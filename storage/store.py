@@ -78,6 +78,12 @@ class Store(Outbox, ExchangeStore, ReportStore):
         with self.lock:
             self.db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- cursors and accounts -------------------------------------------------------------------------
 
     def feed_state(self, source: str, feed: str) -> FeedState:
