@@ -120,11 +120,20 @@ def time_regex(phrases: list[str], texts: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, found
 
 
+def available_engines() -> list[str]:
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:
+        return ["pyahocorasick"]
+    return ["pyahocorasick", "hyperscan"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rules", default="100,1000,10000")
+    parser.add_argument("--engines", default=",".join(available_engines()), help="pyahocorasick,hyperscan")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the corpus; best and median shown")
     parser.add_argument(
         "--regex-seconds",
@@ -138,31 +147,34 @@ def main() -> None:
         f"{args.posts:,} posts (half en, half fr), {args.rounds} rounds"
     )
     print(
-        f"{'rules':>7} {'build s':>8} {'best posts/s':>13} {'median':>9} {'hits':>7} "
+        f"{'rules':>7} {'engine':>14} {'build s':>8} {'best posts/s':>13} {'median':>9} {'hits':>7} "
         f"{'re posts/s':>11} {'re sample':>10} {'ratio':>7}"
     )
     for count in (int(n) for n in args.rules.split(",")):
         rng = random.Random(args.seed)
         phrases = make_phrases(rng, count)
-        started = time.perf_counter()
-        matcher = Matcher(make_rules(rng, phrases))
-        build = time.perf_counter() - started
+        rules = make_rules(rng, phrases)
         posts = make_corpus(rng, args.posts, phrases)
-        rates = []
-        for _ in range(args.rounds):
-            seconds, hits = time_engine(matcher, posts)
-            rates.append(len(posts) / seconds)
-        best, median = max(rates), statistics.median(rates)
         probe_seconds, _ = time_regex(phrases, [p.text for p in posts[:200]])
         sample = max(200, min(len(posts), int(200 * args.regex_seconds / max(probe_seconds, 1e-9))))
         regex_seconds, _ = time_regex(phrases, [p.text for p in posts[:sample]])
         regex_rate = sample / regex_seconds
-        print(
-            f"{count:>7,} {build:>8.2f} {best:>13,.0f} {median:>9,.0f} {hits:>7,} {regex_rate:>11,.0f} "
-            f"{sample:>10,} {median / regex_rate:>6.0f}x",
-            flush=True,
-        )
-        del posts, matcher
+        for engine in args.engines.split(","):
+            started = time.perf_counter()
+            matcher = Matcher(rules, engine=engine)
+            build = time.perf_counter() - started
+            rates = []
+            for _ in range(args.rounds):
+                seconds, hits = time_engine(matcher, posts)
+                rates.append(len(posts) / seconds)
+            best, median = max(rates), statistics.median(rates)
+            print(
+                f"{count:>7,} {engine:>14} {build:>8.2f} {best:>13,.0f} {median:>9,.0f} {hits:>7,} "
+                f"{regex_rate:>11,.0f} {sample:>10,} {median / regex_rate:>6.0f}x",
+                flush=True,
+            )
+            del matcher
+        del posts
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ log = logging.getLogger("ringside")
 
 def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipeline:
     """Everything the service needs, built and validated before the first poll."""
-    matcher = Matcher(load_rules(settings.rules))
+    matcher = Matcher(load_rules(settings.rules), engine=settings.engine)
     sources = {
         config.name: build_source(config, store.account_ids(config.type), paced=paced)
         for config in settings.sources

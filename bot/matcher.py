@@ -14,12 +14,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from itertools import islice
 
-import ahocorasick
-
 from bot.models import Hit, Post, Span
 from bot.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
 from bot.query import And, Near, Node, Not, Or, Term, terms_of
 from bot.rules import Rule, load_rules
+from bot.scanners import make_scanner
 
 __all__ = ["Matcher", "Rule", "load_rules"]
 
@@ -28,7 +27,7 @@ _WORD = re.compile(r"\S+")
 
 
 class Matcher:
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], engine: str = "pyahocorasick") -> None:
         self.rules = list(rules)
         self._term_ids: dict[Term, int] = {}
         self._rules_of_term: list[set[int]] = []
@@ -41,11 +40,7 @@ class Matcher:
                     for key, width in automaton_keys(term):
                         keys[key].add((term_id, width))
                 self._rules_of_term[term_id].add(rule_index)
-        self._automaton = ahocorasick.Automaton()
-        for key, entries in keys.items():
-            self._automaton.add_word(key, tuple(entries))
-        if keys:
-            self._automaton.make_automaton()
+        self._scanner = make_scanner(engine, {key: tuple(entries) for key, entries in keys.items()})
 
     def match(self, post: Post) -> list[Hit]:
         """Every rule that fires on `post`, with spans over the post's original text."""
@@ -65,27 +60,11 @@ class Matcher:
         return hits
 
     def find_terms(self, text: str) -> dict[int, list[Occurrence]]:
-        """Term id -> where its literals occur in the folded text (word indices)."""
-        if not self._term_ids:
-            return {}
-        line = fold_line(text)
+        """Term id -> where its literals occur in the folded text (first and last word index)."""
         found: dict[int, list[Occurrence]] = {}
-        for end, entries in self._automaton.iter(line):
-            for term_id, width in entries:
-                found.setdefault(term_id, []).append((end, width))
-        if not found:
-            return {}
-        return {term_id: _word_positions(line, ends) for term_id, ends in found.items()}
-
-
-def _word_positions(line: str, ends: list[tuple[int, int]]) -> list[Occurrence]:
-    """(end offset in the line, width in words) -> (first word, last word)."""
-    positions = []
-    for end, width in ends:
-        # The word holding `end` is the one after the last space at or before it; count spaces to get it.
-        last = line.count(" ", 0, end + (0 if line[end] == " " else 1)) - 1
-        positions.append((last - width + 1, last))
-    return positions
+        for last, (term_id, width) in self._scanner.scan(fold_line(text)):
+            found.setdefault(term_id, []).append((last - width + 1, last))
+        return found
 
 
 def automaton_keys(term: Term) -> list[tuple[str, int]]:

@@ -108,6 +108,7 @@ class Settings:
     path: Path
     database: Path
     rules: Path
+    engine: str
     deliver_every: float
     jitter: float
     misfire_grace: float
@@ -127,7 +128,7 @@ class Settings:
         return {
             "config": str(self.path),
             "storage": {"path": str(self.database)},
-            "matcher": {"rules": str(self.rules)},
+            "matcher": {"rules": str(self.rules), "engine": self.engine},
             "schedule": {
                 "deliver_every": self.deliver_every,
                 "jitter": self.jitter,
@@ -184,6 +185,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         path=file,
         database=database,
         rules=matcher.get("rules", "path", DEFAULT_RULES),
+        engine=_engine(matcher),
         deliver_every=schedule.get("deliver_every", "duration", 10.0),
         jitter=schedule.get("jitter", "duration", 2.0),
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
@@ -265,6 +267,20 @@ def _x_options(table: Table) -> dict[str, Any]:
     if not 1 <= options["first_poll_limit"] <= 3200:
         table.fail("first_poll_limit", "expected a whole number from 1 to 3200")
     return options
+
+
+def _engine(table: Table) -> str:
+    engine = table.get("engine", "str", "pyahocorasick")
+    if engine not in ("pyahocorasick", "hyperscan"):
+        table.fail("engine", f"expected pyahocorasick or hyperscan, got {engine!r}")
+    if engine == "hyperscan":
+        try:
+            import hyperscan  # noqa: F401
+        except ImportError:
+            table.fail(
+                "engine", "hyperscan is not installed: pip install 'ringside[hyperscan]' (x86-64 only)"
+            )
+    return engine
 
 
 def _delivery(table: Table) -> Delivery:

@@ -212,3 +212,46 @@ def test_the_fast_fold_and_the_span_keeping_fold_always_agree_on_the_words(text)
     assert fold_line(text).split() == words(text) == folded.words
     for start, end in folded.spans:
         assert 0 <= start < end <= len(text)
+
+
+@pytest.fixture(scope="module")
+def both_engines():
+    pytest.importorskip("hyperscan")
+    from bot.matcher import load_rules
+    from config import DEFAULT_RULES
+
+    rules = load_rules(DEFAULT_RULES)
+    return Matcher(rules), Matcher(rules, engine="hyperscan")
+
+
+WORDS = [
+    "cage",
+    "match",
+    "fight",
+    "me",
+    "octagon",
+    "prêt",
+    "combat",
+    "en",
+    "#CageFight",
+    "@zuck",
+    "🥊",
+    "send",
+    "location",
+    "chicken",
+    "is",
+    "a",
+    "Nicolas",
+    "x",
+    "fighter",
+    "ça",
+    "défie",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(st.sampled_from(WORDS), max_size=30), noise=st.text(max_size=40))
+def test_hyperscan_and_pyahocorasick_find_the_same_hits(both_engines, words, noise):
+    text = " ".join(words) + " " + noise
+    default, hyperscan = ([(h.rule_id, h.spans) for h in m.match(post(text))] for m in both_engines)
+    assert default == hyperscan
