@@ -5,8 +5,11 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 RUN python -m venv /opt/ringside
 # Dependencies first, from pyproject.toml alone, so code changes do not reinstall them.
+# EXTRAS adds optional channels or engines: docker build --build-arg EXTRAS="apprise hyperscan" .
+ARG EXTRAS=""
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN EXTRAS="$EXTRAS" python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + [d for e in os.environ['EXTRAS'].split() for d in p['optional-dependencies'][e]]))" \
         > requirements.txt \
     && /opt/ringside/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 COPY bot bot
