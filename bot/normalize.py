@@ -132,8 +132,3 @@ def _fold_word_with_origin(word: str, offset: int) -> list[tuple[str, int, int]]
         origin.extend([offset + index] * len(folded))
     folded_word = "".join(pieces)
     return [(m.group(), origin[m.start()], origin[m.end() - 1] + 1) for m in _WORD.finditer(folded_word)]
-
-
-def fold_phrase(phrase: str) -> str:
-    """A phrase folded like post text, its words separated by single spaces."""
-    return " ".join(words(phrase))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.scanners import ENGINES
 from config.table import ConfigError, Table
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -271,8 +272,8 @@ def _x_options(table: Table) -> dict[str, Any]:
 
 def _engine(table: Table) -> str:
     engine = table.get("engine", "str", "pyahocorasick")
-    if engine not in ("pyahocorasick", "hyperscan"):
-        table.fail("engine", f"expected pyahocorasick or hyperscan, got {engine!r}")
+    if engine not in ENGINES:
+        table.fail("engine", f"expected one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "hyperscan":
         try:
             import hyperscan  # noqa: F401
