@@ -187,3 +187,40 @@ def test_batches_keep_every_query_within_512_characters():
     assert all(len(" OR ".join(f"from:{a}" for a in g)) <= MAX_QUERY for g in groups)
     # each query is 24 accounts of 21 characters with " OR ": as full as 512 allows
     assert [len(g) for g in groups] == [24] * 8 + [8]
+
+
+@responses.activate
+def test_a_batch_cursor_older_than_recent_search_reaches_starts_again_from_the_newest(caplog):
+    search = f"{API}/tweets/search/recent"
+    stale = {
+        "errors": [
+            {
+                "parameters": {"since_id": ["800"]},
+                "message": "Invalid 'since_id':'800'. 'since_id' must be a tweet id created after "
+                "2026-11-19T10:00Z.",
+            }
+        ],
+        "title": "Invalid Request",
+        "detail": "One or more parameters to your request was invalid.",
+    }
+    responses.get(search, status=400, json=stale)
+    responses.get(search, json=timeline(tweet("9001", "back again")))
+    source = make_source(accounts=["elonmusk", "finkd"], batch=True)
+    (feed,) = source.feeds()
+    fetch = source.fetch(feed, "800")
+    assert [p.id for p in fetch.posts] == ["9001"] and fetch.cursor == "9001"
+    assert "since_id" not in query_of(responses.calls[1])
+    assert "older than recent search reaches (7 days)" in caplog.text
+
+
+@responses.activate
+def test_any_other_400_is_a_failed_poll_that_names_xs_reason():
+    responses.get(
+        TIMELINE,
+        status=400,
+        json={
+            "errors": [{"message": "The `max_results` query parameter value [1000] is not between 5 and 100"}]
+        },
+    )
+    with pytest.raises(SourceError, match=r"X answered 400: The `max_results` query parameter"):
+        make_source().fetch("elonmusk", "300")

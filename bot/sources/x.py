@@ -105,7 +105,20 @@ class XSource:
     def fetch(self, feed: str, cursor: str | None) -> Fetch:
         if feed.startswith(BATCH_PREFIX):
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
-            pages = self._pages(self.client.search_recent_tweets, cursor, min_results=10, query=query)
+            search = self.client.search_recent_tweets
+            try:
+                pages = self._pages(search, cursor, min_results=10, query=query)
+            except StaleCursor:
+                # Recent search reaches back 7 days: after a longer stop the gap cannot be fetched at all, and
+                # keeping the old since_id would fail forever. Say so, and start again from the newest posts.
+                log.warning(
+                    "%s: since_id %s is older than recent search reaches (7 days); posts between "
+                    "then and now cannot be fetched; starting again from the newest",
+                    feed,
+                    cursor,
+                )
+                cursor = None
+                pages = self._pages(search, None, min_results=10, query=query)
         else:
             self._resolve(feed)
             pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
@@ -184,6 +197,10 @@ class XSource:
         return answer
 
 
+class StaleCursor(SourceError):
+    """X refused the since_id as too old for the endpoint (recent search: 7 days)."""
+
+
 def _source_error(error: Exception) -> SourceError:
     if isinstance(error, tweepy.Unauthorized):
         return SourceError("X refused the bearer token (401 Unauthorized); check X_BEARER_TOKEN")
@@ -191,6 +208,8 @@ def _source_error(error: Exception) -> SourceError:
         return SourceError(f"X refused access (403 Forbidden): {_problems(error)}")
     if isinstance(error, tweepy.TwitterServerError):
         return SourceError(f"X server error ({error.response.status_code}); retrying next poll")
+    if isinstance(error, tweepy.BadRequest) and "since_id" in _problems(error):
+        return StaleCursor(f"X refused the since_id: {_problems(error)}")
     if isinstance(error, tweepy.HTTPException):
         return SourceError(f"X answered {error.response.status_code}: {_problems(error)}")
     return SourceError(f"cannot reach X: {type(error).__name__}")
