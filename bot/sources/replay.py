@@ -52,6 +52,13 @@ class ReplaySource:
         now = self._replay_now(after)
         ready = [p for p in self.posts if (after is None or _position(p) > after) and p.created_at <= now]
         new_cursor = _format_cursor(_position(ready[-1])) if ready else cursor
+        if ready and ready[-1] is self.posts[-1] and self.replay_seconds > 0:
+            log.info(
+                "replay %s: all %d posts replayed; the service keeps polling (Ctrl-C stops). "
+                "Ask the database: run_bot.py report latest-hits, report exchanges, search 'cage'",
+                self.name,
+                len(self.posts),
+            )
         return Fetch(posts=tuple(ready), cursor=new_cursor, read=len(ready))
 
     def remaining(self, cursor: str | None) -> int:
