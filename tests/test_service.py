@@ -212,3 +212,46 @@ def test_a_hanging_channel_never_delays_another_in_the_running_service(tmp_path,
             stop.set()
             runner.join(15)
     store.close()
+
+
+def test_a_rate_limited_account_waits_while_the_scheduler_keeps_polling_the_others(tmp_path, write_config):
+    import responses
+
+    from tests.xapi import API, USERS, timeline, tweet, users_found
+
+    config = write_config(
+        replay_config(DEMO_FEED, tmp_path / "r.db").replace('every = "1s"', 'every = "0.3s"', 1)
+        + '\n[[sources]]\nname = "x"\ntype = "x"\naccounts = ["elonmusk", "finkd"]\nevery = "0.3s"\n'
+    )
+    settings = load_settings(config, environ={"X_BEARER_TOKEN": "AAAA-test"})
+    reset = int(time.time()) + 3600
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{API}/users/by", json=users_found("elonmusk", "finkd"))
+        mock.get(
+            f"{API}/users/{USERS['elonmusk']}/tweets",
+            status=429,
+            json={"title": "Too Many Requests"},
+            headers={"x-rate-limit-reset": str(reset)},
+        )
+        mock.get(
+            f"{API}/users/{USERS['finkd']}/tweets",
+            json=timeline(tweet("900", "Send Me Location", author="finkd"), users=("finkd",)),
+        )
+        store = Store.open(settings.database)
+        pipeline = build_pipeline(settings, store)
+        pipeline.notifiers = [ConsoleNotifier("console", stream=io.StringIO(), color=False)]
+        pipeline.__post_init__()
+        stop = threading.Event()
+        runner = threading.Thread(target=Service(settings, pipeline).run_until, args=[stop])
+        runner.start()
+        try:
+            polls = "SELECT count(*) FROM runs WHERE feed = 'finkd'"
+            assert wait_for(lambda: store.db.execute(polls).fetchone()[0] >= 5)
+        finally:
+            stop.set()
+            runner.join(15)
+        musk_calls = [c for c in mock.calls if f"/users/{USERS['elonmusk']}/tweets" in c.request.url]
+    assert len(musk_calls) == 1  # paused until X's reset, while finkd was polled again and again
+    assert store.feed_state("x", "elonmusk").paused_until is not None
+    assert store.db.execute("SELECT count(*) FROM posts WHERE author = 'finkd'").fetchone() == (1,)
+    store.close()
