@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.matcher import Matcher
 from bot.models import KINDS, Fetch, Hit, Post
-from bot.pipeline import SILENT_CATEGORIES
+from bot.rules import SILENT_CATEGORIES
 from bot.timeutil import utcnow
 from config.settings import Exchanges
 

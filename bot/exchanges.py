@@ -25,12 +25,11 @@ from datetime import timedelta
 from typing import Any
 
 from bot.models import Hit, Post
+from bot.rules import SILENT_CATEGORIES
 from bot.timeutil import utcnow
 from config.settings import Exchanges, Person
 from storage.exchanges import StoredPost
 from storage.store import Store
-
-SILENT = ("response",)
 
 
 def link_posts(
@@ -45,7 +44,7 @@ def link_posts(
     candidates = {p.key: (p, {h.category for h in hits.get(p.key, [])}) for p in posts}
     for post, categories in list(candidates.values()):
         person = config.person_of(post.platform, post.author)
-        if person is not None and categories - set(SILENT):
+        if person is not None and categories - SILENT_CATEGORIES:
             accounts = [a for rival in _rivals(config, person) for a in rival.accounts]
             until = post.created_at + timedelta(seconds=config.window)
             for earlier in store.unlinked_posts(accounts, post.created_at, until):
@@ -86,7 +85,7 @@ def find_link(
     for reference, link in ((post.reply_to, "reply"), (post.quote_of, "quote")):
         target = store.post_by_id(post.platform, reference) if reference else None
         owner = config.person_of(target.platform, target.author) if target else None
-        if target and owner in rivals and store.is_trigger(target.key, SILENT):
+        if target and owner in rivals and store.is_trigger(target.key, sorted(SILENT_CATEGORIES)):
             return target, owner, link
     mentioned = bool({f"{post.platform}:{m.lower()}" for m in post.mentions} & set(accounts))
     link = (
@@ -94,12 +93,12 @@ def find_link(
         if mentioned
         else "response"
         if "response" in categories
-        else ("counter" if categories - set(SILENT) else None)
+        else ("counter" if categories - SILENT_CATEGORIES else None)
     )
     if link is None:
         return None
     since = post.created_at - timedelta(seconds=config.window)
-    target = store.latest_trigger(accounts, since, post.created_at, SILENT)
+    target = store.latest_trigger(accounts, since, post.created_at, sorted(SILENT_CATEGORIES))
     if target is None:
         return None
     owner = config.person_of(target.platform, target.author)

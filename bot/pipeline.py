@@ -19,6 +19,7 @@ from bot.exchanges import link_posts
 from bot.matcher import Matcher
 from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
+from bot.rules import SILENT_CATEGORIES
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
@@ -27,8 +28,6 @@ from storage.store import PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
 
-# Categories stored as hits but never alerted on their own: exchange detection links them to a challenge.
-SILENT_CATEGORIES = frozenset({"response"})
 
 
 @dataclass

@@ -27,6 +27,9 @@ from bot.query import Node, QuerySyntaxError, parse
 from config import ConfigError
 
 CATEGORIES = ("challenge", "rivalry", "taunt", "response")
+# Stored as hits, but never alerted on their own nor counted as flags: exchange detection links them to the
+# challenge they answer.
+SILENT_CATEGORIES = frozenset({"response"})
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _KEYS = ("id", "category", "severity", "query", "description", "languages", "platforms", "accounts", "kinds")
 
