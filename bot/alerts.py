@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.models import Hit, Post
-from bot.timeutil import iso
+from bot.timeutil import iso, parse_datetime
 
 PLATFORM_NAMES = {
     "x": "X",
@@ -18,6 +18,7 @@ PLATFORM_NAMES = {
     "rss": "RSS",
 }
 PAYLOAD_VERSION = 1
+ICONS = {"challenge": "🥊", "rivalry": "⚔️", "taunt": "🗯️", "response": "↩️"}
 
 
 def idempotency_key(post_key: str, rule_id: str) -> str:
@@ -83,3 +84,12 @@ def exchange_follow_up(payload: dict[str, Any]) -> str | None:
     return (
         f"update to exchange {payload['thread']}: turn {payload['turn']} follows turn {payload['turn'] - 1}"
     )
+
+
+def icon(category: str) -> str:
+    return ICONS.get(category, "•")
+
+
+def posted_at(post: dict[str, Any]) -> str:
+    """When a payload's post was posted, as every channel shows it: "2023-06-21 02:58 UTC"."""
+    return parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")

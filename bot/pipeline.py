@@ -29,7 +29,6 @@ from storage.store import PollSaved, Store
 log = logging.getLogger("ringside.pipeline")
 
 
-
 @dataclass
 class Pipeline:
     store: Store

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
+from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name, posted_at
 from bot.notifiers import DeliveryError
 from config import ChannelConfig, ConfigError
 from storage.store import Alert
@@ -51,7 +51,7 @@ def apprise_message(alert: Alert) -> tuple[str, str]:
             post = item["post"]
             lines.append(
                 f"{item['turn']}. **{item['name']}** (@{post['author']} on "
-                f"{platform_name(post['platform'])}, {post['created_at'][:16].replace('T', ' ')} UTC): "
+                f"{platform_name(post['platform'])}, {posted_at(post)}): "
                 + highlight(post["text"], item["spans"], "**", "**")
             )
         return exchange_title(payload), "\n\n".join(lines)
@@ -68,9 +68,9 @@ def apprise_message(alert: Alert) -> tuple[str, str]:
 
 def _markdown(payload: dict[str, Any], folded: int) -> str:
     post, rule = payload["post"], payload["rule"]
-    when = post["created_at"][:16].replace("T", " ")
+    when = posted_at(post)
     lines = [
-        f"**@{post['author']}** on {platform_name(post['platform'])} · {when} UTC",
+        f"**@{post['author']}** on {platform_name(post['platform'])} · {when}",
         highlight(post["text"], payload["spans"], "**", "**"),
         f"rule `{rule['id']}`"
         + (f" · {post['url']}" if post.get("url") else "")

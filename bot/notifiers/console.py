@@ -5,13 +5,11 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
-from bot.timeutil import parse_datetime
+from bot.alerts import exchange_follow_up, exchange_title, highlight, icon, platform_name, posted_at
 from config import ChannelConfig
 from storage.store import Alert
 
 BOLD_YELLOW, RESET, DIM = "\033[1;33m", "\033[0m", "\033[2m"
-ICONS = {"challenge": "🥊", "rivalry": "⚔️", "taunt": "🗯️", "response": "↩️"}
 
 
 class ConsoleNotifier:
@@ -27,8 +25,8 @@ class ConsoleNotifier:
     def send(self, alert: Alert) -> None:
         payload = alert.payload
         if payload.get("kind") == "watchdog":
-            icon = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
-            text = f"{icon} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
+            state = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
+            text = f"{state} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
         elif payload.get("kind") == "exchange":
             text = render_exchange(payload, self.color)
         elif payload.get("kind") == "digest":
@@ -46,11 +44,11 @@ def render(payload: dict, color: bool = False, folded: int = 0) -> str:
     """An alert as a few lines of text: what fired, who said it where and when, the text marked up."""
     rule, post = payload["rule"], payload["post"]
     before, after = (BOLD_YELLOW, RESET) if color else ("**", "**")
-    when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
-    icon = ICONS.get(rule["category"], "•")
+    when = posted_at(post)
     kind = f" · {post['kind']}" if post.get("kind") not in (None, "post") else ""
     lines = [
-        f"{icon} {rule['category'].upper()} · severity {rule['severity']}/5 · rule {rule['id']}",
+        f"{icon(rule['category'])} {rule['category'].upper()} · severity {rule['severity']}/5"
+        f" · rule {rule['id']}",
         f"   @{post['author']} on {platform_name(post['platform'])} · {when}{kind}",
         "   " + highlight(post["text"], payload["spans"], before, after).replace("\n", "\n   "),
     ]
@@ -69,7 +67,7 @@ def render_exchange(payload: dict, color: bool = False) -> str:
         lines.append(f"   {exchange_follow_up(payload)}")
     for item in payload["exchange"]["posts"]:
         post = item["post"]
-        when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+        when = posted_at(post)
         link = "" if item["link"] == "first" else f" · {item['link']}"
         lines.append(
             f"   {item['turn']}. {item['name']} (@{post['author']} on {platform_name(post['platform'])}"

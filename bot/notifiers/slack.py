@@ -10,16 +10,14 @@ from typing import Any
 
 import requests
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name
+from bot.alerts import exchange_follow_up, exchange_title, highlight, icon, platform_name, posted_at
 from bot.notifiers import DeliveryError, http
-from bot.timeutil import parse_datetime
 from config import ChannelConfig
 from storage.store import Alert
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 BLOCK_LIMIT = 50
-ICONS = {"challenge": "🥊", "rivalry": "⚔️", "taunt": "🗯️", "response": "↩️"}
 _OPEN, _CLOSE = "\x00", "\x01"  # bold markers placed before escaping, so escaping cannot touch them
 
 
@@ -115,7 +113,7 @@ def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
         blocks.append(_context(f"…{len(posts) - len(shown)} earlier turns"))
     for item in shown:
         post = item["post"]
-        when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+        when = posted_at(post)
         who = (
             f"*{item['turn']}. {_escape(item['name'])}* · @{_escape(post['author'])} on "
             f"{platform_name(post['platform'])} · {when}"
@@ -132,20 +130,18 @@ def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _header(payload: dict[str, Any]) -> dict[str, Any]:
     rule = payload["rule"]
-    text = (
-        f"{ICONS.get(rule['category'], '•')} {rule['category'].capitalize()} · severity {rule['severity']}/5"
-    )
+    text = f"{icon(rule['category'])} {rule['category'].capitalize()} · severity {rule['severity']}/5"
     return {"type": "header", "text": {"type": "plain_text", "text": _truncate(text, HEADER_LIMIT)}}
 
 
 def _alert_blocks(payload: dict[str, Any], folded: int, title: bool = False) -> list[dict[str, Any]]:
     post, rule = payload["post"], payload["rule"]
-    when = parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+    when = posted_at(post)
     who = f"*@{_escape(post['author'])}* on {platform_name(post['platform'])} · {when}"
     if post.get("kind") not in (None, "post"):
         who += f" · {post['kind']}"
     if title:
-        who = f"{ICONS.get(rule['category'], '•')} *{rule['category']}* {rule['severity']}/5 · " + who
+        who = f"{icon(rule['category'])} *{rule['category']}* {rule['severity']}/5 · " + who
     footer = f"rule `{_escape(rule['id'])}`"
     if post.get("url"):
         footer += f" · <{post['url']}|open the post>"
