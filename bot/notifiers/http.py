@@ -46,16 +46,20 @@ def post(
         raise DeliveryError(f"request failed ({type(error).__name__})") from None
 
 
-def check(response: requests.Response) -> None:
-    """Return if the receiver accepted (2xx); otherwise raise DeliveryError, saying whether to retry."""
+def check(response: requests.Response, receiver: str = "") -> None:
+    """Return if the receiver accepted (2xx); otherwise raise DeliveryError, saying whether to retry.
+
+    The receiver's own words (the body's start: Slack's `channel_not_found`) go in the message, after
+    `receiver`, its name, when given."""
     status = response.status_code
     if 200 <= status < 300:
         return
     detail = " ".join(response.text[:200].split())
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
+    prefix = f"{receiver} " if receiver else ""
     if status in RETRYABLE:
-        raise DeliveryError(message, retry=True, retry_after=retry_after(response))
-    raise DeliveryError(f"refused ({message})", retry=False)
+        raise DeliveryError(prefix + message, retry=True, retry_after=retry_after(response))
+    raise DeliveryError(f"{prefix}refused ({message})", retry=False)
 
 
 def retry_after(response: requests.Response) -> float | None:

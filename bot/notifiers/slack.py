@@ -11,7 +11,7 @@ from typing import Any
 import requests
 
 from bot.alerts import exchange_follow_up, exchange_title, highlight, icon, platform_name, posted_at
-from bot.notifiers import DeliveryError, http
+from bot.notifiers import http
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -50,11 +50,7 @@ class SlackNotifier:
         response = http.post(
             self.session, self._url, body, {"Content-Type": "application/json"}, self.timeout
         )
-        try:
-            http.check(response)
-        except DeliveryError as error:
-            # Slack names permanent problems in the body: invalid_payload, channel_not_found, ...
-            raise DeliveryError(f"Slack {error}", retry=error.retry, retry_after=error.retry_after) from None
+        http.check(response, receiver="Slack")
 
 
 def slack_message(alert: Alert) -> dict[str, Any]:
