@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from bot.metrics import REGISTRY
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import Settings
+from storage.reports import Table
 from storage.store import Store
 
 log = logging.getLogger("ringside.health")
@@ -70,18 +71,31 @@ class Health:
         os.replace(temporary, self.path)
 
     def report(self) -> dict[str, Any]:
-        backlog = self.store.backlog()
+        """The service's state, and the source-health and alerts reports, as JSON for /healthz."""
+        backlog = outbox(self.store)
         return {
             "healthy": self.healthy(),
             "scheduler": self.scheduler_state(),
             "last_poll": iso(self.last_poll) if self.last_poll else None,
-            "feeds": self.store.feed_health(),
+            "feeds": rows_of(self.store.report("source-health")),
             "outbox": {
                 "pending": sum(c["pending"] for c in backlog.values()),
                 "dead": sum(c["dead"] for c in backlog.values()),
                 "channels": backlog,
             },
         }
+
+
+def rows_of(table: Table) -> list[dict[str, Any]]:
+    return [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+
+
+def outbox(store: Store) -> dict[str, dict[str, int]]:
+    """Per channel: pending and dead alerts, from the alerts report."""
+    return {
+        row["channel"]: {"pending": row["pending"], "dead": row["dead"]}
+        for row in rows_of(store.report("alerts"))
+    }
 
 
 def check_heartbeat(path: Path) -> tuple[bool, str]:
@@ -112,7 +126,7 @@ class _OutboxCollector(Collector):
         dead = GaugeMetricFamily(
             "ringside_alerts_dead", "Alerts given up on (retry-dead requeues)", labels=["channel"]
         )
-        for channel, counts in self.store.backlog().items():
+        for channel, counts in outbox(self.store).items():
             backlog.add_metric([channel], counts["pending"])
             dead.add_metric([channel], counts["dead"])
         yield backlog

@@ -190,14 +190,6 @@ class Outbox:
             self.db["alerts"].insert_all(rows, ignore=True)
         return len(rows)
 
-    def backlog(self) -> dict[str, dict[str, int]]:
-        """Per channel: pending and dead alerts."""
-        with self.lock:
-            rows = self.db.execute(
-                "SELECT channel, sum(status = 'pending'), sum(status = 'dead') FROM alerts GROUP BY channel"
-            ).fetchall()
-        return {channel: {"pending": pending, "dead": dead} for channel, pending, dead in rows}
-
     def outbox_summary(self) -> list[tuple[str, str, int, str | None]]:
         """(channel, status, alerts, the latest error among them) for every channel and status."""
         with self.lock:

@@ -112,7 +112,7 @@ REPORTS = {
             "source-health",
             "source_health",
             f"Per source and feed: last poll and success, posts, errors, X posts read and spend at "
-            f"${X_PRICE_PER_POST} a post",
+            f"${X_PRICE_PER_POST} a post, failing since",
             f"""SELECT r.source, r.feed, max(r.finished_at) AS last_poll,
                       max(CASE WHEN r.error IS NULL THEN r.finished_at END) AS last_success,
                       count(*) AS polls, sum(r.error IS NOT NULL) AS errors,
@@ -121,7 +121,9 @@ REPORTS = {
                       round(sum(CASE WHEN r.platform = 'x' THEN r.fetched ELSE 0 END) * {X_PRICE_PER_POST}, 2)
                         AS x_spend_usd,
                       (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
-                       ORDER BY e.id DESC LIMIT 1) AS last_error
+                       ORDER BY e.id DESC LIMIT 1) AS last_error,
+                      (SELECT failing_since FROM cursors c WHERE c.source = r.source AND c.feed = r.feed)
+                        AS failing_since
                FROM runs r WHERE {{where}}
                GROUP BY r.source, r.feed""",
             "r.started_at",

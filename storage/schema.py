@@ -187,8 +187,6 @@ def _v4_exchanges(db: sqlite_utils.Database) -> None:
 
 def _v5_reports(db: sqlite_utils.Database) -> None:
     """Reports as views, full-text search over posts, and what report queries need to be fast."""
-    from storage.reports import REPORTS, view_sql
-
     db.execute("ALTER TABLE runs ADD COLUMN platform TEXT")  # x runs are billed per post read
     db.execute(
         "UPDATE runs SET platform = (SELECT p.platform FROM posts p WHERE p.source = runs.source LIMIT 1)"
@@ -196,8 +194,7 @@ def _v5_reports(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX hits_rule ON hits(rule_id)")
     db.execute("CREATE INDEX hits_category ON hits(category)")
     db.execute("CREATE INDEX alerts_status ON alerts(channel, status)")
-    for report in REPORTS.values():
-        db.execute(view_sql(report))
+    # The report views themselves are made by refresh_views, at every open.
     # Diacritics folded like the matcher folds them: "pret" finds "prêt".
     db["posts"].enable_fts(
         ["text", "author"], create_triggers=True, tokenize="unicode61 remove_diacritics 2", replace=True
@@ -243,4 +240,25 @@ def migrate(
         except BaseException:
             db.conn.execute("ROLLBACK")
             raise
+    refresh_views(db)
     return version
+
+
+def refresh_views(db: sqlite_utils.Database) -> None:
+    """Make each report's view match the code. Views hold no data, so changing a report needs no migration:
+    a view whose SQL differs (or that is missing) is replaced, and nothing is written when all agree."""
+    from storage.reports import REPORTS, view_sql
+
+    wanted = {report.view: view_sql(report) for report in REPORTS.values()}
+    stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
+    if all(stored.get(name) == sql for name, sql in wanted.items()):
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        for name, sql in wanted.items():
+            db.execute(f"DROP VIEW IF EXISTS {name}")
+            db.execute(sql)
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise

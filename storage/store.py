@@ -265,22 +265,6 @@ class Store(Outbox, ExchangeStore, ReportStore):
                 pk=("source", "feed"),
             )
 
-    def feed_health(self) -> list[dict[str, Any]]:
-        """Per feed: last poll, last success, last error, failing since."""
-        with self.lock:
-            rows = self.db.execute(
-                """
-                SELECT r.source, r.feed, max(r.finished_at),
-                       max(CASE WHEN r.error IS NULL THEN r.finished_at END),
-                       (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
-                        ORDER BY e.id DESC LIMIT 1),
-                       (SELECT failing_since FROM cursors c WHERE c.source = r.source AND c.feed = r.feed)
-                FROM runs r GROUP BY r.source, r.feed ORDER BY 1, 2
-                """
-            ).fetchall()
-        keys = ("source", "feed", "last_poll", "last_success", "last_error", "failing_since")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
     # -- small read-outs -------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

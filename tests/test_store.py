@@ -136,3 +136,18 @@ def test_a_database_made_by_an_older_version_is_upgraded_in_place_keeping_its_ro
     assert db.execute("SELECT rule_id, note FROM hits").fetchall() == [("cage-fight", None)]
     assert migrate(db, [*MIGRATIONS, add_a_column]) == SCHEMA_VERSION + 1  # a second run changes nothing
     db.close()
+
+
+def test_report_views_follow_the_code_without_a_migration(tmp_path):
+    from storage.reports import REPORTS, view_sql
+
+    path = tmp_path / "r.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP VIEW hits_by_day")
+        conn.execute("DROP VIEW source_health")
+        conn.execute("CREATE VIEW source_health AS SELECT 1 AS stale")
+    store = Store.open(path)
+    views = dict(store.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
+    assert views == {report.view: view_sql(report) for report in REPORTS.values()}
+    store.close()
