@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from bot.matcher import Matcher, load_rules
-from bot.notifiers import build_notifier
+from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
 from bot.sources import build_source
 from bot.sources.replay import ReplaySource
@@ -15,14 +16,19 @@ from storage import Store
 log = logging.getLogger("ringside")
 
 
-def build_pipeline(settings: Settings, store: Store, paced: bool = True) -> Pipeline:
-    """Everything the service needs, built and validated before the first poll."""
+def build_pipeline(
+    settings: Settings, store: Store, paced: bool = True, notifiers: Sequence[Notifier] | None = None
+) -> Pipeline:
+    """Everything the service needs, built and validated before the first poll.
+
+    `notifiers` replaces the configured channels (tests, and tools that deliver elsewhere)."""
     matcher = Matcher(load_rules(settings.rules), engine=settings.engine)
     sources = {
         config.name: build_source(config, store.account_ids(config.type), paced=paced)
         for config in settings.sources
     }
-    notifiers = [build_notifier(config) for config in settings.channels]
+    if notifiers is None:
+        notifiers = [build_notifier(config) for config in settings.channels]
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
     digests = {config.name: config.digest for config in settings.channels if config.digest}

@@ -41,9 +41,9 @@ def test_the_scheduler_polls_the_paced_replay_and_delivers_every_alert(tmp_path,
     settings = load_settings(paced_config(write_config, tmp_path, 2), environ={})
     store = Store.open(settings.database)
     out = io.StringIO()
-    pipeline = build_pipeline(settings, store)
-    pipeline.notifiers = [ConsoleNotifier("console", stream=out, color=False)]
-    pipeline.__post_init__()
+    pipeline = build_pipeline(
+        settings, store, notifiers=[ConsoleNotifier("console", stream=out, color=False)]
+    )
     stop = threading.Event()
     runner = threading.Thread(target=Service(settings, pipeline).run_until, args=[stop])
     runner.start()
@@ -196,12 +196,11 @@ def test_a_hanging_channel_never_delays_another_in_the_running_service(tmp_path,
     settings = load_settings(write_config(replay_config(feed, tmp_path / "r.db")), environ={})
     store = Store.open(settings.database)
     with Receiver(default=Answer(hang=3.0)) as stuck, Receiver() as quick:
-        pipeline = build_pipeline(settings, store)
-        pipeline.notifiers = [
+        channels = [
             WebhookNotifier("stuck", stuck.url, "s", timeout=2.5),
             WebhookNotifier("quick", quick.url, "s", timeout=2.5),
         ]
-        pipeline.__post_init__()
+        pipeline = build_pipeline(settings, store, notifiers=channels)
         stop = threading.Event()
         runner = threading.Thread(target=Service(settings, pipeline).run_until, args=[stop])
         runner.start()
@@ -238,9 +237,8 @@ def test_a_rate_limited_account_waits_while_the_scheduler_keeps_polling_the_othe
             json=timeline(tweet("900", "Send Me Location", author="finkd"), users=("finkd",)),
         )
         store = Store.open(settings.database)
-        pipeline = build_pipeline(settings, store)
-        pipeline.notifiers = [ConsoleNotifier("console", stream=io.StringIO(), color=False)]
-        pipeline.__post_init__()
+        console = ConsoleNotifier("console", stream=io.StringIO(), color=False)
+        pipeline = build_pipeline(settings, store, notifiers=[console])
         stop = threading.Event()
         runner = threading.Thread(target=Service(settings, pipeline).run_until, args=[stop])
         runner.start()
