@@ -26,7 +26,7 @@ def watch(
     """Update the feed's watchdog state after a poll (`error` None: it succeeded); queue a notice if due."""
     if after <= 0:
         return
-    since, alerted, last_success = store.watchdog_state(source, feed)
+    since, alerted = store.watchdog_state(source, feed)
     now = utcnow()
     if error is None:
         if alerted:
@@ -36,7 +36,7 @@ def watch(
             store.set_watchdog_state(source, feed, None, False)
         return
     since = since or now
-    if not alerted and now - (last_success or since) >= timedelta(seconds=every * after):
+    if not alerted and now - since >= timedelta(seconds=every * after):
         log.error("%s:%s failing since %s: %s", source, feed, iso(since), error)
         store.queue_notice(channels, notice("failing", source, feed, since, error))
         alerted = True

@@ -238,19 +238,16 @@ class Store(Outbox, ExchangeStore, ReportStore):
 
     # -- health and the watchdog ------------------------------------------------------------------------
 
-    def watchdog_state(self, source: str, feed: str) -> tuple[datetime | None, bool, datetime | None]:
-        """(failing since, already reported, last successful poll) of a feed."""
+    def watchdog_state(self, source: str, feed: str) -> tuple[datetime | None, bool]:
+        """(failing since the last success, already reported) of a feed."""
         with self.lock:
             row = self.db.execute(
                 "SELECT failing_since, watchdog_alerted FROM cursors WHERE source = ? AND feed = ?",
                 [source, feed],
             ).fetchone()
-            last = self.db.execute(
-                "SELECT max(finished_at) FROM runs WHERE source = ? AND feed = ? AND error IS NULL",
-                [source, feed],
-            ).fetchone()[0]
-        since, alerted = (row[0], bool(row[1])) if row else (None, False)
-        return (parse_datetime(since) if since else None, alerted, parse_datetime(last) if last else None)
+        if row is None or row[0] is None:
+            return None, bool(row and row[1])
+        return parse_datetime(row[0]), bool(row[1])
 
     def set_watchdog_state(self, source: str, feed: str, since: datetime | None, alerted: bool) -> None:
         with self.lock, self.db.atomic():
