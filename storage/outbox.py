@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -66,8 +67,9 @@ class Outbox:
         """Queue an alert per new hit and channel, folding throttled ones, marking muted ones; count rows."""
         muted_rules, muted_authors = self._active_mutes(now)
         rows: list[dict[str, Any]] = []
-        first: dict[tuple[str, str, str], int | dict[str, Any] | None] = {}
-        folds: dict[int, int] = {}
+        queued: dict[tuple[str, str, str], dict[str, Any]] = {}  # (channel, rule, author) -> row made now
+        stored: dict[tuple[str, str, str], int | None] = {}  # ... -> an alert within the window, if any
+        folds: Counter[int] = Counter()
         for hit_id, hit, payload in new_hits:
             if payload is None:
                 continue
@@ -76,18 +78,17 @@ class Outbox:
             for channel in channels:
                 group = (channel, hit.rule_id, author)
                 if throttle > 0 and not muted:
-                    if group not in first:
-                        first[group] = self._recent_alert(group, now - timedelta(seconds=throttle))
-                    earlier = first[group]
-                    if isinstance(earlier, int):
-                        folds[earlier] = folds.get(earlier, 0) + 1
+                    if group in queued:
+                        queued[group]["folded"] += 1
                         continue
-                    if isinstance(earlier, dict):
-                        earlier["folded"] += 1
+                    if group not in stored:
+                        stored[group] = self._recent_alert(group, now - timedelta(seconds=throttle))
+                    if stored[group] is not None:
+                        folds[stored[group]] += 1
                         continue
                 row = _alert_row(channel, hit_id, hit, author, payload, "muted" if muted else "pending", now)
                 rows.append(row)
-                first[group] = row
+                queued[group] = row
         # ignore: an alert already queued under the same key for a channel is never queued twice.
         self.db["alerts"].insert_all(rows, ignore=True, batch_size=500)
         for alert_id, extra in folds.items():
