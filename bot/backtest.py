@@ -180,20 +180,10 @@ def run_context_backtest(path: Path, matcher: Matcher, exchanges: Exchanges) -> 
 
     outcome = Backtest()
     cases = list(read_cases(path, outcome.skipped, context=True))
-    store = Store.open(":memory:")
-    try:
-        pipeline = Pipeline(
-            store, matcher, {"backtest": _ListSource(tuple(c.post for c in cases))}, [], exchanges=exchanges
-        )
-        pipeline.poll("backtest", "cases")
-        answers = {
-            row[0]: row[1]
-            for row in store.db.execute(
-                "SELECT post_key, min(link) FROM exchange_turns WHERE turn >= 2 GROUP BY post_key"
-            )
-        }
-    finally:
-        store.close()
+    with Store.open(":memory:") as store:
+        source = _ListSource(tuple(c.post for c in cases))
+        Pipeline(store, matcher, {"backtest": source}, [], exchanges=exchanges).poll("backtest", "cases")
+        answers = store.answers()
     for case in sorted(cases, key=lambda c: c.post.created_at):
         result = Result(case, matcher.match(case.post), answers.get(case.post.key))
         outcome.results.append(result)

@@ -199,6 +199,13 @@ class ExchangeStore:
             ],
         }
 
+    def answers(self) -> dict[str, str]:
+        """Post key -> how it links, for every post that answers an exchange (a turn after the first)."""
+        rows = self.db.execute(
+            "SELECT post_key, min(link) FROM exchange_turns WHERE turn >= 2 GROUP BY post_key"
+        )
+        return dict(rows.fetchall())
+
     def cool_exchanges(self, before: datetime) -> int:
         """Mark exchanges with no turn since `before` as cooled; returns how many changed."""
         return self.db.execute(
