@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bot.timeutil import parse_datetime, parse_duration, utcnow
-from config import DEFAULT_RULES, ConfigError, load_settings
+from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import Store
 
 log = logging.getLogger("ringside")
@@ -25,12 +25,12 @@ def command_backtest(args: argparse.Namespace) -> int:
     from bot.backtest import render_json, render_text, run_backtest, run_context_backtest
     from bot.matcher import Matcher, load_rules
 
-    rules_dir = args.rules or _rules_from_settings(args.config)
     if not args.file.is_file():
-        raise ConfigError(f"{args.file}: backtest file not found")
-    matcher = Matcher(load_rules(rules_dir))
+        raise UsageError(f"{args.file}: backtest file not found")
+    settings = load_settings(args.config) if args.context else _settings_if_any(args.config)
+    matcher = Matcher(load_rules(args.rules or (settings.rules if settings else DEFAULT_RULES)))
     if args.context:
-        outcome = run_context_backtest(args.file, matcher, load_settings(args.config).exchanges)
+        outcome = run_context_backtest(args.file, matcher, settings.exchanges)
     else:
         outcome = run_backtest(args.file, matcher)
     for problem in outcome.skipped:
@@ -182,11 +182,12 @@ def command_unmute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rules_from_settings(config: Path | None) -> Path:
-    """The rules directory the settings name; the shipped one when there are no settings to read."""
+def _settings_if_any(config: Path | None) -> Settings | None:
+    """The settings, or None when none were named and the default ones cannot be read (a backtest of rules
+    alone needs no settings)."""
     try:
-        return load_settings(config).rules
+        return load_settings(config)
     except ConfigError:
         if config is not None:
             raise
-        return DEFAULT_RULES
+        return None
