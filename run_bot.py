@@ -23,14 +23,20 @@ from bot.commands import (
     command_alerts,
     command_backtest,
     command_health,
+    command_label,
     command_mute,
     command_prune,
     command_report,
     command_search,
+    command_train,
     command_unmute,
 )
+from bot.detect.corpus import TRAIN_DIR, CorpusError
+from bot.detect.scorer import ModelError
 from config import ConfigError, Settings, load_settings
+from config.settings import DEFAULT_MODEL
 from storage import DatabaseError, Store
+from storage.labels import LabelError
 from storage.reports import QueryError
 
 log = logging.getLogger("ringside")
@@ -41,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return args.handler(args)
-    except (ConfigError, DatabaseError, UsageError, QueryError) as error:
+    except (ConfigError, DatabaseError, UsageError, QueryError, ModelError, CorpusError, LabelError) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
 
@@ -66,12 +72,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser(
         "check-config", help="validate the settings and rules; print them with secrets masked"
     ).set_defaults(handler=command_check_config)
-    backtest = commands.add_parser("backtest", help="run the rules over a JSONL file of posts and score them")
+    backtest = commands.add_parser(
+        "backtest", help="run the detector (rules and model) over a JSONL file of posts and score it"
+    )
     backtest.add_argument(
         "file",
         type=Path,
+        nargs="?",
         help="JSONL: one object a line with `text`, optional id, platform, "
-        "author, lang, kind and label (flag or none)",
+        "author, lang, kind, domain and label (flag or none)",
+    )
+    backtest.add_argument(
+        "--model",
+        default=None,
+        help="model file to score with (default: detector.model in the settings); off: rules alone",
+    )
+    backtest.add_argument(
+        "--db",
+        action="store_true",
+        help="score the operator's labels stored in the database (run_bot.py label)",
     )
     backtest.add_argument(
         "--rules",
@@ -87,6 +106,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(lines need platform, author, created_at; reply_to, quote_of, mentions optional)",
     )
     backtest.set_defaults(handler=command_backtest)
+    train = commands.add_parser(
+        "train",
+        help="retrain the learned scorer from the corpus and the operator's labels (needs the train extra)",
+    )
+    train.add_argument("--corpus", type=Path, default=TRAIN_DIR, help="directory of labelled JSONL files")
+    train.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model file to write (and its .npz)")
+    train.add_argument("--no-labels", action="store_true", help="leave out the operator's labels")
+    train.set_defaults(handler=command_train)
+    label = commands.add_parser("label", help="store your verdict on a post, for training and backtest --db")
+    label.add_argument("target", help="a post key such as x:1671234567890, or an alert id with --alert")
+    label.add_argument("label", choices=["flag", "none"])
+    label.add_argument("--category", help="challenge, taunt, rivalry, response (flag); none, coverage (none)")
+    label.add_argument(
+        "--alert", action="store_true", help="TARGET is an alert id (run_bot.py report alerts)"
+    )
+    label.set_defaults(handler=command_label)
     commands.add_parser(
         "health", help="exit 0 if the running service's heartbeat says it is healthy (Docker's HEALTHCHECK)"
     ).set_defaults(handler=command_health)
@@ -252,7 +287,7 @@ def command_once(args: argparse.Namespace) -> int:
 
 
 def command_check_config(args: argparse.Namespace) -> int:
-    from bot.matcher import load_rules
+    from bot.detect.matcher import load_rules
 
     settings = load_settings(args.config)
     rules = load_rules(settings.rules)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.matcher import Matcher, load_rules
+from bot.detect.detector import Detector
+from bot.detect.matcher import Matcher, load_rules
 from bot.notifiers.webhook import WebhookNotifier
 from bot.pipeline import Pipeline
 from bot.sources.replay import ReplaySource
@@ -63,7 +64,7 @@ def main() -> None:
         delivery = Delivery(max_attempts=10, retry_base=0.05, retry_max=1.0)
         pipeline = Pipeline(
             store,
-            Matcher(load_rules(DEFAULT_RULES)),
+            Detector(Matcher(load_rules(DEFAULT_RULES))),
             {"f": ReplaySource("f", feed)},
             [hook],
             delivery=delivery,

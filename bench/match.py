@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.matcher import Matcher
+from bot.detect.matcher import Matcher
+from bot.detect.rules import rule_from_table
 from bot.models import Post
-from bot.rules import rule_from_table
 
 ENGLISH = (
     "the a to of and in is it you that for on was with he as i his they be at one have this from or "

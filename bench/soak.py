@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.matcher import Matcher, load_rules
+from bot.detect.detector import Detector
+from bot.detect.matcher import Matcher, load_rules
 from bot.models import Fetch, Post
 from bot.pipeline import Pipeline
 from config import DEFAULT_RULES
@@ -92,7 +93,7 @@ def main() -> None:
         store = Store.open(Path(tmp) / "soak.db")
         sink = AcceptAll()
         pipeline = Pipeline(
-            store, Matcher(load_rules(DEFAULT_RULES)), {"soak": SyntheticSource(args.batch)}, [sink]
+            store, Detector(Matcher(load_rules(DEFAULT_RULES))), {"soak": SyntheticSource(args.batch)}, [sink]
         )
         print(f"{'polls':>6} {'posts':>9} {'alerts sent':>12} {'RSS MiB':>8} {'ms/poll':>8}")
         started = time.perf_counter()

@@ -34,6 +34,9 @@ def alert_payload(post: Post, hit: Hit) -> dict[str, Any]:
         "key": idempotency_key(post.key, hit.rule_id),
         "rule": {"id": hit.rule_id, "category": hit.category, "severity": hit.severity},
         "spans": [[s.start, s.end, s.term] for s in hit.spans],
+        "decided_by": hit.rule_id,
+        "probability": None if hit.probability is None else round(hit.probability, 3),
+        "why": [[s.start, s.end, s.term] for s in hit.why],
         "post": {
             "key": post.key,
             "platform": post.platform,
@@ -46,6 +49,17 @@ def alert_payload(post: Post, hit: Hit) -> dict[str, Any]:
             "text": post.text,
         },
     }
+
+
+def why_line(payload: dict[str, Any]) -> str | None:
+    """What every channel shows of the decision: "why: 'settle this', 'name the day' (model, p=0.93)"."""
+    phrases = [term for _, _, term in payload.get("why") or []]
+    decided = payload.get("decided_by") or payload["rule"]["id"]
+    p = payload.get("probability")
+    if not phrases and p is None:
+        return None
+    said = ", ".join(f"'{phrase}'" for phrase in phrases) or "-"
+    return f"why: {said} ({decided}" + (f", p={p:.2f})" if p is not None else ")")
 
 
 def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str) -> str:

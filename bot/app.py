@@ -1,11 +1,14 @@
-"""Wiring: settings -> store, matcher, sources, channels -> pipeline."""
+"""Wiring: settings -> store, detector, sources, channels -> pipeline."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
-from bot.matcher import Matcher, load_rules
+from bot.detect.detector import Detector
+from bot.detect.matcher import Matcher, load_rules
+from bot.detect.scorer import Scorer
 from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
 from bot.sources import build_source
@@ -22,7 +25,7 @@ def build_pipeline(
     """Everything the service needs, built and validated before the first poll.
 
     `notifiers` replaces the configured channels (tests, and tools that deliver elsewhere)."""
-    matcher = Matcher(load_rules(settings.rules), engine=settings.engine)
+    detector = build_detector(settings)
     sources = {
         config.name: build_source(config, store.account_ids(config.type), paced=paced)
         for config in settings.sources
@@ -34,7 +37,7 @@ def build_pipeline(
     digests = {config.name: config.digest for config in settings.channels if config.digest}
     pipeline = Pipeline(
         store,
-        matcher,
+        detector,
         sources,
         notifiers,
         delivery=settings.delivery,
@@ -45,6 +48,15 @@ def build_pipeline(
     )
     _say_where_replays_stand(pipeline)
     return pipeline
+
+
+def build_detector(settings: Settings, rules: Path | None = None) -> Detector:
+    """The rules (from `rules`, else the settings) and the configured model, validated; ModelError if the
+    model file cannot be used."""
+    matcher = Matcher(load_rules(rules or settings.rules), engine=settings.engine)
+    config = settings.detector
+    scorer = Scorer.load(config.model) if config.model else None
+    return Detector(matcher, scorer, config.threshold)
 
 
 def _say_where_replays_stand(pipeline: Pipeline) -> None:

@@ -1,30 +1,38 @@
-"""Backtest: run the rules over a JSONL file of posts before deploying them, and score them against labels.
+"""Backtest: run the detector over a JSONL file of posts before deploying it, and score it against labels.
 
-Each line is a JSON object with at least `text`, and optionally `id`, `platform`, `author`, `lang`, `kind` and
-`label` ("flag" or "none"). A post counts as flagged when a rule of a category other than `response` matches.
+Each line is a JSON object with at least `text`, and optionally `id`, `platform`, `author`, `lang`, `kind`,
+`domain` and `label` ("flag" or "none"). A post counts as flagged when the detector would alert on it: a rule
+of an alerting category matches, or the model's probability reaches the threshold, and no veto rule matches.
+The rules alone and the model alone are scored too, so a change to either can be weighed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.matcher import Matcher
+from bot.detect.detector import Detector, Judgement
+from bot.detect.rules import SILENT_CATEGORIES, VETO
 from bot.models import KINDS, Fetch, Hit, Post
-from bot.rules import SILENT_CATEGORIES
 from bot.timeutil import utcnow
 from config.settings import Exchanges
 
 LABELS = ("flag", "none")
+_BATCH = 2000  # posts judged at once, as one poll would be
 
 
 @dataclass(frozen=True)
 class Case:
     post: Post
     label: str | None
+    domain: str | None = None
+
+    @property
+    def lang(self) -> str | None:
+        return (self.post.lang or "").split("-")[0].lower() or None
 
 
 @dataclass
@@ -76,15 +84,37 @@ class Scores:
         }
 
 
+MODES = ("rules", "model", "combined")
+
+
 @dataclass
 class Result:
     case: Case
-    hits: list[Hit]
+    judgement: Judgement
     exchange_link: str | None = None  # how the post answers an exchange (context mode)
 
     @property
+    def hits(self) -> tuple[Hit, ...]:
+        return self.judgement.hits
+
+    @property
     def flagged(self) -> bool:
-        return self.exchange_link is not None or any(h.category not in SILENT_CATEGORIES for h in self.hits)
+        """The combined decision: what would alert."""
+        return self.exchange_link is not None or self.judgement.flagged
+
+    def flagged_by(self, mode: str) -> bool:
+        """Whether the rules alone, the model alone or both together flag the post."""
+        if mode == "combined":
+            return self.flagged
+        if mode == "rules":
+            rule_hits = self.judgement.rule_hits
+            return not any(h.category == VETO for h in rule_hits) and any(
+                h.category not in SILENT_CATEGORIES for h in rule_hits
+            )
+        p = self.judgement.probability
+        return p is not None and p >= self.threshold
+
+    threshold: float = 1.0
 
 
 @dataclass
@@ -93,6 +123,23 @@ class Backtest:
     skipped: list[str] = field(default_factory=list)
     scores: Scores = field(default_factory=Scores)
     labelled: int = 0
+    has_model: bool = False
+
+    def add(self, result: Result) -> None:
+        self.results.append(result)
+        if result.case.label is not None:
+            self.labelled += 1
+            self.scores.add(result.flagged, result.case.label)
+
+    def scores_by(self, mode: str, group: str | None = None) -> dict[str, Scores]:
+        """Scores of one mode over all labelled posts ("all"), or per value of `group` (lang, domain)."""
+        table: dict[str, Scores] = {}
+        for result in self.results:
+            if result.case.label is None:
+                continue
+            name = "all" if group is None else (getattr(result.case, group) or "?")
+            table.setdefault(name, Scores()).add(result.flagged_by(mode), result.case.label)
+        return dict(sorted(table.items()))
 
 
 def read_cases(path: Path, skipped: list[str], context: bool = False) -> Iterator[Case]:
@@ -116,7 +163,7 @@ def context_case(record: Any, number: int) -> Case:
 
     case = case_from_record(record, number)
     post = post_from_record({"id": f"line-{number}", **record})
-    return Case(post, case.label)
+    return Case(post, case.label, case.domain)
 
 
 def case_from_record(record: Any, number: int) -> Case:
@@ -137,21 +184,38 @@ def case_from_record(record: Any, number: int) -> Case:
         author=str(record.get("author") or "").lstrip("@"),
         text=text,
         created_at=utcnow(),
-        lang=record.get("lang"),
+        lang=record.get("lang") if isinstance(record.get("lang"), str) else None,
         kind=kind,
     )
-    return Case(post, label)
+    domain = record.get("domain")
+    return Case(post, label, domain if isinstance(domain, str) else None)
 
 
-def run_backtest(path: Path, matcher: Matcher) -> Backtest:
-    outcome = Backtest()
-    for case in read_cases(path, outcome.skipped):
-        result = Result(case, matcher.match(case.post))
-        outcome.results.append(result)
-        if case.label is not None:
-            outcome.labelled += 1
-            outcome.scores.add(result.flagged, case.label)
+def run_backtest(path: Path, detector: Detector) -> Backtest:
+    """Judge every case of a JSONL file, in batches as a poll would be judged."""
+    outcome = Backtest(has_model=detector.scorer is not None)
+    return score_cases(read_cases(path, outcome.skipped), detector, outcome)
+
+
+def score_cases(cases: Iterable[Case], detector: Detector, outcome: Backtest | None = None) -> Backtest:
+    outcome = outcome or Backtest(has_model=detector.scorer is not None)
+    batch: list[Case] = []
+    for case in [*cases, None]:
+        if case is not None:
+            batch.append(case)
+        if batch and (case is None or len(batch) == _BATCH):
+            for item, judgement in zip(batch, detector.judge([c.post for c in batch]), strict=True):
+                outcome.add(Result(item, judgement, threshold=detector.threshold))
+            batch = []
     return outcome
+
+
+def cases_from_verdicts(verdicts: Iterable[Any]) -> Iterator[Case]:
+    """The operator's stored verdicts (run_bot.py label) as backtest cases."""
+    for verdict in verdicts:
+        platform, _, post_id = verdict.post_key.partition(":")
+        post = Post(platform, post_id, "", verdict.text, utcnow(), lang=verdict.lang)
+        yield Case(post, verdict.label, "operator")
 
 
 @dataclass(frozen=True)
@@ -169,7 +233,7 @@ class _ListSource:
         return Fetch(self.posts, "done", len(self.posts))
 
 
-def run_context_backtest(path: Path, matcher: Matcher, exchanges: Exchanges) -> Backtest:
+def run_context_backtest(path: Path, detector: Detector, exchanges: Exchanges) -> Backtest:
     """Replay the cases in time order through matching and exchange detection with the configured people.
 
     A post counts as flagged when a rule of a category other than `response` matches it, or when it is an
@@ -178,32 +242,33 @@ def run_context_backtest(path: Path, matcher: Matcher, exchanges: Exchanges) -> 
     from bot.pipeline import Pipeline
     from storage import Store
 
-    outcome = Backtest()
-    cases = list(read_cases(path, outcome.skipped, context=True))
+    outcome = Backtest(has_model=detector.scorer is not None)
+    cases = sorted(read_cases(path, outcome.skipped, context=True), key=lambda c: c.post.created_at)
     with Store.open(":memory:") as store:
         source = _ListSource(tuple(c.post for c in cases))
-        Pipeline(store, matcher, {"backtest": source}, [], exchanges=exchanges).poll("backtest", "cases")
+        Pipeline(store, detector, {"backtest": source}, [], exchanges=exchanges).poll("backtest", "cases")
         answers = store.answers()
-    for case in sorted(cases, key=lambda c: c.post.created_at):
-        result = Result(case, matcher.match(case.post), answers.get(case.post.key))
-        outcome.results.append(result)
-        if case.label is not None:
-            outcome.labelled += 1
-            outcome.scores.add(result.flagged, case.label)
+    judgements = detector.judge([c.post for c in cases])
+    for case, judgement in zip(cases, judgements, strict=True):
+        outcome.add(Result(case, judgement, answers.get(case.post.key), threshold=detector.threshold))
     return outcome
 
 
 def render_text(outcome: Backtest) -> str:
-    """The backtest for a terminal: flagged posts with their rules and highlights, then the scores."""
+    """The backtest for a terminal: flagged posts with what decided them, the scores of the rules alone, the
+    model alone and both together (overall, per language, per domain), then the combined scores last."""
     from bot.alerts import highlight
 
     def line(result: Result) -> str:
-        spans = [[s.start, s.end] for hit in result.hits for s in hit.spans]
-        rules = ",".join(f"{h.rule_id}({h.category})" for h in result.hits) or "-"
+        hits = result.hits
+        spans = [[s.start, s.end] for hit in hits for s in hit.spans]
+        rules = ",".join(f"{h.rule_id}({h.category})" for h in hits) or "-"
         if result.exchange_link:
             rules += f",exchange({result.exchange_link})"
+        p = result.judgement.probability
+        score = f"  p={p:.2f}" if p is not None else ""
         text = highlight(result.case.post.text, spans, "**", "**").replace("\n", " ")
-        return f"  {result.case.post.id}  {rules}  {text}"
+        return f"  {result.case.post.id}  {rules}{score}  {text}"
 
     out = [f"flagged ({sum(r.flagged for r in outcome.results)} of {len(outcome.results)} posts):"]
     out += [line(r) for r in outcome.results if r.flagged]
@@ -212,6 +277,7 @@ def render_text(outcome: Backtest) -> str:
         missed = [r for r in outcome.results if r.case.label == "flag" and not r.flagged]
         out += ["", f"wrongly flagged (labelled none): {len(wrong)}", *map(line, wrong)]
         out += ["", f"missed (labelled flag): {len(missed)}", *map(line, missed)]
+        out += ["", *score_table(outcome)]
         s = outcome.scores
         out += [
             "",
@@ -224,14 +290,38 @@ def render_text(outcome: Backtest) -> str:
     return "\n".join(out)
 
 
+def score_table(outcome: Backtest) -> list[str]:
+    """Precision, recall and F1 of each mode, overall then per language and per domain."""
+    modes = MODES if outcome.has_model else ("rules",)
+    header = f"{'':<24}{'posts':>6}" + "".join(f"{mode + ' P/R/F1':>22}" for mode in modes)
+    rows = [header]
+    for group in (None, "lang", "domain"):
+        tables = {mode: outcome.scores_by(mode, group) for mode in modes}
+        names = list(tables[modes[0]])
+        if group is not None and len(names) < 2:
+            continue
+        for name in names:
+            first = tables[modes[0]][name]
+            count = first.tp + first.fp + first.fn + first.tn
+            label = name if group is None else f"{group} {name}"
+            cells = "".join(
+                f"{t.precision:>8.2f}{t.recall:>7.2f}{t.f1:>7.2f}" for t in (tables[m][name] for m in modes)
+            )
+            rows.append(f"{label:<24}{count:>6}{cells}")
+    return rows
+
+
 def render_json(outcome: Backtest) -> dict[str, Any]:
-    """The backtest as one machine-readable object."""
+    """The backtest as one machine-readable object: every post with its score and hits, and every mode's
+    scores overall, per language and per domain."""
+    modes = MODES if outcome.has_model else ("rules",)
     return {
         "posts": [
             {
                 "id": r.case.post.id,
                 "label": r.case.label,
                 "flagged": r.flagged,
+                "probability": None if r.judgement.probability is None else round(r.judgement.probability, 4),
                 "exchange": r.exchange_link,
                 "hits": [
                     {
@@ -239,6 +329,7 @@ def render_json(outcome: Backtest) -> dict[str, Any]:
                         "category": h.category,
                         "severity": h.severity,
                         "spans": [[s.start, s.end, s.term] for s in h.spans],
+                        "why": [[s.start, s.end, s.term] for s in h.why],
                     }
                     for h in r.hits
                 ],
@@ -247,4 +338,14 @@ def render_json(outcome: Backtest) -> dict[str, Any]:
         ],
         "skipped": outcome.skipped,
         "scores": outcome.scores.as_dict() if outcome.labelled else None,
+        "modes": {
+            mode: {
+                "all": outcome.scores_by(mode)["all"].as_dict(),
+                "lang": {k: v.as_dict() for k, v in outcome.scores_by(mode, "lang").items()},
+                "domain": {k: v.as_dict() for k, v in outcome.scores_by(mode, "domain").items()},
+            }
+            for mode in modes
+        }
+        if outcome.labelled
+        else None,
     }

@@ -22,23 +22,131 @@ log = logging.getLogger("ringside")
 
 
 def command_backtest(args: argparse.Namespace) -> int:
-    from bot.backtest import render_json, render_text, run_backtest, run_context_backtest
-    from bot.matcher import Matcher, load_rules
+    from bot.backtest import (
+        cases_from_verdicts,
+        render_json,
+        render_text,
+        run_backtest,
+        run_context_backtest,
+        score_cases,
+    )
 
-    if not args.file.is_file():
+    if args.file is None and not args.db:
+        raise UsageError("backtest: name a JSONL file, or --db to score the operator's labels")
+    if args.file is not None and not args.file.is_file():
         raise UsageError(f"{args.file}: backtest file not found")
-    settings = load_settings(args.config) if args.context else _settings_if_any(args.config)
-    matcher = Matcher(load_rules(args.rules or (settings.rules if settings else DEFAULT_RULES)))
-    if args.context:
-        outcome = run_context_backtest(args.file, matcher, settings.exchanges)
+    settings = load_settings(args.config) if (args.context or args.db) else _settings_if_any(args.config)
+    detector = _detector(settings, args.rules, args.model)
+    if args.db:
+        with Store.open(settings.database, create=False) as store:
+            outcome = score_cases(cases_from_verdicts(store.verdicts()), detector)
+    elif args.context:
+        outcome = run_context_backtest(args.file, detector, settings.exchanges)
     else:
-        outcome = run_backtest(args.file, matcher)
+        outcome = run_backtest(args.file, detector)
     for problem in outcome.skipped:
         log.warning("%s", problem)
     if args.json:
         print(json.dumps(render_json(outcome), ensure_ascii=False))
     else:
         print(render_text(outcome))
+    return 0
+
+
+def _detector(settings: Settings | None, rules: Path | None, model: str | None):  # type: ignore[no-untyped-def]
+    """The detector a command judges with: the settings' (or defaults'), --rules and --model swapped in."""
+    from dataclasses import replace
+
+    from bot.app import build_detector
+    from config.settings import DEFAULT_CONFIG, DetectorSettings
+
+    settings = settings or load_settings(DEFAULT_CONFIG, environ={})
+    if model is not None:
+        chosen = DetectorSettings(None if model == "off" else Path(model), settings.detector.threshold)
+        settings = replace(settings, detector=chosen)
+    return build_detector(settings, rules or (settings.rules if settings else DEFAULT_RULES))
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """Retrain the scorer from corpus/train plus the operator's labels; write the model files."""
+    from bot.detect.corpus import Example, digest, read_dir
+    from bot.detect.train import OPERATOR_WEIGHT, train
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "train needs scikit-learn: pip install 'ringside[train]' (make install-train)"
+        ) from None
+    corpus = read_dir(args.corpus)
+    verdicts = []
+    if not args.no_labels:
+        settings = _settings_if_any(args.config)
+        if settings and Path(settings.database).is_file():
+            with Store.open(settings.database, create=False) as store:
+                verdicts = store.verdicts()
+    operator = [
+        Example(
+            v.text,
+            v.label,
+            v.category or ("challenge" if v.label == "flag" else "none"),
+            v.lang or "?",
+            "operator",
+            "operator",
+            v.post_key,
+            weight=OPERATOR_WEIGHT,
+        )
+        for v in verdicts
+    ]
+    files = sorted(args.corpus.glob("*.jsonl"))
+    meta = {
+        "trained_on": {
+            "corpus": str(args.corpus.relative_to(Path.cwd()))
+            if args.corpus.is_relative_to(Path.cwd())
+            else str(args.corpus),
+            "corpus_sha256": digest(files),
+            "posts": len(corpus),
+            "operator_labels": len(operator),
+            "operator_weight": OPERATOR_WEIGHT,
+        }
+    }
+    log.info("training on %d corpus posts and %d operator labels", len(corpus), len(operator))
+    scorer = train(corpus + operator, meta=meta)
+    scorer.save(args.out)
+    cv = scorer.meta.get("cross_validation", {})
+    print(
+        f"wrote {args.out} and {args.out.with_suffix('.npz').name}: threshold {scorer.threshold:.2f}, "
+        f"cross-validated (by writer) precision={cv.get('precision')} recall={cv.get('recall')} "
+        f"f1={cv.get('f1')}"
+    )
+    return 0
+
+
+def command_label(args: argparse.Namespace) -> int:
+    """Store the operator's verdict on a post (by key, or by alert id with --alert)."""
+    from bot.detect.corpus import FLAG_CATEGORIES, NONE_CATEGORIES
+
+    allowed = FLAG_CATEGORIES if args.label == "flag" else NONE_CATEGORIES
+    if args.category is not None and args.category not in allowed:
+        raise UsageError(
+            f"--category: with {args.label}, expected one of {', '.join(allowed)}; got {args.category!r}"
+        )
+    with Store.open(load_settings(args.config).database, create=False) as store:
+        if args.alert:
+            if not args.target.isdigit():
+                raise UsageError(f"--alert: expected an alert id (a number), got {args.target!r}")
+            post_key = store.post_key_of_alert(int(args.target))
+        else:
+            post_key = args.target
+        verdict = store.save_label(
+            post_key, args.label, args.category, source="alert" if args.alert else "cli"
+        )
+        total = len(store.verdicts())
+    print(
+        f"{verdict.post_key}: labelled {verdict.label}"
+        + (f" ({verdict.category})" if verdict.category else "")
+        + f"; {total} label(s) stored; run_bot.py train adds them to the corpus"
+    )
     return 0
 
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from bot.detect.rules import SILENT_CATEGORIES
 from bot.models import Hit, Post
-from bot.rules import SILENT_CATEGORIES
 from bot.timeutil import utcnow
 from config.settings import Exchanges, Person
 from storage.exchanges import StoredPost

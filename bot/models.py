@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 KINDS = ("post", "reply", "quote", "repost")
+MODEL_RULE = "model"  # the rule id of a hit decided by the learned scorer rather than by a rule
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,20 @@ class Span:
 
 @dataclass(frozen=True)
 class Hit:
-    """A rule that matched a post, with where it matched."""
+    """A decision that a post alerts (or, for silent categories, is kept): what decided it and why.
+
+    `rule_id` is the rule that matched, or MODEL_RULE when the learned scorer decided alone. `spans` are where
+    the rule matched (the explanation, for the model); `probability` is the scorer's P(flag) and `why` the
+    phrases that drove it, both empty when no model is loaded.
+    """
 
     post_key: str
     rule_id: str
     category: str
     severity: int
     spans: tuple[Span, ...] = ()
+    probability: float | None = None
+    why: tuple[Span, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The two steps of the service: poll one feed (fetch -> match -> store) and deliver one channel's outbox.
+"""The two steps of the service: poll one feed (fetch -> judge -> store) and deliver one channel's outbox.
 
 Both are plain methods, called by the scheduler in `run` and directly by `once` and the tests. Neither lets
 an exception out: a failing feed or channel is logged and recorded, and the others go on. Delivery itself
@@ -15,11 +15,10 @@ from typing import Any
 from bot import metrics
 from bot.alerts import alert_payload
 from bot.delivery import Courier, DeliveryCount
+from bot.detect.detector import Detector, alerts_on
 from bot.exchanges import link_posts
-from bot.matcher import Matcher
 from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
-from bot.rules import SILENT_CATEGORIES
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
@@ -32,7 +31,7 @@ log = logging.getLogger("ringside.pipeline")
 @dataclass
 class Pipeline:
     store: Store
-    matcher: Matcher
+    detector: Detector
     sources: dict[str, Source]
     notifiers: Sequence[Notifier]
     delivery: Delivery = field(default_factory=Delivery)
@@ -114,9 +113,9 @@ class Pipeline:
 
     def _hits(self, fetch: Fetch) -> list[tuple[Hit, dict[str, Any] | None]]:
         return [
-            (hit, None if hit.category in SILENT_CATEGORIES else alert_payload(post, hit))
-            for post in fetch.posts
-            for hit in self.matcher.match(post)
+            (hit, alert_payload(judgement.post, hit) if alerts_on(hit) else None)
+            for judgement in self.detector.judge(fetch.posts)
+            for hit in judgement.hits
         ]
 
     def _record_failure(

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.scanners import ENGINES
+from bot.detect.scanners import ENGINES
 from config.table import ConfigError, Table
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
 DEFAULT_RULES = CONFIG_DIR / "rules"
+DEFAULT_MODEL = CONFIG_DIR / "model" / "scorer.json"
 
 SOURCE_TYPES = ("replay", "x")
 CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
@@ -105,6 +106,14 @@ class Exchanges:
 
 
 @dataclass(frozen=True)
+class DetectorSettings:
+    """The learned scorer beside the rules: which model file, and the probability that makes a post alert."""
+
+    model: Path | None = DEFAULT_MODEL  # None: rules alone
+    threshold: float | None = None  # None: the threshold the model was trained with (cross-validated)
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     database: Path
@@ -118,6 +127,7 @@ class Settings:
     exchanges: Exchanges
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
 
     def secrets(self) -> list[Secret]:
         """Every secret these settings hold, so logs can be scrubbed of them."""
@@ -130,6 +140,10 @@ class Settings:
             "config": str(self.path),
             "storage": {"path": str(self.database)},
             "matcher": {"rules": str(self.rules), "engine": self.engine},
+            "detector": {
+                "model": str(self.detector.model) if self.detector.model else "off",
+                "threshold": "auto" if self.detector.threshold is None else self.detector.threshold,
+            },
             "schedule": {
                 "deliver_every": self.deliver_every,
                 "jitter": self.jitter,
@@ -179,6 +193,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     top = Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
     delivery, service, exchange_table = top.table("delivery"), top.table("service"), top.table("exchanges")
+    detector = top.table("detector")
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
@@ -195,8 +210,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         exchanges=_exchanges(exchange_table, top.tables("people"), top.tables("rivalries")),
         sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
+        detector=_detector(detector),
     )
-    for table in (storage, schedule, matcher, delivery, service, exchange_table, top):
+    for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, top):
         table.finish()
     if not settings.sources:
         raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
@@ -268,6 +284,17 @@ def _x_options(table: Table) -> dict[str, Any]:
     if not 1 <= options["first_poll_limit"] <= 3200:
         table.fail("first_poll_limit", "expected a whole number from 1 to 3200")
     return options
+
+
+def _detector(table: Table) -> DetectorSettings:
+    model = table.get("model", "str", str(DEFAULT_MODEL))
+    threshold = table.data.get("threshold", "auto")
+    table.used.add("threshold")
+    if threshold == "auto":
+        threshold = None
+    elif isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
+        table.fail("threshold", f'expected "auto" or a probability between 0 and 1, got {threshold!r}')
+    return DetectorSettings(None if model == "off" else Path(model), threshold)
 
 
 def _engine(table: Table) -> str:

@@ -201,15 +201,35 @@ def _v5_reports(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_detector(db: sqlite_utils.Database) -> None:
+    """What decided each hit (the model's probability and explanation) and the operator's verdicts."""
+    db.execute("ALTER TABLE hits ADD COLUMN probability REAL")  # the scorer's P(flag); NULL without a model
+    db.execute("ALTER TABLE hits ADD COLUMN why TEXT")  # JSON [[start, end, phrase]] that drove the score
+    db.execute(
+        """
+        CREATE TABLE labels (
+            post_key TEXT PRIMARY KEY,     -- one verdict per post; a new one replaces it
+            label TEXT NOT NULL CHECK (label IN ('flag', 'none')),
+            category TEXT,                 -- challenge, taunt, rivalry, response (flag) or none, coverage
+            text TEXT NOT NULL,            -- the text judged, kept even if the post is pruned later
+            lang TEXT,
+            labelled_at TEXT NOT NULL,
+            source TEXT NOT NULL           -- how it was given: cli, alert, slack...
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
     _v3_watchdog,
     _v4_exchanges,
     _v5_reports,
+    _v6_detector,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges"}
+_OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges", "labels"}
 
 
 def migrate(

@@ -21,6 +21,7 @@ import sqlite_utils
 from bot.models import Fetch, Hit, Post
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
+from storage.labels import LabelStore
 from storage.outbox import Alert, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
@@ -46,7 +47,7 @@ class PollSaved:
     categories: dict[str, int] = field(default_factory=dict)  # new hits per category
 
 
-class Store(Outbox, ExchangeStore, ReportStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -303,6 +304,10 @@ def hit_row(hit: Hit, now: datetime) -> dict[str, Any]:
         "severity": hit.severity,
         "spans": json.dumps([[s.start, s.end, s.term] for s in hit.spans], ensure_ascii=False),
         "matched_at": iso(now),
+        "probability": None if hit.probability is None else round(hit.probability, 4),
+        "why": json.dumps([[s.start, s.end, s.term] for s in hit.why], ensure_ascii=False)
+        if hit.why
+        else None,
     }
 
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.matcher import Matcher, load_rules
+from bot.detect.detector import Detector
+from bot.detect.matcher import Matcher, load_rules
+from bot.detect.scorer import Scorer
 from config import DEFAULT_RULES
 from storage import Store
 
@@ -27,6 +29,24 @@ def store(tmp_path: Path):
 @pytest.fixture(scope="session")
 def matcher() -> Matcher:
     return Matcher(load_rules(DEFAULT_RULES))
+
+
+@pytest.fixture(scope="session")
+def detector(matcher: Matcher) -> Detector:
+    """The rule pack alone: tests of plumbing (storing, delivery, exchanges) that must not move when the
+    model is retrained."""
+    return Detector(matcher)
+
+
+@pytest.fixture(scope="session")
+def scorer() -> Scorer:
+    return Scorer.load()
+
+
+@pytest.fixture(scope="session")
+def shipped_detector(matcher: Matcher, scorer: Scorer) -> Detector:
+    """What the service runs by default: the rule pack and the shipped model."""
+    return Detector(matcher, scorer)
 
 
 @pytest.fixture
@@ -54,13 +74,18 @@ def write_feed(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def replay_config(feed: Path, database: Path, extra: str = "") -> str:
+def replay_config(feed: Path, database: Path, extra: str = "", model: str = "off") -> str:
+    """Settings that replay `feed` into `database`. The model is off unless asked for, so tests of plumbing
+    keep their counts when the model is retrained."""
     return f"""
 [storage]
 path = "{database}"
 
 [matcher]
 rules = "{DEFAULT_RULES}"
+
+[detector]
+model = "{model}"
 
 [schedule]
 deliver_every = "1s"

@@ -28,7 +28,7 @@ def test_the_backtest_prints_flagged_posts_with_rules_and_highlights_then_the_sc
             {"id": "d", "text": "Loser buys dinner. You in?", "label": "flag"},
         ]
     )
-    code, out, _ = backtest(capsys, str(feed))
+    code, out, _ = backtest(capsys, str(feed), "--model", "off")
     assert code == 0
     assert "  a  cage-fight(challenge)  I'm up for a **cage match** if he is lol" in out
     assert "missed (labelled flag): 1\n  d  -  Loser buys dinner. You in?" in out
@@ -38,19 +38,26 @@ def test_the_backtest_prints_flagged_posts_with_rules_and_highlights_then_the_sc
 
 def test_json_output_is_one_machine_readable_object(write_feed, capsys):
     feed = write_feed([{"text": "Vegas Octagon", "label": "flag"}, {"text": "hello"}])
-    code, out, _ = backtest(capsys, str(feed), "--json")
+    code, out, _ = backtest(capsys, str(feed), "--json", "--model", "off")
     result = json.loads(out)
     assert code == 0
     first, second = result["posts"]
     assert first["flagged"] and first["hits"][0]["rule"] == "cage-fight"
     assert first["hits"][0]["spans"] == [[6, 13, "octagon"]]
-    assert second == {"id": "line-2", "label": None, "flagged": False, "exchange": None, "hits": []}
+    assert second == {
+        "id": "line-2",
+        "label": None,
+        "flagged": False,
+        "probability": None,
+        "exchange": None,
+        "hits": [],
+    }
     assert result["scores"]["tp"] == 1
 
 
 def test_a_broken_line_is_reported_with_its_number_and_the_rest_is_scored(write_feed, capsys, caplog):
     feed = write_feed([{"text": "Vegas Octagon", "label": "flag"}, "{oops", {"text": "x", "label": "maybe"}])
-    code, out, _ = backtest(capsys, str(feed))
+    code, out, _ = backtest(capsys, str(feed), "--model", "off")
     assert code == 0
     assert f"{feed}:2: skipped:" in caplog.text
     assert f"{feed}:3: skipped: field 'label' must be \"flag\" or \"none\", got 'maybe'" in caplog.text
@@ -63,7 +70,7 @@ def test_other_rules_can_be_tried_with_rules(tmp_path, write_feed, capsys):
         '[[rules]]\nid = "bees"\ncategory = "taunt"\nquery = "bees"\n'
     )
     feed = write_feed([{"text": "Nicolas Cage fights bees"}])
-    _, out, _ = backtest(capsys, str(feed), "--rules", str(tmp_path / "rules"))
+    _, out, _ = backtest(capsys, str(feed), "--rules", str(tmp_path / "rules"), "--model", "off")
     assert "bees(taunt)" in out
 
 
@@ -83,13 +90,13 @@ def test_the_labelled_set_is_large_bilingual_and_has_both_labels(labelled):
         assert {r["label"] for r in labelled if r["lang"] == lang} == {"flag", "none"}
 
 
-def test_the_default_pack_scores_above_0_95_f1_on_the_labelled_set(matcher):
-    scores = run_backtest(DATA / "labelled.jsonl", matcher).scores
+def test_the_default_pack_scores_above_0_95_f1_on_the_labelled_set(detector):
+    scores = run_backtest(DATA / "labelled.jsonl", detector).scores
     assert scores.f1 > 0.95, scores.summary()
 
 
-def test_the_default_pack_does_not_regress_on_the_holdout_set(matcher):
+def test_the_default_pack_does_not_regress_on_the_holdout_set(detector):
     # holdout.jsonl was written blind, after the first pack, which scored f1=0.649 on it. Its misses then
     # shaped the no-guts rule, so it is a regression set now, not a blind one (README, "Rules").
-    scores = run_backtest(DATA / "holdout.jsonl", matcher).scores
+    scores = run_backtest(DATA / "holdout.jsonl", detector).scores
     assert scores.f1 >= 0.9, scores.summary()

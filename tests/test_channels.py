@@ -35,9 +35,14 @@ def webhook(receiver: Receiver, name: str = "hook", timeout: float = 1.0) -> Web
     return WebhookNotifier(name, receiver.url, SECRET, timeout=timeout)
 
 
-def demo(store: Store, matcher, *channels, delivery: Delivery = FAST, **kwargs) -> Pipeline:
+def demo(store: Store, detector, *channels, delivery: Delivery = FAST, **kwargs) -> Pipeline:
     pipeline = Pipeline(
-        store, matcher, {"demo": ReplaySource("demo", DEMO_FEED)}, list(channels), delivery=delivery, **kwargs
+        store,
+        detector,
+        {"demo": ReplaySource("demo", DEMO_FEED)},
+        list(channels),
+        delivery=delivery,
+        **kwargs,
     )
     pipeline.poll("demo", DEMO_FEED.name)
     return pipeline
@@ -55,9 +60,9 @@ def keys_of(requests) -> list[str]:
 # -- webhook --------------------------------------------------------------------------------------------
 
 
-def test_a_webhook_post_is_signed_over_timestamp_and_body_and_matches_the_schema(store, matcher):
+def test_a_webhook_post_is_signed_over_timestamp_and_body_and_matches_the_schema(store, detector):
     with Receiver() as receiver:
-        demo(store, matcher, webhook(receiver)).deliver_all()
+        demo(store, detector, webhook(receiver)).deliver_all()
     assert len(receiver.received) == store.counts()["alerts"] > 0
     for request in receiver.received:
         timestamp = request.headers["X-Ringside-Timestamp"]
@@ -74,10 +79,10 @@ def test_a_webhook_post_is_signed_over_timestamp_and_body_and_matches_the_schema
     assert first["post"]["text"][start:end] == "cage match" and term == "cage match"
 
 
-def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(store, matcher):
+def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(500, "oops"))
-        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline = demo(store, detector, webhook(receiver))
         assert pipeline.deliver_all()["hook"].failed == 1
         make_due(store)
         pipeline.deliver_all()
@@ -90,10 +95,10 @@ def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
 
 
-def test_retry_after_is_honoured_from_the_header_or_discords_json(store, matcher):
+def test_retry_after_is_honoured_from_the_header_or_discords_json(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(429, "slow down", Retry_After="120"))
-        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline = demo(store, detector, webhook(receiver))
         pipeline.deliver_all()
         (head, *_) = store.pending_alerts("hook")
         assert head.next_attempt_at >= utcnow() + timedelta(seconds=118)
@@ -105,10 +110,10 @@ def test_retry_after_is_honoured_from_the_header_or_discords_json(store, matcher
     assert len(receiver.received) == 2  # the head waited; nothing behind it jumped the queue
 
 
-def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_later(store, matcher):
+def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_later(store, detector):
     with Receiver() as receiver:
         receiver.answer(HANG)
-        pipeline = demo(store, matcher, webhook(receiver, timeout=0.5))
+        pipeline = demo(store, detector, webhook(receiver, timeout=0.5))
         assert pipeline.deliver_all()["hook"].failed == 1
         assert store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone() == (
             "no answer within 0.5s (timeout)",
@@ -118,10 +123,10 @@ def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_late
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
 
 
-def test_a_dropped_connection_is_retried(store, matcher):
+def test_a_dropped_connection_is_retried(store, detector):
     with Receiver() as receiver:
         receiver.answer(DROP)
-        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline = demo(store, detector, webhook(receiver))
         pipeline.deliver_all()
         make_due(store)
         pipeline.deliver_all()
@@ -131,29 +136,29 @@ def test_a_dropped_connection_is_retried(store, matcher):
 
 @pytest.mark.parametrize("code", [400, 403, 404, 410])
 def test_a_permanent_refusal_is_dead_at_once_with_one_line_naming_the_channel_not_its_url(
-    store, matcher, caplog, code
+    store, detector, caplog, code
 ):
     with Receiver() as receiver:
         receiver.answer(status(code, "channel_not_found"))
         with caplog.at_level(logging.ERROR):
-            result = demo(store, matcher, webhook(receiver)).deliver_all()["hook"]
+            result = demo(store, detector, webhook(receiver)).deliver_all()["hook"]
     assert result.dead == 1 and result.sent == store.counts()["alerts"] - 1
     (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert error.startswith("hook: alert rs1-") and f"refused (HTTP {code}: channel_not_found)" in error
     assert receiver.url not in caplog.text and "127.0.0.1" not in caplog.text
 
 
-def test_an_alert_failing_for_longer_than_max_age_is_dead(store, matcher):
+def test_an_alert_failing_for_longer_than_max_age_is_dead(store, detector):
     with Receiver(default=status(503)) as receiver:
-        pipeline = demo(store, matcher, webhook(receiver), delivery=Delivery(max_attempts=100, max_age=3600))
+        pipeline = demo(store, detector, webhook(receiver), delivery=Delivery(max_attempts=100, max_age=3600))
         store.db.execute("UPDATE alerts SET created_at = ?", ["2000-01-01T00:00:00.000+00:00"])
         result = pipeline.deliver_all()["hook"]
     assert result.dead == store.counts()["alerts"]
 
 
-def test_a_failing_channel_never_holds_back_another(store, matcher):
+def test_a_failing_channel_never_holds_back_another(store, detector):
     with Receiver(default=status(500)) as broken, Receiver() as working:
-        pipeline = demo(store, matcher, webhook(broken, "broken"), webhook(working, "working"))
+        pipeline = demo(store, detector, webhook(broken, "broken"), webhook(working, "working"))
         results = pipeline.deliver_all()
     assert results["broken"].failed == 1 and len(broken.received) == 1
     assert len(working.accepted()) == results["working"].sent == store.counts()["alerts"] // 2
@@ -217,10 +222,10 @@ def test_a_slack_digest_stays_within_50_blocks():
     assert "…and 84 more" in message["blocks"][-1]["elements"][0]["text"]
 
 
-def test_slack_gets_block_kit_json_one_message_a_second(store, matcher):
+def test_slack_gets_block_kit_json_one_message_a_second(store, detector):
     with Receiver() as receiver:
         slack = SlackNotifier("slack", receiver.url, timeout=2, min_interval=0.5)
-        demo(store, matcher, slack).deliver_all()
+        demo(store, detector, slack).deliver_all()
     times = [r.at for r in receiver.received]
     assert len(times) == store.counts()["alerts"] >= 3
     assert all(later - earlier >= 0.45 for earlier, later in itertools.pairwise(times))
@@ -230,10 +235,10 @@ def test_slack_gets_block_kit_json_one_message_a_second(store, matcher):
 @pytest.mark.parametrize(
     ("code", "body"), [(400, "invalid_payload"), (404, "channel_not_found"), (410, "channel_is_archived")]
 )
-def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, matcher, code, body):
+def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, detector, code, body):
     with Receiver() as receiver:
         receiver.answer(status(code, body))
-        demo(store, matcher, SlackNotifier("slack", receiver.url, min_interval=0)).deliver_all()
+        demo(store, detector, SlackNotifier("slack", receiver.url, min_interval=0)).deliver_all()
     assert store.db.execute("SELECT status, last_error FROM alerts ORDER BY id LIMIT 1").fetchone() == (
         "dead",
         f"Slack refused (HTTP {code}: {body})",
@@ -243,11 +248,11 @@ def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, m
 # -- apprise --------------------------------------------------------------------------------------------
 
 
-def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, matcher):
+def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(500))
         url = receiver.url.replace("http://", "json://")
-        pipeline = demo(store, matcher, AppriseNotifier("apprise", url))
+        pipeline = demo(store, detector, AppriseNotifier("apprise", url))
         assert pipeline.deliver_all()["apprise"].failed == 1
         make_due(store)
         pipeline.deliver_all()
@@ -268,7 +273,7 @@ def test_an_apprise_url_apprise_does_not_know_is_a_config_error():
 
 
 def test_the_same_rule_and_author_within_the_throttle_window_fold_into_the_first_alert(
-    store, matcher, write_feed
+    store, detector, write_feed
 ):
     feed = write_feed(
         [
@@ -285,7 +290,7 @@ def test_the_same_rule_and_author_within_the_throttle_window_fold_into_the_first
     with Receiver() as receiver:
         pipeline = Pipeline(
             store,
-            matcher,
+            detector,
             {"f": ReplaySource("f", feed)},
             [webhook(receiver)],
             delivery=Delivery(throttle=600),
@@ -297,9 +302,9 @@ def test_the_same_rule_and_author_within_the_throttle_window_fold_into_the_first
     assert store.counts() == {"posts": 3, "hits": 3, "alerts": 1}
 
 
-def test_a_digest_channel_sends_one_message_once_the_oldest_alert_has_waited(store, matcher):
+def test_a_digest_channel_sends_one_message_once_the_oldest_alert_has_waited(store, detector):
     with Receiver() as receiver:
-        pipeline = demo(store, matcher, webhook(receiver), digests={"hook": 3600})
+        pipeline = demo(store, detector, webhook(receiver), digests={"hook": 3600})
         pipeline.deliver_all()
         assert receiver.received == []
         store.db.execute("UPDATE alerts SET created_at = ?", [iso(utcnow() - timedelta(hours=2))])
@@ -314,10 +319,10 @@ def test_a_digest_channel_sends_one_message_once_the_oldest_alert_has_waited(sto
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
 
 
-def test_a_muted_rule_is_stored_but_not_sent_until_unmuted(store, matcher):
+def test_a_muted_rule_is_stored_but_not_sent_until_unmuted(store, detector):
     store.mute(utcnow() + timedelta(hours=2), rule_id="cage-fight")
     with Receiver() as receiver:
-        demo(store, matcher, webhook(receiver)).deliver_all()
+        demo(store, detector, webhook(receiver)).deliver_all()
     sent_rules = {r.json["rule"]["id"] for r in receiver.received}
     assert "cage-fight" not in sent_rules and sent_rules
     assert store.db.execute("SELECT count(*) FROM alerts WHERE status = 'muted'").fetchone()[0] == 4
@@ -325,17 +330,17 @@ def test_a_muted_rule_is_stored_but_not_sent_until_unmuted(store, matcher):
     assert store.unmute(rule_id="cage-fight") == 1 and store.mutes() == []
 
 
-def test_dead_alerts_can_be_requeued(store, matcher):
+def test_dead_alerts_can_be_requeued(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(404))
-        pipeline = demo(store, matcher, webhook(receiver))
+        pipeline = demo(store, detector, webhook(receiver))
         pipeline.deliver_all()
         assert store.retry_dead() == 1
         pipeline.deliver_all()
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
 
 
-def test_courier_runs_one_delivery_per_channel_at_a_time(store, matcher):
+def test_courier_runs_one_delivery_per_channel_at_a_time(store, detector):
     with Receiver() as receiver:
         hook = webhook(receiver)
         courier = Courier(store, [hook], FAST)

@@ -50,10 +50,10 @@ class Collecting(RecordingChannel):
         return [p for p in self.payloads if p.get("kind") == "exchange"]
 
 
-def run(store: Store, matcher, write_feed, records: list, name: str = "feed.jsonl") -> Collecting:
+def run(store: Store, detector, write_feed, records: list, name: str = "feed.jsonl") -> Collecting:
     channel = Collecting()
     feed = write_feed(records, name=name)
-    pipeline = Pipeline(store, matcher, {"f": ReplaySource("f", feed)}, [channel], exchanges=PEOPLE)
+    pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [channel], exchanges=PEOPLE)
     pipeline.poll("f", feed.name)
     pipeline.deliver_all()
     return channel
@@ -64,11 +64,11 @@ def links(channel: Collecting) -> list[list[str]]:
 
 
 def test_an_answer_on_another_platform_within_the_window_links_by_its_response_phrase(
-    store, matcher, write_feed
+    store, detector, write_feed
 ):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -88,10 +88,10 @@ def test_an_answer_on_another_platform_within_the_window_links_by_its_response_p
     assert alert["exchange"]["status"] == "open" and alert["exchange"]["severity"] == 5
 
 
-def test_a_reply_or_a_quote_links_whatever_it_says(store, matcher, write_feed):
+def test_a_reply_or_a_quote_links_whatever_it_says(store, detector, write_feed):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -102,10 +102,10 @@ def test_a_reply_or_a_quote_links_whatever_it_says(store, matcher, write_feed):
     assert links(channel) == [["first", "reply"], ["first", "reply", "quote"]]
 
 
-def test_a_mention_of_the_rival_links_to_the_rivals_latest_challenge(store, matcher, write_feed):
+def test_a_mention_of_the_rival_links_to_the_rivals_latest_challenge(store, detector, write_feed):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -121,10 +121,10 @@ def test_a_mention_of_the_rival_links_to_the_rivals_latest_challenge(store, matc
     assert links(channel) == [["first", "mention"]]
 
 
-def test_a_non_rivals_send_me_the_location_links_nothing(store, matcher, write_feed):
+def test_a_non_rivals_send_me_the_location_links_nothing(store, detector, write_feed):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -136,10 +136,10 @@ def test_a_non_rivals_send_me_the_location_links_nothing(store, matcher, write_f
     assert store.db.execute("SELECT count(*) FROM exchanges").fetchone() == (0,)
 
 
-def test_a_rivals_answer_outside_the_window_links_nothing(store, matcher, write_feed):
+def test_a_rivals_answer_outside_the_window_links_nothing(store, detector, write_feed):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -149,10 +149,10 @@ def test_a_rivals_answer_outside_the_window_links_nothing(store, matcher, write_
     assert channel.exchanges() == []
 
 
-def test_a_third_turn_escalates_and_follows_the_second(store, matcher, write_feed):
+def test_a_third_turn_escalates_and_follows_the_second(store, detector, write_feed):
     channel = run(
         store,
-        matcher,
+        detector,
         write_feed,
         [
             CHALLENGE,
@@ -167,7 +167,7 @@ def test_a_third_turn_escalates_and_follows_the_second(store, matcher, write_fee
 
 
 def test_a_restart_in_the_middle_keeps_the_exchange_whole_and_sends_nothing_twice(
-    tmp_path, matcher, write_feed
+    tmp_path, detector, write_feed
 ):
     records = [
         CHALLENGE,
@@ -175,10 +175,10 @@ def test_a_restart_in_the_middle_keeps_the_exchange_whole_and_sends_nothing_twic
         post("106", "elonmusk", "Vegas Octagon", "2023-06-21T21:15:00Z"),
     ]
     first_store = Store.open(tmp_path / "r.db")
-    before = run(first_store, matcher, write_feed, records[:2], name="part1.jsonl")
+    before = run(first_store, detector, write_feed, records[:2], name="part1.jsonl")
     first_store.close()
     second_store = Store.open(tmp_path / "r.db")
-    after = run(second_store, matcher, write_feed, records, name="part2.jsonl")  # re-reads the first two
+    after = run(second_store, detector, write_feed, records, name="part2.jsonl")  # re-reads the first two
     assert [p["turn"] for p in before.exchanges()] == [2]
     assert [p["turn"] for p in after.exchanges()] == [3]
     assert after.exchanges()[0]["exchange"]["status"] == "escalating"
@@ -188,11 +188,11 @@ def test_a_restart_in_the_middle_keeps_the_exchange_whole_and_sends_nothing_twic
     second_store.close()
 
 
-def test_the_demo_feed_alerts_the_x_challenge_and_the_instagram_answer_as_one_exchange(store, matcher):
+def test_the_demo_feed_alerts_the_x_challenge_and_the_instagram_answer_as_one_exchange(store, detector):
     out = io.StringIO()
     pipeline = Pipeline(
         store,
-        matcher,
+        detector,
         {"demo": ReplaySource("demo", DEMO_FEED)},
         [ConsoleNotifier("console", stream=out, color=False)],
         exchanges=PEOPLE,
@@ -207,13 +207,13 @@ def test_the_demo_feed_alerts_the_x_challenge_and_the_instagram_answer_as_one_ex
     assert "      **Send Me Location**\n" in text
 
 
-def test_a_webhook_gets_the_exchange_in_the_schema_with_its_thread(store, matcher, write_feed):
+def test_a_webhook_gets_the_exchange_in_the_schema_with_its_thread(store, detector, write_feed):
     with Receiver() as receiver:
         feed = write_feed(
             [CHALLENGE, post("Ct1", "zuck", "Send Me Location", "2023-06-21T18:20:00Z", platform="instagram")]
         )
         pipeline = Pipeline(
-            store, matcher, {"f": ReplaySource("f", feed)}, [webhook(receiver)], exchanges=PEOPLE
+            store, detector, {"f": ReplaySource("f", feed)}, [webhook(receiver)], exchanges=PEOPLE
         )
         pipeline.poll("f", feed.name)
         pipeline.deliver_all()
@@ -231,20 +231,20 @@ def test_the_context_backtest_scores_answers_that_only_the_exchange_makes_flags(
     from tests.conftest import ROOT
 
     data = ROOT / "tests" / "data" / "exchanges.jsonl"
-    assert run_bot.main(["backtest", str(data), "--context"]) == 0
+    assert run_bot.main(["backtest", str(data), "--context", "--model", "off"]) == 0
     out = capsys.readouterr().out
     assert "Ct1  accept-challenge(response),exchange(response)  **Send Me Location**" in out
     assert out.strip().splitlines()[-1] == "precision=1.000 recall=1.000 f1=1.000 tp=6 fp=0 fn=0 tn=6"
-    # Without context, an answer with no fight word is no flag: the exchange is what catches it.
-    assert run_bot.main(["backtest", str(data), "--json"]) == 0
+    # Without context, the rules see no flag in an answer with no fight word: the exchange is what catches it.
+    assert run_bot.main(["backtest", str(data), "--json", "--model", "off"]) == 0
     scores = json.loads(capsys.readouterr().out)["scores"]
     assert scores["fn"] == 3 and scores["tp"] == 3
 
 
-def test_an_answer_stored_before_its_challenge_links_when_the_challenge_arrives(store, matcher, write_feed):
+def test_an_answer_stored_before_its_challenge_links_when_the_challenge_arrives(store, detector, write_feed):
     answer = post("Ct1", "zuck", "Send Me Location", "2023-06-21T18:20:00Z", platform="instagram")
     reply = post("101", "finkd", "lol ok", "2023-06-21T04:00:00Z", kind="reply", reply_to="100")
-    early = run(store, matcher, write_feed, [answer, reply], name="zuck.jsonl")  # zuck's feeds polled first
+    early = run(store, detector, write_feed, [answer, reply], name="zuck.jsonl")  # zuck's feeds polled first
     assert early.exchanges() == []
-    late = run(store, matcher, write_feed, [CHALLENGE], name="musk.jsonl")
+    late = run(store, detector, write_feed, [CHALLENGE], name="musk.jsonl")
     assert links(late) == [["first", "reply"], ["first", "reply", "response"]]

@@ -141,12 +141,12 @@ class BrokenSource:
         return Fetch((), cursor, 0)
 
 
-def test_a_feed_failing_for_n_intervals_is_reported_once_and_its_recovery_once(store, matcher):
+def test_a_feed_failing_for_n_intervals_is_reported_once_and_its_recovery_once(store, detector):
     channel = RecordingChannel("ops")
     received = []
     channel.send = lambda alert: received.append(alert.payload)  # keep the whole payload
     source = BrokenSource()
-    pipeline = Pipeline(store, matcher, {"x": source}, [channel], intervals={"x": 60}, watchdog_after=3)
+    pipeline = Pipeline(store, detector, {"x": source}, [channel], intervals={"x": 60}, watchdog_after=3)
     pipeline.poll("x", "elonmusk")
     store.db.execute("UPDATE cursors SET failing_since = ?", [iso(utcnow() - timedelta(minutes=4))])
     for _ in range(3):

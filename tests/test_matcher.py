@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.matcher import Matcher
+from bot.detect.matcher import Matcher
+from bot.detect.rules import rule_from_table
 from bot.models import Post
-from bot.rules import rule_from_table
 
 NOW = datetime(2023, 6, 21, tzinfo=UTC)
 
@@ -206,7 +206,7 @@ def test_a_phrase_is_found_whatever_surrounds_it(matcher, prefix, suffix):
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.characters(codec=None), max_size=200))
 def test_the_fast_fold_and_the_span_keeping_fold_always_agree_on_the_words(text):
-    from bot.normalize import fold_line, fold_with_origin, words
+    from bot.detect.normalize import fold_line, fold_with_origin, words
 
     folded = fold_with_origin(text)
     assert fold_line(text).split() == words(text) == folded.words
@@ -217,7 +217,7 @@ def test_the_fast_fold_and_the_span_keeping_fold_always_agree_on_the_words(text)
 @pytest.fixture(scope="module")
 def both_engines():
     pytest.importorskip("hyperscan")
-    from bot.matcher import load_rules
+    from bot.detect.matcher import load_rules
     from config import DEFAULT_RULES
 
     rules = load_rules(DEFAULT_RULES)

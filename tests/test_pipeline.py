@@ -39,8 +39,8 @@ class RecordingChannel:
         self.received.append(alert.payload["post"]["id"])
 
 
-def demo_pipeline(store: Store, matcher, *channels) -> Pipeline:
-    return Pipeline(store, matcher, {"demo": ReplaySource("demo", DEMO_FEED)}, list(channels))
+def demo_pipeline(store: Store, detector, *channels) -> Pipeline:
+    return Pipeline(store, detector, {"demo": ReplaySource("demo", DEMO_FEED)}, list(channels))
 
 
 def hits_by_post(store: Store) -> dict[str, set[str]]:
@@ -52,8 +52,8 @@ def hits_by_post(store: Store) -> dict[str, set[str]]:
     return found
 
 
-def test_the_demo_feed_flags_the_cage_match_and_its_french_retelling_but_not_ordinary_posts(store, matcher):
-    pipeline = demo_pipeline(store, matcher)
+def test_the_demo_feed_flags_the_cage_match_and_its_french_retelling_but_not_ordinary_posts(store, detector):
+    pipeline = demo_pipeline(store, detector)
     pipeline.poll("demo", DEMO_FEED.name)
     hits = hits_by_post(store)
     assert hits["I'm up for a cage match if he is lol"] == {"challenge"}
@@ -74,18 +74,18 @@ def test_the_demo_feed_flags_the_cage_match_and_its_french_retelling_but_not_ord
         assert ordinary not in flagged
 
 
-def test_a_response_on_its_own_is_stored_but_not_alerted(store, matcher):
+def test_a_response_on_its_own_is_stored_but_not_alerted(store, detector):
     channel = RecordingChannel()
-    demo_pipeline(store, matcher, channel).poll("demo", DEMO_FEED.name)
+    demo_pipeline(store, detector, channel).poll("demo", DEMO_FEED.name)
     queued = store.db.execute(
         "SELECT count(*) FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE h.category = 'response'"
     ).fetchone()
     assert queued == (0,)
 
 
-def test_delivery_prints_each_alert_once_with_the_matched_words_marked(store, matcher):
+def test_delivery_prints_each_alert_once_with_the_matched_words_marked(store, detector):
     out = io.StringIO()
-    pipeline = demo_pipeline(store, matcher, ConsoleNotifier("console", stream=out, color=False))
+    pipeline = demo_pipeline(store, detector, ConsoleNotifier("console", stream=out, color=False))
     pipeline.poll("demo", DEMO_FEED.name)
     first = pipeline.deliver_all()["console"]
     second = pipeline.deliver_all()["console"]
@@ -149,7 +149,7 @@ def test_a_failing_x_account_stops_neither_the_other_account_nor_the_replay(
 
 
 @responses.activate
-def test_a_rate_limited_feed_is_not_polled_again_before_its_reset(store, matcher):
+def test_a_rate_limited_feed_is_not_polled_again_before_its_reset(store, detector):
     from tests.test_x_source import make_source
 
     reset = int((utcnow() + timedelta(minutes=10)).timestamp())
@@ -159,7 +159,7 @@ def test_a_rate_limited_feed_is_not_polled_again_before_its_reset(store, matcher
         headers={"x-rate-limit-reset": str(reset)},
         json={"title": "Too Many Requests"},
     )
-    pipeline = Pipeline(store, matcher, {"x": make_source()}, [])
+    pipeline = Pipeline(store, detector, {"x": make_source()}, [])
     store.save_poll("x", "elonmusk", utcnow(), Fetch((), "100", 0), [], [])
     assert pipeline.poll("x", "elonmusk") is None
     assert pipeline.poll("x", "elonmusk") is None
@@ -168,9 +168,9 @@ def test_a_rate_limited_feed_is_not_polled_again_before_its_reset(store, matcher
     assert state.cursor == "100" and int(state.paused_until.timestamp()) == reset
 
 
-def test_a_failed_delivery_is_retried_later_and_keeps_the_channels_order(store, matcher):
+def test_a_failed_delivery_is_retried_later_and_keeps_the_channels_order(store, detector):
     channel = RecordingChannel(failures=1)
-    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline = demo_pipeline(store, detector, channel)
     pipeline.poll("demo", DEMO_FEED.name)
     assert pipeline.deliver(channel).failed == 1
     assert channel.received == []
@@ -184,9 +184,9 @@ def test_a_failed_delivery_is_retried_later_and_keeps_the_channels_order(store, 
     assert channel.received == in_order
 
 
-def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store, matcher):
+def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store, detector):
     channel = RecordingChannel(failures=1, retry=False)
-    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline = demo_pipeline(store, detector, channel)
     pipeline.poll("demo", DEMO_FEED.name)
     result = pipeline.deliver(channel)
     assert result.dead == 1 and result.sent == store.counts()["alerts"] - 1
@@ -195,9 +195,9 @@ def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store
     ]
 
 
-def test_an_alert_is_dead_after_the_configured_number_of_attempts(store, matcher):
+def test_an_alert_is_dead_after_the_configured_number_of_attempts(store, detector):
     channel = RecordingChannel(failures=99)
-    pipeline = demo_pipeline(store, matcher, channel)
+    pipeline = demo_pipeline(store, detector, channel)
     pipeline.courier.delivery = Delivery(max_attempts=3)
     pipeline.poll("demo", DEMO_FEED.name)
     for _ in range(3):
@@ -209,22 +209,22 @@ def test_an_alert_is_dead_after_the_configured_number_of_attempts(store, matcher
     )
 
 
-def test_one_failing_channel_does_not_hold_back_another(store, matcher):
+def test_one_failing_channel_does_not_hold_back_another(store, detector):
     broken, working = RecordingChannel("broken", failures=99), RecordingChannel("working")
-    pipeline = demo_pipeline(store, matcher, broken, working)
+    pipeline = demo_pipeline(store, detector, broken, working)
     pipeline.poll("demo", DEMO_FEED.name)
     results = pipeline.deliver_all()
     assert results["broken"].failed == 1 and results["working"].sent == len(working.received) > 0
 
 
-def test_a_channel_that_crashes_is_retried_like_any_failure(store, matcher):
+def test_a_channel_that_crashes_is_retried_like_any_failure(store, detector):
     class Crashing:
         name = "crashing"
 
         def send(self, alert):
             raise RuntimeError("bug in a channel")
 
-    pipeline = demo_pipeline(store, matcher, Crashing())
+    pipeline = demo_pipeline(store, detector, Crashing())
     pipeline.poll("demo", DEMO_FEED.name)
     assert pipeline.deliver_all()["crashing"].failed == 1
     assert store.db.execute("SELECT last_error FROM alerts ORDER BY id LIMIT 1").fetchone() == (
@@ -239,8 +239,8 @@ def test_retry_delays_grow_and_honour_retry_after():
     assert retry_delay(1, retry_after=90) == 90
 
 
-def test_a_feed_with_a_broken_line_still_stores_the_rest(store, matcher, write_feed):
+def test_a_feed_with_a_broken_line_still_stores_the_rest(store, detector, write_feed):
     feed = write_feed([post_record("1", "I'm up for a cage match"), "garbage", post_record("2", "hello")])
-    pipeline = Pipeline(store, matcher, {"f": ReplaySource("f", feed)}, [])
+    pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [])
     saved = pipeline.poll("f", feed.name)
     assert (saved.new_posts, saved.new_hits) == (2, 1)

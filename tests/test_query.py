@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.query import And, Near, Not, Or, QuerySyntaxError, Term, parse
-from bot.rules import load_rules, rule_from_table
+from bot.detect.query import And, Near, Not, Or, QuerySyntaxError, Term, parse
+from bot.detect.rules import load_rules, rule_from_table
 from config import ConfigError
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name, posted_at
+from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name, posted_at, why_line
 from bot.notifiers import DeliveryError
 from config import ChannelConfig, ConfigError
 from storage.store import Alert
@@ -72,6 +72,7 @@ def _markdown(payload: dict[str, Any], folded: int) -> str:
     lines = [
         f"**@{post['author']}** on {platform_name(post['platform'])} · {when}",
         highlight(post["text"], payload["spans"], "**", "**"),
+        *([why] if (why := why_line(payload)) else []),
         f"rule `{rule['id']}`"
         + (f" · {post['url']}" if post.get("url") else "")
         + (f" · +{folded} more like this" if folded else ""),

@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, icon, platform_name, posted_at
+from bot.alerts import (
+    exchange_follow_up,
+    exchange_title,
+    highlight,
+    icon,
+    platform_name,
+    posted_at,
+    why_line,
+)
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -52,6 +60,9 @@ def render(payload: dict, color: bool = False, folded: int = 0) -> str:
         f"   @{post['author']} on {platform_name(post['platform'])} · {when}{kind}",
         "   " + highlight(post["text"], payload["spans"], before, after).replace("\n", "\n   "),
     ]
+    why = why_line(payload)
+    if why:
+        lines.append(f"   {why}")
     if post.get("url"):
         lines.append(f"   {DIM}{post['url']}{RESET}" if color else f"   {post['url']}")
     if folded:

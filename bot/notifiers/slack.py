@@ -10,7 +10,15 @@ from typing import Any
 
 import requests
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, icon, platform_name, posted_at
+from bot.alerts import (
+    exchange_follow_up,
+    exchange_title,
+    highlight,
+    icon,
+    platform_name,
+    posted_at,
+    why_line,
+)
 from bot.notifiers import http
 from config import ChannelConfig
 from storage.store import Alert
@@ -139,6 +147,9 @@ def _alert_blocks(payload: dict[str, Any], folded: int, title: bool = False) -> 
     if title:
         who = f"{icon(rule['category'])} *{rule['category']}* {rule['severity']}/5 · " + who
     footer = f"rule `{_escape(rule['id'])}`"
+    why = why_line(payload)
+    if why:
+        footer += f" · {_escape(why)}"
     if post.get("url"):
         footer += f" · <{post['url']}|open the post>"
     if folded:

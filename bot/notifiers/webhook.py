@@ -97,11 +97,21 @@ def webhook_document(alert: Alert) -> dict[str, Any]:
     return {"schema": SCHEMA, "type": "alert", **_alert_object(payload, alert.folded)}
 
 
+def decision(payload: dict[str, Any]) -> dict[str, Any]:
+    """What decided the alert; payloads stored before the detector existed were decided by their rule."""
+    return {
+        "decided_by": payload.get("decided_by") or payload["rule"]["id"],
+        "probability": payload.get("probability"),
+        "why": payload.get("why") or [],
+    }
+
+
 def _alert_object(payload: dict[str, Any], folded: int) -> dict[str, Any]:
     return {
         "id": payload["key"],
         "rule": payload["rule"],
         "post": payload["post"],
         "spans": payload["spans"],
+        "decision": decision(payload),
         "folded": folded,
     }

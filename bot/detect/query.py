@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.normalize import words
+from bot.detect.normalize import words
 
 MAX_QUERY_LENGTH = 4000
 MAX_TERMS = 300

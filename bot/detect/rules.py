@@ -2,7 +2,7 @@
 
     [[rules]]
     id = "cage-fight"                 # unique across all files
-    category = "challenge"            # challenge, rivalry, taunt, response, or your own
+    category = "challenge"            # challenge, rivalry, taunt, response, veto, or your own
     severity = 4                      # 1-5
     query = '("cage match" OR octagon) NOT "nicolas cage"'
     description = "..."               # optional, shown in check-config and backtests
@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.models import KINDS, Post
-from bot.query import Node, QuerySyntaxError, parse
+from bot.detect.query import Node, QuerySyntaxError, parse
+from bot.models import KINDS, MODEL_RULE, Post
 from config import ConfigError
 
-CATEGORIES = ("challenge", "rivalry", "taunt", "response")
-# Stored as hits, but never alerted on their own nor counted as flags: exchange detection links them to the
-# challenge they answer.
-SILENT_CATEGORIES = frozenset({"response"})
+CATEGORIES = ("challenge", "rivalry", "taunt", "response", "veto")
+# A veto rule suppresses every alert for the post it matches (rules' and the model's): a known false alarm.
+VETO = "veto"
+# Stored as hits, but never alerted on their own nor counted as flags: exchange detection links responses to
+# the challenge they answer; a veto is kept so the decision can be read back.
+SILENT_CATEGORIES = frozenset({"response", VETO})
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _KEYS = ("id", "category", "severity", "query", "description", "languages", "platforms", "accounts", "kinds")
 
@@ -99,6 +101,8 @@ def rule_from_table(table: dict[str, Any], where: str) -> Rule:
             f"{where}: id: expected lower-case letters, digits, '-', '_' or '.', got {rule_id!r}"
         )
     where = f"{where.rsplit(': ', 1)[0]}: rule {rule_id}"
+    if rule_id == MODEL_RULE:
+        raise ConfigError(f"{where}: id: '{MODEL_RULE}' is reserved for hits decided by the learned model")
     unknown = set(table) - set(_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; expected one of: {', '.join(_KEYS)}")

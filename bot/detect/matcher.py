@@ -1,10 +1,10 @@
 """The matching engine: every literal of every rule in one Aho-Corasick automaton, then boolean checks.
 
-A post is folded (bot.normalize) into a line of words, " word word word ", and the automaton finds every
-rule literal in it in one pass: a key " cage match " only matches whole words, a key " fight" (from fight*)
-matches words that start with it, and a phrase also has its joined form (" cagematch "). Only rules with a
-literal in the post become candidates, and only their query trees are evaluated, so the cost of a post does
-not grow with rules whose words it does not contain. Spans are mapped back to the original text.
+A post is folded (bot.detect.normalize) into a line of words, " word word word ", and the automaton finds
+every rule literal in it in one pass: a key " cage match " only matches whole words, a key " fight" (from
+fight*) matches words that start with it, and a phrase also has its joined form (" cagematch "). Only rules
+with a literal in the post become candidates, and only their query trees are evaluated, so the cost of a post
+does not grow with rules whose words it does not contain. Spans are mapped back to the original text.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from itertools import islice
 
+from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
+from bot.detect.query import And, Near, Node, Not, Or, Term, terms_of
+from bot.detect.rules import Rule, load_rules
+from bot.detect.scanners import make_scanner
 from bot.models import Hit, Post, Span
-from bot.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
-from bot.query import And, Near, Node, Not, Or, Term, terms_of
-from bot.rules import Rule, load_rules
-from bot.scanners import make_scanner
 
 __all__ = ["Matcher", "Rule", "load_rules"]
 

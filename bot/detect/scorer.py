@@ -1,0 +1,218 @@
+"""The learned scorer: a linear model over hashed n-grams (bot.detect.features), and why it scored a post.
+
+A model is two files side by side: `NAME.json` (format, threshold, categories, biases, what it was trained on
+and how it scored in cross-validation) and `NAME.npz` (numpy arrays: the flag weights and the category
+weights). Both load without running code: JSON, and `numpy.load(allow_pickle=False)`. The JSON names the
+arrays' SHA-256, so a model whose arrays do not belong to it is refused.
+
+Scoring needs only numpy; training (bot.detect.train) needs scikit-learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.detect.features import CHAR_NGRAMS, DIMENSIONS, Batch, featurize, featurize_lines
+from bot.detect.normalize import fold_with_origin
+from bot.models import Span
+
+FORMAT = "ringside.scorer/1"
+CATEGORIES = ("challenge", "taunt", "rivalry", "response")
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "config" / "model" / "scorer.json"
+
+
+class ModelError(Exception):
+    """A model file that cannot be used: missing, malformed, or not matching its arrays."""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A trained model: P(flag) for a batch of posts, the likeliest category, and the words that drove it."""
+
+    weights: np.ndarray  # (DIMENSIONS,) float32
+    bias: float
+    category_weights: np.ndarray  # (len(categories), DIMENSIONS) float32
+    category_bias: np.ndarray  # (len(categories),)
+    threshold: float
+    categories: tuple[str, ...] = CATEGORIES
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- scoring --------------------------------------------------------------------------------------
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """P(flag) for each text, computed for the whole batch at once."""
+        if not texts:
+            return np.zeros(0, dtype=np.float64)
+        return self.probabilities_of(featurize(texts))
+
+    def probabilities_of(self, batch: Batch) -> np.ndarray:
+        sums = np.bincount(batch.post, weights=self.weights[batch.column], minlength=batch.size)
+        return _sigmoid(sums / batch.norm + self.bias)
+
+    def category(self, text: str) -> str:
+        """The likeliest alerting category for a post the model flags."""
+        batch = featurize([text])
+        rows = self.category_weights[:, batch.column].sum(axis=1) / batch.norm[0] + self.category_bias
+        return self.categories[int(np.argmax(rows))]
+
+    # -- explaining -----------------------------------------------------------------------------------
+
+    def explain(self, text: str, limit: int = 3) -> tuple[Span, ...]:
+        """The phrases of `text` that pushed its score up most, as spans of the original text.
+
+        Each n-gram's weight is shared among the folded words it touches; the strongest words seed phrases
+        that grow over neighbours that also pushed up. The span's term is the original text it covers.
+        """
+        folded = fold_with_origin(text)
+        if not folded.words:
+            return ()
+        scores = self._word_scores(folded.words)
+        return tuple(
+            Span(
+                folded.spans[first][0],
+                folded.spans[last][1],
+                text[folded.spans[first][0] : folded.spans[last][1]],
+            )
+            for first, last in _phrases(scores, limit)
+        )
+
+    def _word_scores(self, words: list[str]) -> np.ndarray:
+        line = " " + " ".join(words) + " "
+        batch = featurize_lines([line])
+        starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]]) + 1
+        ends = starts + np.array([len(w) for w in words])
+        contribution = self.weights[batch.column] / batch.norm[0]
+        scores = np.zeros(len(words), dtype=np.float64)
+        first = np.searchsorted(
+            ends, batch.start, side="right"
+        )  # first word that ends after the n-gram starts
+        last = np.searchsorted(starts, batch.end, side="left") - 1  # last word that starts before it ends
+        for lo, hi, value in zip(first, last, contribution, strict=True):
+            lo, hi = int(lo), int(min(hi, len(words) - 1))
+            if lo <= hi:
+                scores[lo : hi + 1] += value / (hi - lo + 1)
+        return scores
+
+    # -- files ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_MODEL) -> Scorer:
+        """Read NAME.json and NAME.npz; raise ModelError naming the file and what is wrong."""
+        path = Path(path)
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such model file (rebuild it with: run_bot.py train)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ModelError(f"{path}: not a model file: {error}") from None
+        _check_meta(path, meta)
+        arrays_path = path.with_suffix(".npz")
+        try:
+            raw = arrays_path.read_bytes()
+        except OSError as error:
+            raise ModelError(f"{arrays_path}: cannot read the model's arrays: {error.strerror}") from None
+        if hashlib.sha256(raw).hexdigest() != meta["arrays_sha256"]:
+            raise ModelError(f"{arrays_path}: does not belong to {path.name} (its SHA-256 differs)")
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            weights = arrays["weights"].astype(np.float32)
+            category_weights = arrays["category_weights"].astype(np.float32)
+        if weights.shape != (DIMENSIONS,) or category_weights.shape != (len(meta["categories"]), DIMENSIONS):
+            raise ModelError(f"{arrays_path}: arrays of the wrong shape for {DIMENSIONS} dimensions")
+        return cls(
+            weights=weights,
+            bias=float(meta["bias"]),
+            category_weights=category_weights,
+            category_bias=np.asarray(meta["category_bias"], dtype=np.float64),
+            threshold=float(meta["threshold"]),
+            categories=tuple(meta["categories"]),
+            meta=meta,
+        )
+
+    def save(self, path: Path) -> None:
+        """Write NAME.npz, then NAME.json naming the arrays' SHA-256 (same inputs, same bytes)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays_path = path.with_suffix(".npz")
+        # np.savez_compressed stamps zip entries with the current time; a fixed date keeps rebuilds identical.
+        _write_npz(
+            arrays_path,
+            {
+                "weights": self.weights.astype(np.float32),
+                "category_weights": self.category_weights.astype(np.float16),
+            },
+        )
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "dimensions": DIMENSIONS,
+            "char_ngrams": list(CHAR_NGRAMS),
+            "threshold": round(self.threshold, 6),
+            "bias": float(self.bias),
+            "categories": list(self.categories),
+            "category_bias": [float(b) for b in self.category_bias],
+            "arrays": arrays_path.name,
+            "arrays_sha256": hashlib.sha256(arrays_path.read_bytes()).hexdigest(),
+        }
+        path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a {FORMAT} model file")
+    if meta.get("dimensions") != DIMENSIONS or meta.get("char_ngrams") != list(CHAR_NGRAMS):
+        raise ModelError(f"{path}: made for other features (dimensions, char_ngrams); retrain it")
+    for key in ("threshold", "bias", "categories", "category_bias", "arrays_sha256"):
+        if key not in meta:
+            raise ModelError(f"{path}: missing key '{key}'")
+    threshold = meta["threshold"]
+    if not isinstance(threshold, int | float) or not 0 < threshold < 1:
+        raise ModelError(f"{path}: 'threshold' must be a number between 0 and 1, got {threshold!r}")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(values, -40, 40)))
+
+
+def _phrases(scores: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Up to `limit` runs of words [first, last]: each grown from a strong word over neighbours that help."""
+    taken = np.zeros(len(scores), dtype=bool)
+    phrases: list[tuple[int, int]] = []
+    for seed in np.argsort(-scores, kind="stable"):
+        if len(phrases) == limit or scores[seed] <= 0:
+            break
+        if taken[seed]:
+            continue
+        first = last = int(seed)
+        floor = scores[seed] * 0.35
+        while last - first < 3:
+            left = scores[first - 1] if first > 0 and not taken[first - 1] else -np.inf
+            right = scores[last + 1] if last + 1 < len(scores) and not taken[last + 1] else -np.inf
+            if max(left, right) < floor:
+                break
+            if left >= right:
+                first -= 1
+            else:
+                last += 1
+        taken[first : last + 1] = True
+        phrases.append((first, last))
+    return sorted(phrases)

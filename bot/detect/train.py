@@ -1,0 +1,159 @@
+"""Training the scorer from the labelled corpus and the operator's labels (`run_bot.py train`).
+
+- Features: bot.detect.features, the same function scoring uses.
+- Flag model: L2 logistic regression (liblinear). Its strength C and the decision threshold are chosen by
+  cross-validation on the corpus with folds grouped by writer, so the figures say how the model does on a
+  writer it has never read; the threshold is the one with the best F1 over the out-of-fold probabilities. The
+  blind set is never read here.
+- Category head: multinomial logistic regression over the flagged posts (challenge, taunt, rivalry, response).
+- The operator's labels count `operator_weight` times a corpus line: they are the operator's own feeds.
+
+Training is deterministic: the same corpus and labels give the same model files, byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.detect.corpus import FLAG_CATEGORIES, Example
+from bot.detect.features import Batch, featurize, sparse_matrix
+from bot.detect.scorer import Scorer
+
+log = logging.getLogger("ringside.train")
+
+STRENGTHS = (2.0, 5.0, 12.0, 30.0)
+FOLDS = 5
+OPERATOR_WEIGHT = 3.0
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    strength: float
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+
+
+def train(
+    examples: Sequence[Example],
+    strength: float | None = None,
+    threshold: float | None = None,
+    meta: dict | None = None,
+) -> Scorer:
+    """A scorer trained on `examples`. Without `strength`/`threshold`, both come from cross-validation."""
+    if len({e.label for e in examples}) < 2:
+        raise ValueError("training needs posts labelled flag and posts labelled none")
+    batch = featurize([e.text for e in examples])
+    features = sparse_matrix(batch)
+    labels = np.array([e.flagged for e in examples])
+    weights = np.array([e.weight for e in examples])
+    cv = None
+    if strength is None or threshold is None:
+        cv = cross_validate(examples, batch)
+        strength, threshold = cv.strength, cv.threshold
+    flag = _flag_model(strength).fit(features, labels, sample_weight=weights)
+    categories, category_weights, category_bias = _category_head(examples, features, weights, strength)
+    info = dict(meta or {})
+    info["strength"] = strength
+    if cv is not None:
+        info["cross_validation"] = {
+            "folds": f"{FOLDS}, grouped by writer",
+            "precision": round(cv.precision, 4),
+            "recall": round(cv.recall, 4),
+            "f1": round(cv.f1, 4),
+        }
+    return Scorer(
+        weights=flag.coef_[0].astype(np.float32),
+        bias=float(flag.intercept_[0]),
+        category_weights=category_weights,
+        category_bias=category_bias,
+        threshold=threshold,
+        categories=categories,
+        meta=info,
+    )
+
+
+def cross_validate(examples: Sequence[Example], batch: Batch | None = None) -> CrossValidation:
+    """The strength and threshold with the best out-of-fold F1, folds grouped by writer."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    batch = batch or featurize([e.text for e in examples])
+    features = sparse_matrix(batch)
+    labels = np.array([e.flagged for e in examples])
+    weights = np.array([e.weight for e in examples])
+    groups = np.array([e.writer for e in examples])
+    folds = list(
+        StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=0).split(features, labels, groups)
+    )
+    best: CrossValidation | None = None
+    for strength in STRENGTHS:
+        scores = np.zeros(len(examples))
+        for fit_rows, score_rows in folds:
+            model = _flag_model(strength).fit(
+                features[fit_rows], labels[fit_rows], sample_weight=weights[fit_rows]
+            )
+            scores[score_rows] = model.predict_proba(features[score_rows])[:, 1]
+        result = best_threshold(scores, labels, strength)
+        log.info(
+            "C=%g: threshold %.3f, F1 %.3f (P %.3f R %.3f)",
+            strength,
+            result.threshold,
+            result.f1,
+            result.precision,
+            result.recall,
+        )
+        if best is None or result.f1 > best.f1 + 1e-9:
+            best = result
+    assert best is not None
+    return best
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray, strength: float = 0.0) -> CrossValidation:
+    """The threshold in [0.2, 0.8] with the best F1 (the lowest such, on a tie)."""
+    best = CrossValidation(strength, 0.5, 0.0, 0.0, -1.0)
+    for threshold in np.round(np.arange(0.20, 0.801, 0.01), 2):
+        flagged = scores >= threshold
+        tp = int(np.sum(flagged & labels))
+        fp = int(np.sum(flagged & ~labels))
+        fn = int(np.sum(~flagged & labels))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        if f1 > best.f1 + 1e-9:
+            best = CrossValidation(strength, float(threshold), precision, recall, f1)
+    return best
+
+
+def _flag_model(strength: float):  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=strength, solver="liblinear", max_iter=1000, random_state=0)
+
+
+def _category_head(
+    examples: Sequence[Example],
+    features,
+    weights: np.ndarray,
+    strength: float,  # type: ignore[no-untyped-def]
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    rows = np.array([i for i, e in enumerate(examples) if e.flagged])
+    names = np.array([examples[i].category for i in rows])
+    present = tuple(c for c in FLAG_CATEGORIES if c in set(names))
+    if len(present) < 2:  # one category (or none) among the flags: it is the answer, whatever the text
+        only = present or ("challenge",)
+        return only, np.zeros((1, features.shape[1]), dtype=np.float32), np.zeros(1)
+    model = LogisticRegression(C=strength, max_iter=2000)
+    model.fit(features[rows], names, sample_weight=weights[rows])
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # two classes: scikit-learn keeps one row, for the second class
+        coef, intercept = np.vstack([-coef[0], coef[0]]) / 2, np.array([-intercept[0], intercept[0]]) / 2
+    order = [list(model.classes_).index(c) for c in present]
+    coef, intercept = coef[order], intercept[order]
+    return present, coef.astype(np.float32), intercept.astype(np.float64)

@@ -1,0 +1,66 @@
+"""The operator's verdicts on stored posts, mixed into Store: `run_bot.py label` writes, `train` reads."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlite_utils
+
+from bot.timeutil import iso, utcnow
+
+
+class LabelError(Exception):
+    """A verdict that cannot be stored: an unknown post or alert."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    post_key: str
+    label: str
+    category: str | None
+    text: str
+    lang: str | None
+    labelled_at: str
+    source: str
+
+
+class LabelStore:
+    db: sqlite_utils.Database
+    lock: threading.RLock
+
+    def post_key_of_alert(self, alert_id: int) -> str:
+        """The post an alert is about; LabelError when there is no such alert or it is not about a post."""
+        row = self.db.execute(
+            "SELECT h.post_key FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE a.id = ?", [alert_id]
+        ).fetchone()
+        if row is None:
+            raise LabelError(f"no alert {alert_id} about a post (see: run_bot.py report alerts)")
+        return str(row[0])
+
+    def save_label(
+        self,
+        post_key: str,
+        label: str,
+        category: str | None = None,
+        source: str = "cli",
+        now: datetime | None = None,
+    ) -> Verdict:
+        """Store the operator's verdict on a stored post, replacing an earlier one for the same post."""
+        with self.lock:
+            row = self.db.execute("SELECT text, lang FROM posts WHERE key = ?", [post_key]).fetchone()
+            if row is None:
+                raise LabelError(f"no stored post {post_key!r} (keys look like x:1671234567890)")
+            verdict = Verdict(post_key, label, category, row[0], row[1], iso(now or utcnow()), source)
+            with self.db.conn:
+                self.db["labels"].upsert(verdict.__dict__, pk="post_key")
+            return verdict
+
+    def verdicts(self) -> list[Verdict]:
+        """Every stored verdict, oldest first."""
+        rows = self.db.execute(
+            "SELECT post_key, label, category, text, lang, labelled_at, source FROM labels"
+            " ORDER BY labelled_at"
+        ).fetchall()
+        return [Verdict(*row) for row in rows]
