@@ -27,6 +27,10 @@ WORKDIR /app
 COPY config/ringside.toml config/webhook.schema.json config/
 COPY config/rules config/rules
 COPY config/replay config/replay
+COPY config/model config/model
+# The labelled corpus, so `run_bot.py train --out /data/scorer.json` can retrain with the operator's labels
+# (build with EXTRAS=train for scikit-learn).
+COPY corpus/train corpus/train
 COPY run_bot.py ./
 ENV PATH=/opt/ringside/bin:$PATH \
     PYTHONUNBUFFERED=1 \

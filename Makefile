@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench train clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-train: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[train]'
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -30,6 +34,11 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/match.py
+	$(BIN)/python bench/detect.py
+
+# Rebuild the shipped model (config/model/) from corpus/train and the operator's labels in the database.
+train: $(VENV)/.installed-train
+	$(BIN)/python run_bot.py train
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

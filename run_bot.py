@@ -31,10 +31,9 @@ from bot.commands import (
     command_train,
     command_unmute,
 )
-from bot.detect.corpus import TRAIN_DIR, CorpusError
+from bot.detect.corpus import CorpusError
 from bot.detect.scorer import ModelError
 from config import ConfigError, Settings, load_settings
-from config.settings import DEFAULT_MODEL
 from storage import DatabaseError, Store
 from storage.labels import LabelError
 from storage.reports import QueryError
@@ -110,8 +109,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "train",
         help="retrain the learned scorer from the corpus and the operator's labels (needs the train extra)",
     )
-    train.add_argument("--corpus", type=Path, default=TRAIN_DIR, help="directory of labelled JSONL files")
-    train.add_argument("--out", type=Path, default=DEFAULT_MODEL, help="model file to write (and its .npz)")
+    train.add_argument(
+        "--corpus", type=Path, default=Path("corpus/train"), help="directory of labelled JSONL files"
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=Path("config/model/scorer.json"),
+        help="model file to write, and its .npz beside it (point detector.model at it)",
+    )
     train.add_argument("--no-labels", action="store_true", help="leave out the operator's labels")
     train.set_defaults(handler=command_train)
     label = commands.add_parser("label", help="store your verdict on a post, for training and backtest --db")

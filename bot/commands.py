@@ -76,8 +76,10 @@ def command_train(args: argparse.Namespace) -> int:
         import sklearn  # noqa: F401
     except ImportError:
         raise UsageError(
-            "train needs scikit-learn: pip install 'ringside[train]' (make install-train)"
+            "train needs scikit-learn: pip install 'ringside[train]', or run: make train"
         ) from None
+    if not sorted(args.corpus.glob("*.jsonl")):
+        raise UsageError(f"--corpus: no *.jsonl files in {args.corpus}")
     corpus = read_dir(args.corpus)
     verdicts = []
     if not args.no_labels:
@@ -101,9 +103,7 @@ def command_train(args: argparse.Namespace) -> int:
     files = sorted(args.corpus.glob("*.jsonl"))
     meta = {
         "trained_on": {
-            "corpus": str(args.corpus.relative_to(Path.cwd()))
-            if args.corpus.is_relative_to(Path.cwd())
-            else str(args.corpus),
+            "corpus": str(args.corpus),
             "corpus_sha256": digest(files),
             "posts": len(corpus),
             "operator_labels": len(operator),

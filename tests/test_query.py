@@ -106,5 +106,5 @@ def test_the_shipped_rule_pack_loads():
     from config import DEFAULT_RULES
 
     rules = load_rules(DEFAULT_RULES)
-    assert {r.category for r in rules} == {"challenge", "rivalry", "taunt", "response"}
+    assert {r.category for r in rules} == {"challenge", "rivalry", "taunt", "response", "veto"}
     assert len({r.id for r in rules}) == len(rules)

@@ -90,7 +90,8 @@ def _char_ngrams(lines: list[str]) -> tuple[np.ndarray, ...]:
         for n in range(1, max(CHAR_NGRAMS) + 1):
             # rolling[i] is the hash of codes[i:i+n]; n-grams that run past the end are dropped below.
             shifted = np.zeros(len(codes), dtype=np.uint64)
-            shifted[: len(codes) - n + 1] = codes[n - 1 :]
+            if len(codes) >= n:
+                shifted[: len(codes) - n + 1] = codes[n - 1 :]
             rolling = rolling * _MULTIPLIER + shifted
             if n not in CHAR_NGRAMS or len(codes) < n:
                 continue

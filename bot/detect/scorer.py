@@ -194,16 +194,20 @@ def _sigmoid(values: np.ndarray) -> np.ndarray:
 
 
 def _phrases(scores: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Up to `limit` runs of words [first, last]: each grown from a strong word over neighbours that help."""
+    """Up to `limit` runs of words [first, last]: each grown from a strong word over neighbours that help.
+
+    A seed must carry at least a third of the strongest word's push, so a post with one clear reason shows one
+    phrase rather than three; a neighbour joins when it pushes at least half as hard as its seed."""
     taken = np.zeros(len(scores), dtype=bool)
     phrases: list[tuple[int, int]] = []
+    strongest = float(scores.max()) if len(scores) else 0.0
     for seed in np.argsort(-scores, kind="stable"):
-        if len(phrases) == limit or scores[seed] <= 0:
+        if len(phrases) == limit or scores[seed] <= 0 or scores[seed] < strongest / 3:
             break
         if taken[seed]:
             continue
         first = last = int(seed)
-        floor = scores[seed] * 0.35
+        floor = scores[seed] * 0.5
         while last - first < 3:
             left = scores[first - 1] if first > 0 and not taken[first - 1] else -np.inf
             right = scores[last + 1] if last + 1 < len(scores) and not taken[last + 1] else -np.inf
