@@ -55,51 +55,62 @@ class Detector:
         return self.matcher.rules
 
     def judge(self, posts: Sequence[Post]) -> list[Judgement]:
-        """The decision for each post, in order."""
-        probabilities = (
-            self.scorer.probabilities([p.text for p in posts])
-            if self.scorer and posts
-            else [None] * len(posts)
-        )
-        return [self._decide(post, p) for post, p in zip(posts, probabilities, strict=True)]
+        """The decision for each post, in order. The scorer runs once over the whole batch, and explains at
+        once every post that hits."""
+        probabilities: list[float | None] = [None] * len(posts)
+        if self.scorer is not None and posts:
+            probabilities = [float(p) for p in self.scorer.probabilities([post.text for post in posts])]
+        matched = [tuple(self.matcher.match(post)) for post in posts]
+        verdicts = [self._verdict(hits, p) for hits, p in zip(matched, probabilities, strict=True)]
+        why = self._explanations(posts, verdicts)
+        judgements = []
+        for post, hits, p, verdict in zip(posts, matched, probabilities, verdicts, strict=True):
+            judgements.append(self._judgement(post, hits, p, verdict, why.get(post.key, ((), ""))))
+        return judgements
 
-    def _decide(self, post: Post, probability: float | None) -> Judgement:
-        rule_hits = tuple(self.matcher.match(post))
-        p = None if probability is None else float(probability)
-        silent = tuple(h for h in rule_hits if h.category in SILENT_CATEGORIES)
+    def _verdict(self, rule_hits: tuple[Hit, ...], p: float | None) -> str:
+        """veto, rules (an alerting rule matched), model (the model alone reaches the threshold) or none."""
         if any(h.category == VETO for h in rule_hits):
-            return Judgement(post, silent, p, rule_hits)
-        alerting = [h for h in rule_hits if h.category not in SILENT_CATEGORIES]
-        if alerting:
-            why = self._why(post) if p is not None else ()
-            hits = tuple(self._with_model(h, p, why) for h in alerting) + silent
-            return Judgement(post, hits, p, rule_hits)
-        if p is not None and p >= self.threshold:
-            return Judgement(post, (self._model_hit(post, p), *silent), p, rule_hits)
-        return Judgement(post, silent, p, rule_hits)
+            return "veto"
+        if any(h.category not in SILENT_CATEGORIES for h in rule_hits):
+            return "rules"
+        return "model" if p is not None and p >= self.threshold else "none"
 
-    def _why(self, post: Post) -> tuple:
-        assert self.scorer is not None
-        return self.scorer.explain(post.text)
+    def _explanations(self, posts: Sequence[Post], verdicts: list[str]) -> dict[str, tuple[tuple, str]]:
+        """Post key -> (why, category) for each post that hits, explained in one batch."""
+        if self.scorer is None:
+            return {}
+        chosen = [
+            post for post, verdict in zip(posts, verdicts, strict=True) if verdict in ("rules", "model")
+        ]
+        texts = [post.text for post in chosen]
+        why = self.scorer.explain_all(texts)
+        categories = self.scorer.categories_of(texts)
+        return {post.key: (w, c) for post, w, c in zip(chosen, why, categories, strict=True)}
+
+    def _judgement(
+        self, post: Post, rule_hits: tuple[Hit, ...], p: float | None, verdict: str, explained: tuple
+    ) -> Judgement:
+        why, category = explained
+        silent = tuple(h for h in rule_hits if h.category in SILENT_CATEGORIES)
+        if verdict == "rules":
+            alerting = [h for h in rule_hits if h.category not in SILENT_CATEGORIES]
+            hits = tuple(self._with_model(h, p, why) for h in alerting) + silent
+        elif verdict == "model":
+            assert p is not None
+            model_hit = Hit(
+                post.key, MODEL_RULE, category, model_severity(p, self.threshold), why, probability=p, why=why
+            )
+            hits = (model_hit, *silent)
+        else:
+            hits = silent
+        return Judgement(post, hits, p, rule_hits)
 
     def _with_model(self, hit: Hit, p: float | None, why: tuple) -> Hit:
         if p is None:
             return hit
         severity = hit.severity - 1 if p < 0.2 else hit.severity + 1 if p >= 0.9 else hit.severity
         return replace(hit, severity=max(1, min(5, severity)), probability=p, why=why)
-
-    def _model_hit(self, post: Post, p: float) -> Hit:
-        assert self.scorer is not None
-        why = self._why(post)
-        return Hit(
-            post.key,
-            MODEL_RULE,
-            self.scorer.category(post.text),
-            model_severity(p, self.threshold),
-            spans=why,
-            probability=p,
-            why=why,
-        )
 
 
 def model_severity(probability: float, threshold: float) -> int:

@@ -58,47 +58,70 @@ class Scorer:
 
     def category(self, text: str) -> str:
         """The likeliest alerting category for a post the model flags."""
-        batch = featurize([text])
-        rows = self.category_weights[:, batch.column].sum(axis=1) / batch.norm[0] + self.category_bias
-        return self.categories[int(np.argmax(rows))]
+        return self.categories_of([text])[0]
+
+    def categories_of(self, texts: Sequence[str]) -> list[str]:
+        """The likeliest alerting category of each text, for the whole batch at once."""
+        if not texts:
+            return []
+        batch = featurize(texts)
+        rows = np.stack(
+            [
+                np.bincount(batch.post, weights=weights[batch.column], minlength=batch.size)
+                for weights in self.category_weights
+            ]
+        )
+        rows = rows / batch.norm + self.category_bias[:, None]
+        return [self.categories[int(i)] for i in np.argmax(rows, axis=0)]
 
     # -- explaining -----------------------------------------------------------------------------------
 
     def explain(self, text: str, limit: int = 3) -> tuple[Span, ...]:
-        """The phrases of `text` that pushed its score up most, as spans of the original text.
+        """The phrases of `text` that pushed its score up most, as spans of the original text."""
+        return self.explain_all([text], limit)[0]
+
+    def explain_all(self, texts: Sequence[str], limit: int = 3) -> list[tuple[Span, ...]]:
+        """For each text, the phrases that pushed its score up most, as spans of the original text.
 
         Each n-gram's weight is shared among the folded words it touches; the strongest words seed phrases
-        that grow over neighbours that also pushed up. The span's term is the original text it covers.
+        that grow over neighbours that also pushed up. A span's term is the original text it covers.
         """
-        folded = fold_with_origin(text)
-        if not folded.words:
-            return ()
-        scores = self._word_scores(folded.words)
-        return tuple(
-            Span(
-                folded.spans[first][0],
-                folded.spans[last][1],
-                text[folded.spans[first][0] : folded.spans[last][1]],
+        if not texts:
+            return []
+        folded = [fold_with_origin(text) for text in texts]
+        scores = self._word_scores([f.words for f in folded])
+        explained = []
+        for text, words, own in zip(texts, folded, scores, strict=True):
+            explained.append(
+                tuple(
+                    Span(words.spans[a][0], words.spans[b][1], text[words.spans[a][0] : words.spans[b][1]])
+                    for a, b in _phrases(own, limit)
+                )
             )
-            for first, last in _phrases(scores, limit)
-        )
+        return explained
 
-    def _word_scores(self, words: list[str]) -> np.ndarray:
-        line = " " + " ".join(words) + " "
-        batch = featurize_lines([line])
-        starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]]) + 1
-        ends = starts + np.array([len(w) for w in words])
-        contribution = self.weights[batch.column] / batch.norm[0]
-        scores = np.zeros(len(words), dtype=np.float64)
-        first = np.searchsorted(
-            ends, batch.start, side="right"
-        )  # first word that ends after the n-gram starts
-        last = np.searchsorted(starts, batch.end, side="left") - 1  # last word that starts before it ends
-        for lo, hi, value in zip(first, last, contribution, strict=True):
-            lo, hi = int(lo), int(min(hi, len(words) - 1))
-            if lo <= hi:
-                scores[lo : hi + 1] += value / (hi - lo + 1)
-        return scores
+    def _word_scores(self, posts: list[list[str]]) -> list[np.ndarray]:
+        """Each post's push per folded word, all posts featurized at once."""
+        lines = [" " + " ".join(words) + " " for words in posts]
+        batch = featurize_lines(lines)
+        line_at = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])
+        # Every word's [start, end) in the joined lines; n-grams never cross lines, so one search finds the
+        # words an n-gram touches, and an n-gram of spaces alone touches none (its last < its first).
+        lengths = [np.array([len(w) for w in words], dtype=np.int64) for words in posts]
+        starts = np.concatenate(
+            [np.zeros(0, dtype=np.int64)]
+            + [at + 1 + np.cumsum(size + 1) - (size + 1) for at, size in zip(line_at, lengths, strict=False)]
+        )
+        ends = starts + np.concatenate([np.zeros(0, dtype=np.int64), *lengths])
+        n_start, n_end = batch.start + line_at[batch.post], batch.end + line_at[batch.post]
+        first = np.searchsorted(ends, n_start, side="right")
+        last = np.searchsorted(starts, n_end, side="left") - 1
+        touched = np.maximum(last - first + 1, 0)
+        contribution = self.weights[batch.column] / batch.norm[batch.post]
+        word = np.repeat(first, touched) + _ranks(touched)
+        share = np.repeat(contribution / np.maximum(touched, 1), touched)
+        totals = np.bincount(word, weights=share, minlength=len(starts))
+        return np.split(totals, np.cumsum([len(words) for words in posts])[:-1])
 
     # -- files ----------------------------------------------------------------------------------------
 
@@ -187,6 +210,13 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., c-1 for each c in `counts`, concatenated: [2, 1, 3] -> [0, 1, 0, 0, 1, 2]."""
+    total = int(counts.sum())
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - offsets
 
 
 def _sigmoid(values: np.ndarray) -> np.ndarray:
