@@ -74,11 +74,12 @@ def test_latest_hits_as_a_table_is_aligned_with_text_and_link(demo_db, capsys):
     header, rule, first, _ = out.rstrip("\n").split("\n")
     assert header.split() == [
         "created_at",
-        "platform",
+        "post_key",
         "author",
         "rule",
         "category",
         "severity",
+        "probability",
         "text",
         "url",
     ]

@@ -25,6 +25,7 @@ from bot.models import Span
 
 FORMAT = "ringside.scorer/1"
 CATEGORIES = ("challenge", "taunt", "rivalry", "response")
+OCCLUSION_WORDS = 120  # posts up to this many words are explained by leaving out each word in turn
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "config" / "model" / "scorer.json"
 
 
@@ -83,13 +84,17 @@ class Scorer:
     def explain_all(self, texts: Sequence[str], limit: int = 3) -> list[tuple[Span, ...]]:
         """For each text, the phrases that pushed its score up most, as spans of the original text.
 
-        Each n-gram's weight is shared among the folded words it touches; the strongest words seed phrases
-        that grow over neighbours that also pushed up. A span's term is the original text it covers.
+        A word's push is how far the post's score falls without it (for long posts, the weights of the
+        n-grams it holds); the strongest words seed phrases that grow over neighbours that also pushed up.
+        A span's term is the original text it covers.
         """
         if not texts:
             return []
         folded = [fold_with_origin(text) for text in texts]
         scores = self._word_scores([f.words for f in folded])
+        short = [i for i, f in enumerate(folded) if len(f.words) <= OCCLUSION_WORDS]
+        for i, own in zip(short, self._occlusion_scores([folded[i].words for i in short]), strict=True):
+            scores[i] = own
         explained = []
         for text, words, own in zip(texts, folded, scores, strict=True):
             explained.append(
@@ -100,8 +105,29 @@ class Scorer:
             )
         return explained
 
+    def _occlusion_scores(self, posts: list[list[str]]) -> list[np.ndarray]:
+        """Each post's push per folded word: how far its score (log-odds) falls when that word is left out.
+
+        Every post and every one-word-shorter variant is featurized in one batch."""
+        lines: list[str] = []
+        for words in posts:
+            lines.append(" " + " ".join(words) + " ")
+            lines += [" " + " ".join(words[:k] + words[k + 1 :]) + " " for k in range(len(words))]
+        if not lines:
+            return []
+        batch = featurize_lines(lines)
+        sums = np.bincount(batch.post, weights=self.weights[batch.column], minlength=batch.size)
+        logits = sums / batch.norm
+        scores, at = [], 0
+        for words in posts:
+            scores.append(logits[at] - logits[at + 1 : at + 1 + len(words)])
+            at += 1 + len(words)
+        return scores
+
     def _word_scores(self, posts: list[list[str]]) -> list[np.ndarray]:
-        """Each post's push per folded word, all posts featurized at once."""
+        """Each post's push per folded word from the weights of the n-grams it holds, all posts at once.
+
+        The fallback for long posts, where leaving out each word in turn would cost too much."""
         lines = [" " + " ".join(words) + " " for words in posts]
         batch = featurize_lines(lines)
         line_at = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])

@@ -67,7 +67,7 @@ def train(
     info["strength"] = strength
     if cv is not None:
         info["cross_validation"] = {
-            "folds": f"{FOLDS}, grouped by writer",
+            "folds": _fold_description({e.writer for e in examples}),
             "precision": round(cv.precision, 4),
             "recall": round(cv.recall, 4),
             "f1": round(cv.f1, 4),
@@ -85,16 +85,12 @@ def train(
 
 def cross_validate(examples: Sequence[Example], batch: Batch | None = None) -> CrossValidation:
     """The strength and threshold with the best out-of-fold F1, folds grouped by writer."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     batch = batch or featurize([e.text for e in examples])
     features = sparse_matrix(batch)
     labels = np.array([e.flagged for e in examples])
     weights = np.array([e.weight for e in examples])
     groups = np.array([e.writer for e in examples])
-    folds = list(
-        StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=0).split(features, labels, groups)
-    )
+    folds = _folds(labels, groups)
     best: CrossValidation | None = None
     for strength in STRENGTHS:
         scores = np.zeros(len(examples))
@@ -130,6 +126,23 @@ def log_count_ratios(features, labels: np.ndarray, weights: np.ndarray) -> np.nd
 
 def _scaled(features, ratios: np.ndarray):  # type: ignore[no-untyped-def]
     return features.multiply(ratios).tocsr()
+
+
+def _folds(labels: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds grouped by writer (up to FOLDS; a writer is never on both sides), or by post for one writer."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    writers = len(set(groups))
+    if writers >= 2:
+        splitter = StratifiedGroupKFold(n_splits=min(FOLDS, writers), shuffle=True, random_state=0)
+        return list(splitter.split(labels, labels, groups))
+    return list(StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=0).split(labels, labels))
+
+
+def _fold_description(writers: set[str]) -> str:
+    if len(writers) >= 2:
+        return f"{min(FOLDS, len(writers))}, grouped by writer"
+    return f"{FOLDS}, by post (one writer)"
 
 
 def best_threshold(scores: np.ndarray, labels: np.ndarray, strength: float = 0.0) -> CrossValidation:
