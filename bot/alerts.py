@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from bot.models import Hit, Post
+from bot.models import MODEL_RULE, Hit, Post
 from bot.timeutil import iso, parse_datetime
 
 PLATFORM_NAMES = {
@@ -52,14 +52,25 @@ def alert_payload(post: Post, hit: Hit) -> dict[str, Any]:
 
 
 def why_line(payload: dict[str, Any]) -> str | None:
-    """What every channel shows of the decision: "why: 'settle this', 'name the day' (model, p=0.93)"."""
-    phrases = [term for _, _, term in payload.get("why") or []]
+    """What every channel shows of the decision.
+
+    "why: 'name the day', 'your gym or mine' (model, p=0.93)" when the model decided;
+    "why: 'cage match' (rule cage-fight, model p=0.64)" when a rule did. None for payloads from before the
+    detector (no probability, no reasons)."""
     decided = payload.get("decided_by") or payload["rule"]["id"]
     p = payload.get("probability")
-    if not phrases and p is None:
+    if decided == MODEL_RULE:
+        phrases = [term for _, _, term in payload.get("why") or []]
+        return f"why: {_quoted(phrases)} (model, p={p:.2f})" if p is not None else None
+    if p is None:
         return None
-    said = ", ".join(f"'{phrase}'" for phrase in phrases) or "-"
-    return f"why: {said} ({decided}" + (f", p={p:.2f})" if p is not None else ")")
+    terms = [term for _, _, term in payload.get("spans") or []]
+    return f"why: {_quoted(terms)} (rule {decided}, model p={p:.2f})"
+
+
+def _quoted(phrases: Sequence[str]) -> str:
+    unique = list(dict.fromkeys(phrases))
+    return ", ".join(f"'{phrase}'" for phrase in unique) or "-"
 
 
 def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str) -> str:

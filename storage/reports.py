@@ -84,7 +84,7 @@ REPORTS = {
         Report(
             "latest-hits",
             "latest_hits",
-            "The newest hits with what decided them (a rule, or the model with its probability), text and link",
+            "The newest hits: what decided them (a rule or the model), probability, text and link",
             """SELECT p.created_at, p.key AS post_key, p.author, h.rule_id AS rule, h.category, h.severity,
                       round(h.probability, 2) AS probability, p.text, p.url
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}""",

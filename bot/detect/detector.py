@@ -95,7 +95,9 @@ class Detector:
         silent = tuple(h for h in rule_hits if h.category in SILENT_CATEGORIES)
         if verdict == "rules":
             alerting = [h for h in rule_hits if h.category not in SILENT_CATEGORIES]
-            hits = tuple(self._with_model(h, p, why) for h in alerting) + silent
+            # The model's reasons back a rule only when the model agrees; its probability is kept either way.
+            agreed = why if p is not None and p >= self.threshold else ()
+            hits = tuple(self._with_model(h, p, agreed) for h in alerting) + silent
         elif verdict == "model":
             assert p is not None
             model_hit = Hit(

@@ -97,12 +97,9 @@ class Scorer:
             scores[i] = own
         explained = []
         for text, words, own in zip(texts, folded, scores, strict=True):
-            explained.append(
-                tuple(
-                    Span(words.spans[a][0], words.spans[b][1], text[words.spans[a][0] : words.spans[b][1]])
-                    for a, b in _phrases(own, limit)
-                )
-            )
+            seeds = np.where([len(w) > 1 for w in words.words], own, np.minimum(own, 0.0))
+            spans = [_whole_words(text, words.spans, a, b) for a, b in _phrases(seeds, limit)]
+            explained.append(tuple(Span(start, end, text[start:end]) for start, end in _merged(spans)))
         return explained
 
     def _occlusion_scores(self, posts: list[list[str]]) -> list[np.ndarray]:
@@ -236,6 +233,35 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, buffer.getvalue())
+
+
+_JOINERS = frozenset("'’-")
+
+
+def _whole_words(text: str, spans: list[tuple[int, int]], first: int, last: int) -> tuple[int, int]:
+    """The original [start, end) of folded words first..last, grown over words joined to them by an apostrophe
+    or a hyphen, so "isn't" is shown whole rather than as "isn" or "t"."""
+    while (
+        first > 0 and 0 < spans[first][0] - spans[first - 1][1] <= 1 and text[spans[first][0] - 1] in _JOINERS
+    ):
+        first -= 1
+    while (
+        last + 1 < len(spans)
+        and 0 < spans[last + 1][0] - spans[last][1] <= 1
+        and text[spans[last][1]] in _JOINERS
+    ):
+        last += 1
+    return spans[first][0], spans[last][1]
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _ranks(counts: np.ndarray) -> np.ndarray:
