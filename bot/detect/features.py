@@ -17,7 +17,6 @@ products for each n, no Python loop per n-gram.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +28,10 @@ DIMENSIONS = 1 << 18
 CHAR_NGRAMS = (2, 3, 4, 5)
 _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, as a polynomial base
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_INVERSE = np.uint64(pow(int(_MULTIPLIER), -1, 1 << 64))  # M * M^-1 = 1 modulo 2^64
 _SEPARATOR = 0  # code point between two posts' lines; no n-gram crosses it
-_WORD_SEED = 0x5EED
+_SPACE = 32
+_WORD_SEED = np.uint64(1 << 40)
 _PAIR_SEED = np.uint64(0xB16A)
 
 
@@ -62,8 +63,12 @@ def featurize(texts: Sequence[str]) -> Batch:
 def featurize_lines(lines: Sequence[str]) -> Batch:
     """The n-grams of already folded lines (" word word ")."""
     lines = list(lines)
-    char = _char_ngrams(lines)
-    word = _word_ngrams(lines)
+    joined = "\x00".join(lines)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
+    np.cumsum([len(line) + 1 for line in lines], out=offsets[1:])
+    char = _char_ngrams(codes, offsets)
+    word = _word_ngrams(codes, offsets)
     post, column, start, end = (np.concatenate([c, w]) for c, w in zip(char, word, strict=True))
     counts = np.bincount(post, minlength=len(lines)).astype(np.float32)
     norm = np.sqrt(np.maximum(counts, 1.0))
@@ -78,11 +83,7 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _char_ngrams(lines: list[str]) -> tuple[np.ndarray, ...]:
-    joined = "\x00".join(lines)
-    codes = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    offsets = np.zeros(len(lines) + 1, dtype=np.int64)
-    np.cumsum([len(line) + 1 for line in lines], out=offsets[1:])
+def _char_ngrams(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
     is_separator = np.concatenate([[0], np.cumsum(codes == _SEPARATOR)])
     parts: list[tuple[np.ndarray, ...]] = []
     rolling = np.zeros(len(codes), dtype=np.uint64)
@@ -105,25 +106,27 @@ def _char_ngrams(lines: list[str]) -> tuple[np.ndarray, ...]:
     return _stack(parts)
 
 
-def _word_ngrams(lines: list[str]) -> tuple[np.ndarray, ...]:
-    posts: list[int] = []
-    hashes: list[int] = []
-    starts: list[int] = []
-    ends: list[int] = []
-    for index, line in enumerate(lines):
-        position = 1
-        for word in line.split():
-            posts.append(index)
-            hashes.append(zlib.crc32(word.encode("utf-8", "surrogatepass"), _WORD_SEED))
-            starts.append(position)
-            ends.append(position + len(word))
-            position += len(word) + 1
-    post = np.asarray(posts, dtype=np.int64)
-    word_hash = np.asarray(hashes, dtype=np.uint64)
-    start = np.asarray(starts, dtype=np.int64)
-    end = np.asarray(ends, dtype=np.int64)
+def _word_ngrams(codes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Words (runs of code points other than space and the separator) and pairs of neighbours in a line.
+
+    A word's hash is the polynomial hash of its code points, sum of c[j] * M^(end-1-j), computed for every
+    word at once from prefix sums: M is odd, so it has an inverse modulo 2^64, and
+    hash(start, end) = M^(end-1) * (G[end] - G[start]) with G[i] = sum of c[j] * M^-j for j < i."""
+    is_word = (codes != _SPACE) & (codes != _SEPARATOR)
+    edges = np.diff(np.concatenate([[0], is_word.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not len(starts):
+        return _stack([])
     with np.errstate(over="ignore"):
-        unigrams = _mix(word_hash + (np.uint64(1) << np.uint64(40)))
+        powers = np.concatenate(
+            [[np.uint64(1)], np.cumprod(np.full(len(codes), _MULTIPLIER, dtype=np.uint64))]
+        )
+        inverse = np.concatenate([[np.uint64(1)], np.cumprod(np.full(len(codes), _INVERSE, dtype=np.uint64))])
+        prefix = np.concatenate([[np.uint64(0)], np.cumsum(codes * inverse[: len(codes)], dtype=np.uint64)])
+        word_hash = powers[ends - 1] * (prefix[ends] - prefix[starts])
+        post = np.searchsorted(offsets, starts, side="right") - 1
+        start, end = starts - offsets[post], ends - offsets[post]
+        unigrams = _mix(word_hash + _WORD_SEED)
         same_post = post[1:] == post[:-1]
         pairs = _mix((word_hash[:-1] * _MULTIPLIER + word_hash[1:]) ^ _PAIR_SEED)[same_post]
     parts = [
