@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.app import build_pipeline
+from bot.app import build_detector, build_pipeline
 from bot.commands import (
     UsageError,
     command_alerts,
@@ -240,9 +240,12 @@ def command_run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     redact_logs(settings)
+    detector = build_detector(
+        settings
+    )  # before the database is opened (and migrated): a bad model changes nothing
     store = Store.open(settings.database)
     try:
-        service = Service(settings, build_pipeline(settings, store, paced=True))
+        service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
         log.info("database: %s", settings.database)
         service.run_until(stop_on_signals())
         if service.scheduler.running:  # a job outlived the grace: it holds the database; leave it to the OS
@@ -273,8 +276,11 @@ def stop_on_signals() -> threading.Event:
 def command_once(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     redact_logs(settings)
+    detector = build_detector(
+        settings
+    )  # before the database is opened (and migrated): a bad model changes nothing
     with Store.open(settings.database) as store:
-        pipeline = build_pipeline(settings, store, paced=False)
+        pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         failed = [f"{s}:{f}" for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
         delivered = pipeline.deliver_all()
         counts = store.counts()
@@ -297,10 +303,20 @@ def command_check_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     rules = load_rules(settings.rules)
+    detector = build_detector(settings)
     shown = settings.masked()
     shown["matcher"]["rule_count"] = len(rules)
+    model = "no model (rules alone)"
+    if detector.scorer is not None:
+        trained = detector.scorer.meta.get("trained_on", {})
+        shown["detector"]["effective_threshold"] = detector.threshold
+        shown["detector"]["trained_on"] = trained
+        model = f"the model {settings.detector.model} ({trained.get('posts', '?')} posts)"
     print(json.dumps(shown, indent=2, ensure_ascii=False))
-    print(f"ok: {settings.path} and {len(rules)} rule(s) in {settings.rules} are valid", file=sys.stderr)
+    print(
+        f"ok: {settings.path}, {len(rules)} rule(s) in {settings.rules} and {model} are valid",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -20,12 +20,17 @@ log = logging.getLogger("ringside")
 
 
 def build_pipeline(
-    settings: Settings, store: Store, paced: bool = True, notifiers: Sequence[Notifier] | None = None
+    settings: Settings,
+    store: Store,
+    paced: bool = True,
+    notifiers: Sequence[Notifier] | None = None,
+    detector: Detector | None = None,
 ) -> Pipeline:
     """Everything the service needs, built and validated before the first poll.
 
-    `notifiers` replaces the configured channels (tests, and tools that deliver elsewhere)."""
-    detector = build_detector(settings)
+    `notifiers` replaces the configured channels (tests, and tools that deliver elsewhere); `detector` one
+    already built (commands build it before opening the database, so a bad model file touches nothing)."""
+    detector = detector or build_detector(settings)
     sources = {
         config.name: build_source(config, store.account_ids(config.type), paced=paced)
         for config in settings.sources

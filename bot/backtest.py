@@ -214,7 +214,9 @@ def cases_from_verdicts(verdicts: Iterable[Any]) -> Iterator[Case]:
     """The operator's stored verdicts (run_bot.py label) as backtest cases."""
     for verdict in verdicts:
         platform, _, post_id = verdict.post_key.partition(":")
-        post = Post(platform, post_id, "", verdict.text, utcnow(), lang=verdict.lang)
+        post = Post(
+            platform, post_id, verdict.author, verdict.text, utcnow(), lang=verdict.lang, kind=verdict.kind
+        )
         yield Case(post, verdict.label, "operator")
 
 

@@ -54,17 +54,21 @@ def command_backtest(args: argparse.Namespace) -> int:
 
 
 def _detector(settings: Settings | None, rules: Path | None, model: str | None):  # type: ignore[no-untyped-def]
-    """The detector a command judges with: the settings' (or defaults'), --rules and --model swapped in."""
-    from dataclasses import replace
+    """The detector a command judges with: the settings' (or the shipped rules and model when there are no
+    settings), with --rules and --model swapped in."""
+    from bot.detect.detector import Detector
+    from bot.detect.matcher import Matcher, load_rules
+    from bot.detect.scorer import Scorer
+    from config.settings import DEFAULT_MODEL
 
-    from bot.app import build_detector
-    from config.settings import DEFAULT_CONFIG, DetectorSettings
-
-    settings = settings or load_settings(DEFAULT_CONFIG, environ={})
-    if model is not None:
-        chosen = DetectorSettings(None if model == "off" else Path(model), settings.detector.threshold)
-        settings = replace(settings, detector=chosen)
-    return build_detector(settings, rules or (settings.rules if settings else DEFAULT_RULES))
+    configured = settings.detector if settings else None
+    chosen = model if model is not None else str(configured.model if configured else DEFAULT_MODEL)
+    matcher = Matcher(
+        load_rules(rules or (settings.rules if settings else DEFAULT_RULES)),
+        engine=settings.engine if settings else "pyahocorasick",
+    )
+    scorer = None if chosen in ("off", "None") else Scorer.load(Path(chosen))
+    return Detector(matcher, scorer, configured.threshold if configured else None)
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -80,6 +84,10 @@ def command_train(args: argparse.Namespace) -> int:
         ) from None
     if not sorted(args.corpus.glob("*.jsonl")):
         raise UsageError(f"--corpus: no *.jsonl files in {args.corpus}")
+    if args.out.suffix != ".json":
+        raise UsageError(
+            f"--out: a model file is NAME.json (its arrays go to NAME.npz beside it), got {args.out}"
+        )
     corpus = read_dir(args.corpus)
     verdicts = []
     if not args.no_labels:
@@ -91,7 +99,7 @@ def command_train(args: argparse.Namespace) -> int:
         Example(
             v.text,
             v.label,
-            v.category or ("challenge" if v.label == "flag" else "none"),
+            v.category or "",  # no category given: the flag model learns from it, the category head does not
             v.lang or "?",
             "operator",
             "operator",
@@ -112,7 +120,10 @@ def command_train(args: argparse.Namespace) -> int:
     }
     log.info("training on %d corpus posts and %d operator labels", len(corpus), len(operator))
     scorer = train(corpus + operator, meta=meta)
-    scorer.save(args.out)
+    try:
+        scorer.save(args.out)
+    except OSError as error:
+        raise UsageError(f"--out: cannot write {args.out}: {error.strerror}") from None
     cv = scorer.meta.get("cross_validation", {})
     print(
         f"wrote {args.out} and {args.out.with_suffix('.npz').name}: threshold {scorer.threshold:.2f}, "

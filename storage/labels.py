@@ -24,6 +24,8 @@ class Verdict:
     lang: str | None
     labelled_at: str
     source: str
+    author: str = ""  # from the stored post, when it is still there (rules scoped by account need it)
+    kind: str = "post"
 
 
 class LabelStore:
@@ -53,14 +55,16 @@ class LabelStore:
             if row is None:
                 raise LabelError(f"no stored post {post_key!r} (keys look like x:1671234567890)")
             verdict = Verdict(post_key, label, category, row[0], row[1], iso(now or utcnow()), source)
+            row = {k: v for k, v in verdict.__dict__.items() if k not in ("author", "kind")}
             with self.db.conn:
-                self.db["labels"].upsert(verdict.__dict__, pk="post_key")
+                self.db["labels"].upsert(row, pk="post_key")
             return verdict
 
     def verdicts(self) -> list[Verdict]:
         """Every stored verdict, oldest first."""
         rows = self.db.execute(
-            "SELECT post_key, label, category, text, lang, labelled_at, source FROM labels"
-            " ORDER BY labelled_at"
+            "SELECT l.post_key, l.label, l.category, l.text, l.lang, l.labelled_at, l.source,"
+            " coalesce(p.author, ''), coalesce(p.kind, 'post')"
+            " FROM labels l LEFT JOIN posts p ON p.key = l.post_key ORDER BY l.labelled_at"
         ).fetchall()
         return [Verdict(*row) for row in rows]

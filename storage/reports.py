@@ -49,10 +49,11 @@ REPORTS = {
         Report(
             "top-accounts",
             "top_accounts",
-            "Accounts with the most hits (responses left out)",
+            "Accounts with the most hits (rules' silent responses and vetoes left out)",
             """SELECT p.platform, p.author, count(*) AS hits, count(DISTINCT h.post_key) AS posts,
                       max(p.created_at) AS last_hit
-               FROM hits h JOIN posts p ON p.key = h.post_key WHERE h.category != 'response' AND {where}
+               FROM hits h JOIN posts p ON p.key = h.post_key
+               WHERE (h.rule_id = 'model' OR h.category NOT IN ('response', 'veto')) AND {where}
                GROUP BY p.platform, p.author""",
             "p.created_at",
             "p.author",

@@ -247,7 +247,7 @@ def test_a_model_file_holding_a_pickle_is_not_loaded(small_model, tmp_path):
     meta = json.loads((tmp_path / "m.json").read_text())
     meta["arrays_sha256"] = hashlib.sha256((tmp_path / "m.npz").read_bytes()).hexdigest()
     (tmp_path / "m.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="allow_pickle"):  # numpy refuses to unpickle the object array
+    with pytest.raises(ModelError, match="allow_pickle"):  # numpy refuses to unpickle the object array
         Scorer.load(tmp_path / "m.json")
 
 
@@ -317,3 +317,61 @@ def test_settings_can_turn_the_model_off_or_fix_the_threshold(write_config, tmp_
     assert off.detector.model is None
     assert fixed.detector.threshold == 0.7 and fixed.detector.model is not None
     assert replace(fixed.detector, threshold=None).threshold is None
+
+
+# -- what a review found -----------------------------------------------------------------------------------
+
+
+def test_two_posts_with_one_key_in_a_batch_each_get_their_own_explanation(scorer):
+    texts = ["whenever you want, name the day. your gym or mine", "ok bet, see you saturday"]
+    detector = Detector(rules(CAGE), fixed(0.99, scorer), threshold=0.5)
+    judged = detector.judge([post(text, id="same") for text in texts])
+    for text, judgement in zip(texts, judged, strict=True):
+        for span in judgement.hits[0].why:
+            assert text[span.start : span.end] == span.term
+
+
+def test_a_long_post_is_explained_from_its_n_grams_and_stays_in_the_text(scorer):
+    text = "they copied our app again lol, " * 800 + "name the day"
+    for span in scorer.explain(text):
+        assert text[span.start : span.end] == span.term
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"categories": 5}, "'categories' must be a list of names"),
+        ({"bias": None}, "'bias' must be a number"),
+        ({"category_bias": "abc"}, "'category_bias' must be one number per category"),
+        ({"category_bias": [0.0]}, "'category_bias' must be one number per category"),
+        ({"threshold": 1.5}, "'threshold' must be a number between 0 and 1"),
+        ({"features": 1}, "made for other features (version 1"),
+        ({"format": "other/1"}, "not a ringside.scorer/1 model file"),
+    ],
+)
+def test_a_model_file_with_bad_fields_is_refused_with_what_is_wrong(small_model, tmp_path, change, message):
+    small_model.save(tmp_path / "m.json")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(ModelError, match=re.escape(message)):
+        Scorer.load(tmp_path / "m.json")
+
+
+def test_model_arrays_that_are_not_an_npz_are_refused(small_model, tmp_path):
+    import hashlib
+
+    small_model.save(tmp_path / "m.json")
+    (tmp_path / "m.npz").write_bytes(b"not a zip at all")
+    meta = json.loads((tmp_path / "m.json").read_text())
+    meta["arrays_sha256"] = hashlib.sha256(b"not a zip at all").hexdigest()
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="not a model's arrays"):
+        Scorer.load(tmp_path / "m.json")
+
+
+def test_only_a_given_strength_is_cross_validated_and_a_given_threshold_is_kept():
+    corpus = read_dir(TRAIN_DIR)[::10]
+    fixed_threshold = train(corpus, threshold=0.6)
+    fixed_strength = train(corpus, strength=3.0)
+    assert fixed_threshold.threshold == 0.6
+    assert fixed_strength.meta["strength"] == 3.0

@@ -159,3 +159,26 @@ def test_check_config_shows_the_detector(capsys):
     shown = json.loads(out)
     assert code == 0 and shown["detector"]["threshold"] == "auto"
     assert shown["detector"]["model"].endswith("scorer.json")
+
+
+def test_a_bad_model_is_refused_before_the_database_is_created_or_migrated(tmp_path, write_config, capsys):
+    (tmp_path / "bad.json").write_text("{}")
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db", model=str(tmp_path / "bad.json")))
+    for command in ("once", "check-config"):
+        code, _, err = cli(capsys, "--config", str(config), command)
+        assert code == 2 and "not a ringside.scorer/1 model file" in err
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_backtest_works_from_any_directory_with_the_shipped_rules_and_model(tmp_path, monkeypatch, capsys):
+    feed = tmp_path / "posts.jsonl"
+    feed.write_text(json.dumps({"text": "I'm up for a cage match if he is lol", "label": "flag"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "backtest", str(feed))
+    assert code == 0, err
+    assert "cage-fight(challenge)" in out and out.strip().endswith("tp=1 fp=0 fn=0 tn=0")
+
+
+def test_train_refuses_an_out_file_that_is_not_json(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--corpus", str(TRAIN_DIR), "--out", str(tmp_path / "m.npz"))
+    assert code == 2 and "--out: a model file is NAME.json" in err

@@ -6,8 +6,11 @@
   the model's probability and explanation, and its severity moves with the probability (down one below 0.2,
   up one from 0.9).
 - Otherwise, when the model's probability reaches the threshold, one hit decided by the model (rule id
-  `model`), in the category the model's head finds likeliest, with the phrases that drove the score.
-- Silent hits (`response`, `veto`) are kept whatever happens: exchange detection links answers through them.
+  `model`), in the category the model's head finds likeliest, with the phrases that drove the score. It alerts
+  whatever that category, `response` included: by the label guide, accepting a challenge is a flag, and the
+  model, unlike a rule's stock phrase, has read the whole post.
+- Silent rule hits (`response`, `veto`) are kept whatever happens: exchange detection links answers through
+  them.
 
 Scoring is done once per batch (a whole poll); explanations only for posts that hit.
 """
@@ -62,11 +65,13 @@ class Detector:
             probabilities = [float(p) for p in self.scorer.probabilities([post.text for post in posts])]
         matched = [tuple(self.matcher.match(post)) for post in posts]
         verdicts = [self._verdict(hits, p) for hits, p in zip(matched, probabilities, strict=True)]
-        why = self._explanations(posts, verdicts)
-        judgements = []
-        for post, hits, p, verdict in zip(posts, matched, probabilities, verdicts, strict=True):
-            judgements.append(self._judgement(post, hits, p, verdict, why.get(post.key, ((), ""))))
-        return judgements
+        explained = self._explanations(posts, verdicts, probabilities)
+        return [
+            self._judgement(post, hits, p, verdict, explained.get(index, ((), "")))
+            for index, (post, hits, p, verdict) in enumerate(
+                zip(posts, matched, probabilities, verdicts, strict=True)
+            )
+        ]
 
     def _verdict(self, rule_hits: tuple[Hit, ...], p: float | None) -> str:
         """veto, rules (an alerting rule matched), model (the model alone reaches the threshold) or none."""
@@ -76,17 +81,24 @@ class Detector:
             return "rules"
         return "model" if p is not None and p >= self.threshold else "none"
 
-    def _explanations(self, posts: Sequence[Post], verdicts: list[str]) -> dict[str, tuple[tuple, str]]:
-        """Post key -> (why, category) for each post that hits, explained in one batch."""
+    def _explanations(
+        self, posts: Sequence[Post], verdicts: list[str], probabilities: list[float | None]
+    ) -> dict[int, tuple[tuple, str]]:
+        """Batch index -> (why, category) for each post the model flags, explained in one batch.
+
+        Keyed by index, not post key: a file or a feed can hold one key twice. A rule's hit the model does not
+        back needs no reasons, and only the model's own hits need its category."""
         if self.scorer is None:
             return {}
         chosen = [
-            post for post, verdict in zip(posts, verdicts, strict=True) if verdict in ("rules", "model")
+            i
+            for i, (verdict, p) in enumerate(zip(verdicts, probabilities, strict=True))
+            if verdict == "model" or (verdict == "rules" and p is not None and p >= self.threshold)
         ]
-        texts = [post.text for post in chosen]
-        why = self.scorer.explain_all(texts)
-        categories = self.scorer.categories_of(texts)
-        return {post.key: (w, c) for post, w, c in zip(chosen, why, categories, strict=True)}
+        why = self.scorer.explain_all([posts[i].text for i in chosen])
+        own = [i for i in chosen if verdicts[i] == "model"]
+        categories = dict(zip(own, self.scorer.categories_of([posts[i].text for i in own]), strict=True))
+        return {i: (w, categories.get(i, "")) for i, w in zip(chosen, why, strict=True)}
 
     def _judgement(
         self, post: Post, rule_hits: tuple[Hit, ...], p: float | None, verdict: str, explained: tuple
@@ -95,9 +107,8 @@ class Detector:
         silent = tuple(h for h in rule_hits if h.category in SILENT_CATEGORIES)
         if verdict == "rules":
             alerting = [h for h in rule_hits if h.category not in SILENT_CATEGORIES]
-            # The model's reasons back a rule only when the model agrees; its probability is kept either way.
-            agreed = why if p is not None and p >= self.threshold else ()
-            hits = tuple(self._with_model(h, p, agreed) for h in alerting) + silent
+            # The model's reasons (explained only when it agrees) back the rule; its probability is kept.
+            hits = tuple(self._with_model(h, p, why) for h in alerting) + silent
         elif verdict == "model":
             assert p is not None
             model_hit = Hit(

@@ -11,7 +11,11 @@ Scoring needs only numpy; training (bot.detect.train) needs scikit-learn.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from bot.detect.features import CHAR_NGRAMS, DIMENSIONS, Batch, featurize, featurize_lines
+from bot.detect.features import CHAR_NGRAMS, DIMENSIONS, FEATURES_VERSION, Batch, featurize, featurize_lines
 from bot.detect.normalize import fold_with_origin
 from bot.models import Span
 
 FORMAT = "ringside.scorer/1"
 CATEGORIES = ("challenge", "taunt", "rivalry", "response")
-OCCLUSION_WORDS = 120  # posts up to this many words are explained by leaving out each word in turn
+# Posts up to this many words and characters are explained by leaving out each word in turn; a post of W words
+# costs W + 1 featurized copies of itself, so longer ones use the weights of the n-grams each word holds.
+OCCLUSION_WORDS = 120
+OCCLUSION_CHARS = 1_500
+# Copies featurized at once: bounds the memory of explaining a poll (about 430 bytes a character).
+OCCLUSION_BUDGET = 200_000
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "config" / "model" / "scorer.json"
 
 
@@ -91,9 +100,16 @@ class Scorer:
         if not texts:
             return []
         folded = [fold_with_origin(text) for text in texts]
-        scores = self._word_scores([f.words for f in folded])
-        short = [i for i, f in enumerate(folded) if len(f.words) <= OCCLUSION_WORDS]
+        short = [
+            i
+            for i, f in enumerate(folded)
+            if len(f.words) <= OCCLUSION_WORDS and sum(map(len, f.words)) <= OCCLUSION_CHARS
+        ]
+        long = sorted(set(range(len(texts))) - set(short))
+        scores: list[np.ndarray] = [np.zeros(0)] * len(texts)
         for i, own in zip(short, self._occlusion_scores([folded[i].words for i in short]), strict=True):
+            scores[i] = own
+        for i, own in zip(long, self._word_scores([folded[i].words for i in long]), strict=True):
             scores[i] = own
         explained = []
         for text, words, own in zip(texts, folded, scores, strict=True):
@@ -106,12 +122,25 @@ class Scorer:
         """Each post's push per folded word: how far its score (log-odds) falls when that word is left out.
 
         Every post and every one-word-shorter variant is featurized in one batch."""
+        scores: list[np.ndarray] = []
+        chunk: list[list[str]] = []
+        size = 0
+        for words in posts:
+            cost = (len(words) + 1) * (sum(map(len, words)) + len(words) + 1)
+            if chunk and size + cost > OCCLUSION_BUDGET:
+                scores += self._occlusion_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append(words)
+            size += cost
+        if chunk:
+            scores += self._occlusion_chunk(chunk)
+        return scores
+
+    def _occlusion_chunk(self, posts: list[list[str]]) -> list[np.ndarray]:
         lines: list[str] = []
         for words in posts:
             lines.append(" " + " ".join(words) + " ")
             lines += [" " + " ".join(words[:k] + words[k + 1 :]) + " " for k in range(len(words))]
-        if not lines:
-            return []
         batch = featurize_lines(lines)
         sums = np.bincount(batch.post, weights=self.weights[batch.column], minlength=batch.size)
         logits = sums / batch.norm
@@ -125,6 +154,8 @@ class Scorer:
         """Each post's push per folded word from the weights of the n-grams it holds, all posts at once.
 
         The fallback for long posts, where leaving out each word in turn would cost too much."""
+        if not posts:
+            return []
         lines = [" " + " ".join(words) + " " for words in posts]
         batch = featurize_lines(lines)
         line_at = np.concatenate([[0], np.cumsum([len(line) + 1 for line in lines])])
@@ -166,9 +197,7 @@ class Scorer:
             raise ModelError(f"{arrays_path}: cannot read the model's arrays: {error.strerror}") from None
         if hashlib.sha256(raw).hexdigest() != meta["arrays_sha256"]:
             raise ModelError(f"{arrays_path}: does not belong to {path.name} (its SHA-256 differs)")
-        with np.load(arrays_path, allow_pickle=False) as arrays:
-            weights = arrays["weights"].astype(np.float32)
-            category_weights = arrays["category_weights"].astype(np.float32)
+        weights, category_weights = _read_arrays(arrays_path, raw)
         if weights.shape != (DIMENSIONS,) or category_weights.shape != (len(meta["categories"]), DIMENSIONS):
             raise ModelError(f"{arrays_path}: arrays of the wrong shape for {DIMENSIONS} dimensions")
         return cls(
@@ -182,21 +211,25 @@ class Scorer:
         )
 
     def save(self, path: Path) -> None:
-        """Write NAME.npz, then NAME.json naming the arrays' SHA-256 (same inputs, same bytes)."""
+        """Write NAME.npz, then NAME.json naming the arrays' SHA-256 (same inputs, same bytes).
+
+        Each file is written beside its final name and renamed into place, so a reader never sees half a
+        file; a crash between the two renames leaves arrays the old JSON refuses (loudly), never a mix."""
         path = Path(path)
+        if path.suffix != ".json":
+            raise ModelError(f"{path}: a model file is NAME.json (its arrays go to NAME.npz beside it)")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays_path = path.with_suffix(".npz")
-        # np.savez_compressed stamps zip entries with the current time; a fixed date keeps rebuilds identical.
-        _write_npz(
-            arrays_path,
+        arrays = _npz_bytes(
             {
                 "weights": self.weights.astype(np.float32),
                 "category_weights": self.category_weights.astype(np.float16),
-            },
+            }
         )
         meta = {
             **self.meta,
             "format": FORMAT,
+            "features": FEATURES_VERSION,
             "dimensions": DIMENSIONS,
             "char_ngrams": list(CHAR_NGRAMS),
             "threshold": round(self.threshold, 6),
@@ -204,35 +237,76 @@ class Scorer:
             "categories": list(self.categories),
             "category_bias": [float(b) for b in self.category_bias],
             "arrays": arrays_path.name,
-            "arrays_sha256": hashlib.sha256(arrays_path.read_bytes()).hexdigest(),
+            "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
         }
-        path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace(arrays_path, arrays)
+        _replace(path, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _read_arrays(path: Path, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The two arrays of a model's .npz; ModelError for anything else, a pickled object array included
+    (numpy refuses to unpickle it with allow_pickle=False, so no code runs)."""
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+            return arrays["weights"].astype(np.float32), arrays["category_weights"].astype(np.float32)
+    except KeyError as error:
+        raise ModelError(f"{path}: missing array {error}") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ModelError(f"{path}: not a model's arrays: {error}") from None
 
 
 def _check_meta(path: Path, meta: Any) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not a {FORMAT} model file")
-    if meta.get("dimensions") != DIMENSIONS or meta.get("char_ngrams") != list(CHAR_NGRAMS):
-        raise ModelError(f"{path}: made for other features (dimensions, char_ngrams); retrain it")
+    if (
+        meta.get("features") != FEATURES_VERSION
+        or meta.get("dimensions") != DIMENSIONS
+        or meta.get("char_ngrams") != list(CHAR_NGRAMS)
+    ):
+        raise ModelError(
+            f"{path}: made for other features (version {meta.get('features')}, this Ringside computes "
+            f"version {FEATURES_VERSION}); retrain it with: run_bot.py train"
+        )
     for key in ("threshold", "bias", "categories", "category_bias", "arrays_sha256"):
         if key not in meta:
             raise ModelError(f"{path}: missing key '{key}'")
     threshold = meta["threshold"]
-    if not isinstance(threshold, int | float) or not 0 < threshold < 1:
+    if not _is_number(threshold) or not 0 < threshold < 1:
         raise ModelError(f"{path}: 'threshold' must be a number between 0 and 1, got {threshold!r}")
+    if not _is_number(meta["bias"]):
+        raise ModelError(f"{path}: 'bias' must be a number, got {meta['bias']!r}")
+    categories, biases = meta["categories"], meta["category_bias"]
+    if not isinstance(categories, list) or not categories or not all(isinstance(c, str) for c in categories):
+        raise ModelError(f"{path}: 'categories' must be a list of names, got {categories!r}")
+    if not isinstance(biases, list) or len(biases) != len(categories) or not all(map(_is_number, biases)):
+        raise ModelError(f"{path}: 'category_bias' must be one number per category, got {biases!r}")
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-    import zipfile
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive (a zip of .npy files) whose entries carry a fixed date, so rebuilds are identical."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, buffer.getvalue())
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(values, -40, 40)))
 
 
 _JOINERS = frozenset("'’-")
@@ -269,10 +343,6 @@ def _ranks(counts: np.ndarray) -> np.ndarray:
     total = int(counts.sum())
     offsets = np.repeat(np.cumsum(counts) - counts, counts)
     return np.arange(total) - offsets
-
-
-def _sigmoid(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(values, -40, 40)))
 
 
 def _phrases(scores: np.ndarray, limit: int) -> list[tuple[int, int]]:

@@ -59,8 +59,8 @@ def train(
     weights = np.array([e.weight for e in examples])
     cv = None
     if strength is None or threshold is None:
-        cv = cross_validate(examples, batch)
-        strength, threshold = cv.strength, cv.threshold
+        cv = cross_validate(examples, batch, (strength,) if strength is not None else STRENGTHS)
+        strength, threshold = cv.strength, threshold if threshold is not None else cv.threshold
     ratios = log_count_ratios(features, labels, weights)
     flag = _flag_model(strength).fit(_scaled(features, ratios), labels, sample_weight=weights)
     categories, category_weights, category_bias = _category_head(examples, features, weights, strength)
@@ -84,8 +84,10 @@ def train(
     )
 
 
-def cross_validate(examples: Sequence[Example], batch: Batch | None = None) -> CrossValidation:
-    """The strength and threshold with the best out-of-fold F1, folds grouped by writer."""
+def cross_validate(
+    examples: Sequence[Example], batch: Batch | None = None, strengths: Sequence[float] = STRENGTHS
+) -> CrossValidation:
+    """The strength (of `strengths`) and threshold with the best out-of-fold F1, folds grouped by writer."""
     batch = batch or featurize([e.text for e in examples])
     features = sparse_matrix(batch)
     labels = np.array([e.flagged for e in examples])
@@ -93,7 +95,7 @@ def cross_validate(examples: Sequence[Example], batch: Batch | None = None) -> C
     groups = np.array([e.writer for e in examples])
     folds = _folds(labels, groups)
     best: CrossValidation | None = None
-    for strength in STRENGTHS:
+    for strength in strengths:
         scores = np.zeros(len(examples))
         for fit_rows, score_rows in folds:
             ratios = log_count_ratios(features[fit_rows], labels[fit_rows], weights[fit_rows])
@@ -174,7 +176,7 @@ def _category_head(
     weights: np.ndarray,
     strength: float,  # type: ignore[no-untyped-def]
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    rows = np.array([i for i, e in enumerate(examples) if e.flagged])
+    rows = np.array([i for i, e in enumerate(examples) if e.flagged and e.category in FLAG_CATEGORIES])
     names = np.array([examples[i].category for i in rows])
     present = tuple(c for c in FLAG_CATEGORIES if c in set(names))
     if len(present) < 2:  # one category (or none) among the flags: it is the answer, whatever the text
