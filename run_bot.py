@@ -31,8 +31,7 @@ from bot.commands import (
     command_train,
     command_unmute,
 )
-from bot.detect.corpus import CorpusError
-from bot.detect.scorer import ModelError
+from bot.detect.errors import CorpusError, ModelError
 from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
 from storage.labels import LabelError

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
-from bot.detect.scorer import Scorer
 from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
 from bot.sources import build_source
@@ -60,7 +59,11 @@ def build_detector(settings: Settings, rules: Path | None = None) -> Detector:
     model file cannot be used."""
     matcher = Matcher(load_rules(rules or settings.rules), engine=settings.engine)
     config = settings.detector
-    scorer = Scorer.load(config.model) if config.model else None
+    scorer = None
+    if config.model:
+        from bot.detect.scorer import Scorer  # numpy, only when a model is configured
+
+        scorer = Scorer.load(config.model)
     return Detector(matcher, scorer, config.threshold)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.detect.errors import CorpusError
+
 ROOT = Path(__file__).resolve().parent.parent.parent / "corpus"
 TRAIN_DIR = ROOT / "train"
 BLIND_DIR = ROOT / "blind"
@@ -22,10 +24,6 @@ LABELS = ("flag", "none")
 FLAG_CATEGORIES = ("challenge", "taunt", "rivalry", "response")
 NONE_CATEGORIES = ("none", "coverage")
 _FIELDS = ("text", "label", "category", "lang", "domain", "writer")
-
-
-class CorpusError(Exception):
-    """A corpus line that does not follow the label guide; the message names file and line."""
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from bot.detect.matcher import Matcher
 from bot.detect.rules import SILENT_CATEGORIES, VETO
-from bot.detect.scorer import Scorer
 from bot.models import MODEL_RULE, Hit, Post
+
+if TYPE_CHECKING:  # scoring needs numpy; a detector of rules alone does not
+    from bot.detect.scorer import Scorer
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.detect.errors import ModelError
 from bot.detect.features import CHAR_NGRAMS, DIMENSIONS, FEATURES_VERSION, Batch, featurize, featurize_lines
 from bot.detect.normalize import fold_with_origin
 from bot.models import Span
@@ -36,10 +37,6 @@ OCCLUSION_CHARS = 1_500
 # Copies featurized at once: bounds the memory of explaining a poll (about 430 bytes a character).
 OCCLUSION_BUDGET = 200_000
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "config" / "model" / "scorer.json"
-
-
-class ModelError(Exception):
-    """A model file that cannot be used: missing, malformed, or not matching its arrays."""
 
 
 @dataclass(frozen=True)
