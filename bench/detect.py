@@ -7,6 +7,8 @@ about 2 % are challenges, as in a real feed; each is made unique by a trailing n
 already stored. The process is pinned to one core. Printed, each as the median of three passes:
 
 - features alone and scoring (features + dot product) of whole polls at once;
+- rule matching, and how many rule queries it evaluates, with rules indexed under the terms they cannot match
+  without (as shipped) and under every term (the former way);
 - judging (rules, scorer, decision, explanations of the hits) with the model and with the rules alone;
 - the whole pipeline (judge, store in SQLite with FTS, queue alerts) with the model and without: the ratio
   says what the scorer costs a poll.
@@ -69,6 +71,11 @@ def best_of_three(run) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+def evaluations(matcher: Matcher, posts: list[Post]) -> int:
+    """How many rule query trees matching these posts evaluates."""
+    return sum(len(matcher.candidates_of(found)) for p in posts if (found := matcher.find_terms(p.text)))
+
+
 def batches(posts: list[Post], size: int) -> list[list[Post]]:
     return [posts[i : i + size] for i in range(0, len(posts), size)]
 
@@ -120,6 +127,15 @@ def main() -> None:
     scoring = best_of_three(lambda: [scorer.probabilities([p.text for p in poll]) for poll in polls])
     print(f"  features alone             {n / features:>10,.0f} posts/s")
     print(f"  scorer (features + model)  {n / scoring:>10,.0f} posts/s")
+
+    every = Matcher(load_rules(DEFAULT_RULES), index_every_term=True)
+    lean_count, every_count = evaluations(matcher, posts), evaluations(every, posts)
+    print(f"  rules evaluated            {lean_count:>10,} (indexed under every term: {every_count:,})")
+    matching = best_of_three(lambda: [matcher.match(p) for p in posts])
+    matching_every = best_of_three(lambda: [every.match(p) for p in posts])
+    print(
+        f"  matching                   {n / matching:>10,.0f} posts/s (every term: {n / matching_every:,.0f})"
+    )
 
     judged_model = best_of_three(lambda: [with_model.judge(poll) for poll in polls])
     judged_rules = best_of_three(lambda: [rules_only.judge(poll) for poll in polls])

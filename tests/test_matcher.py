@@ -255,3 +255,38 @@ def test_hyperscan_and_pyahocorasick_find_the_same_hits(both_engines, words, noi
     text = " ".join(words) + " " + noise
     default, hyperscan = ([(h.rule_id, h.spans) for h in m.match(post(text))] for m in both_engines)
     assert default == hyperscan
+
+
+def test_a_near_rule_waits_for_its_rarer_side():
+    from bot.detect.query import Not, Term, necessary_terms, parse
+
+    needed = necessary_terms(parse('(show OR you) NEAR/3 ("in the ring" OR octagon)'))
+    assert {t.text for t in needed} == {"in the ring", "octagon"}
+    assert {t.text for t in necessary_terms(parse('cage NOT "nicolas cage"'))} == {"cage"}
+    assert {t.text for t in necessary_terms(parse("cage OR (fight NOT bees)"))} == {"cage", "fight"}
+    assert necessary_terms(Not(Term("cage", ("cage",)))) is None  # the parser refuses such a rule anyway
+    matcher = rule('(show OR you) NEAR/3 ("in the ring" OR octagon)')
+    assert matcher.candidates_of(matcher.find_terms("show me what you got")) == []
+    assert matcher.candidates_of(matcher.find_terms("see you in the ring")) == [0]
+
+
+@pytest.fixture(scope="module")
+def both_indexes():
+    from bot.detect.matcher import load_rules
+    from bot.detect.query import terms_of
+    from config import DEFAULT_RULES
+
+    rules = load_rules(DEFAULT_RULES)
+    pack_words = sorted({word for r in rules for term in terms_of(r.node) for word in term.text.split()})
+    return Matcher(rules), Matcher(rules, index_every_term=True), pack_words
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), noise=st.text(max_size=30))
+def test_indexing_a_rule_under_its_necessary_terms_finds_the_same_hits(both_indexes, data, noise):
+    lean, every, pack_words = both_indexes
+    words = data.draw(st.lists(st.sampled_from(pack_words), max_size=25))
+    text = " ".join(words) + " " + noise
+    assert [(h.rule_id, h.spans) for h in lean.match(post(text))] == [
+        (h.rule_id, h.spans) for h in every.match(post(text))
+    ]

@@ -2,9 +2,10 @@
 
 A post is folded (bot.detect.normalize) into a line of words, " word word word ", and the automaton finds
 every rule literal in it in one pass: a key " cage match " only matches whole words, a key " fight" (from
-fight*) matches words that start with it, and a phrase also has its joined form (" cagematch "). Only rules
-with a literal in the post become candidates, and only their query trees are evaluated, so the cost of a post
-does not grow with rules whose words it does not contain. Spans are mapped back to the original text.
+fight*) matches words that start with it, and a phrase also has its joined form (" cagematch "). A rule
+becomes a candidate only when a term it cannot match without is found (for "show NEAR/3 (face OR ring)",
+face or ring, not every "show"), and only candidates' query trees are evaluated, so the cost of a post does
+not grow with rules whose words it does not contain. Spans are mapped back to the original text.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from itertools import islice
 
 from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
-from bot.detect.query import And, Near, Node, Not, Or, Term, terms_of
+from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
 from bot.models import Hit, Post, Span
@@ -27,7 +28,11 @@ _WORD = re.compile(r"\S+")
 
 
 class Matcher:
-    def __init__(self, rules: Iterable[Rule], engine: str = "pyahocorasick") -> None:
+    def __init__(
+        self, rules: Iterable[Rule], engine: str = "pyahocorasick", index_every_term: bool = False
+    ) -> None:
+        """`index_every_term` makes a rule a candidate whenever any of its terms is found, not only one it
+        cannot match without (the same hits, more evaluations: the baseline of tests and benchmarks)."""
         self.rules = list(rules)
         self._term_ids: dict[Term, int] = {}
         self._rules_of_term: list[set[int]] = []
@@ -39,7 +44,9 @@ class Matcher:
                     self._rules_of_term.append(set())
                     for key, width in automaton_keys(term):
                         keys[key].add((term_id, width))
-                self._rules_of_term[term_id].add(rule_index)
+            needed = None if index_every_term else necessary_terms(rule.node)
+            for term in needed if needed is not None else terms_of(rule.node):
+                self._rules_of_term[self._term_ids[term]].add(rule_index)
         self._scanner = make_scanner(engine, {key: tuple(entries) for key, entries in keys.items()})
 
     def match(self, post: Post) -> list[Hit]:
@@ -47,7 +54,7 @@ class Matcher:
         found = self.find_terms(post.text)
         if not found:
             return []
-        candidates = sorted({r for term_id in found for r in self._rules_of_term[term_id]})
+        candidates = self.candidates_of(found)
         context = _Context(post.text, found, self._term_ids)
         hits = []
         for index in candidates:
@@ -58,6 +65,10 @@ class Matcher:
             if spans:
                 hits.append(Hit(post.key, rule.id, rule.category, rule.severity, spans))
         return hits
+
+    def candidates_of(self, found: dict[int, list[Occurrence]]) -> list[int]:
+        """The indexes of the rules worth evaluating, given the terms found in a post."""
+        return sorted({r for term_id in found for r in self._rules_of_term[term_id]})
 
     def find_terms(self, text: str) -> dict[int, list[Occurrence]]:
         """Term id -> where its literals occur in the folded text (first and last word index)."""

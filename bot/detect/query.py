@@ -244,3 +244,35 @@ def terms_of(node: Node) -> list[Term]:
     if isinstance(node, Near):
         return terms_of(node.left) + terms_of(node.right)
     return [term for part in node.parts for term in terms_of(part)]
+
+
+def necessary_terms(node: Node) -> frozenset[Term] | None:
+    """Terms of which at least one must be in a post for `node` to hold; None when it can hold with none of
+    them (a bare NOT).
+
+    The matcher makes a rule a candidate only when one of these is found, so a rule is indexed under the terms
+    it cannot match without: for an AND or a NEAR that is one side, the one least likely to be in any post
+    ("show NEAR/3 (face OR ring)" waits for face or ring, not for every "show")."""
+    if isinstance(node, Term):
+        return frozenset({node})
+    if isinstance(node, Not):
+        return None
+    if isinstance(node, Or):
+        sides = [necessary_terms(part) for part in node.parts]
+        return None if any(side is None for side in sides) else frozenset().union(*sides)  # type: ignore[arg-type]
+    parts = [node.left, node.right] if isinstance(node, Near) else list(node.parts)
+    sides = [side for side in map(necessary_terms, parts) if side is not None]
+    return min(sides, key=_commonness) if sides else None
+
+
+def _commonness(terms: frozenset[Term]) -> float:
+    """A guess at how often a post holds one of `terms`: short single words are everywhere, phrases rare."""
+    return sum(_term_commonness(term) for term in terms)
+
+
+def _term_commonness(term: Term) -> float:
+    if len(term.words) > 1:
+        return 0.1
+    if term.prefix:
+        return 0.5
+    return 1.0 if len(term.words[0]) <= 4 else 0.3
