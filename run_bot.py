@@ -239,9 +239,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     redact_logs(settings)
-    detector = build_detector(
-        settings
-    )  # before the database is opened (and migrated): a bad model changes nothing
+    # Before the database is opened (and migrated): a bad model file changes nothing.
+    detector = build_detector(settings)
     store = Store.open(settings.database)
     try:
         service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
@@ -275,9 +274,8 @@ def stop_on_signals() -> threading.Event:
 def command_once(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     redact_logs(settings)
-    detector = build_detector(
-        settings
-    )  # before the database is opened (and migrated): a bad model changes nothing
+    # Before the database is opened (and migrated): a bad model file changes nothing.
+    detector = build_detector(settings)
     with Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         failed = [f"{s}:{f}" for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from bot.models import MODEL_RULE, Hit, Post
+from bot.models import MODEL_RULE, Hit, Post, span_rows
 from bot.timeutil import iso, parse_datetime
 
 PLATFORM_NAMES = {
@@ -33,10 +33,10 @@ def alert_payload(post: Post, hit: Hit) -> dict[str, Any]:
         "version": PAYLOAD_VERSION,
         "key": idempotency_key(post.key, hit.rule_id),
         "rule": {"id": hit.rule_id, "category": hit.category, "severity": hit.severity},
-        "spans": [[s.start, s.end, s.term] for s in hit.spans],
+        "spans": span_rows(hit.spans),
         "decided_by": hit.rule_id,
         "probability": None if hit.probability is None else round(hit.probability, 3),
-        "why": [[s.start, s.end, s.term] for s in hit.why],
+        "why": span_rows(hit.why),
         "post": {
             "key": post.key,
             "platform": post.platform,

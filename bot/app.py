@@ -13,6 +13,7 @@ from bot.pipeline import Pipeline
 from bot.sources import build_source
 from bot.sources.replay import ReplaySource
 from config import Settings
+from config.settings import DetectorSettings
 from storage import Store
 
 log = logging.getLogger("ringside")
@@ -54,11 +55,14 @@ def build_pipeline(
     return pipeline
 
 
-def build_detector(settings: Settings, rules: Path | None = None) -> Detector:
-    """The rules (from `rules`, else the settings) and the configured model, validated; ModelError if the
-    model file cannot be used."""
-    matcher = Matcher(load_rules(rules or settings.rules), engine=settings.engine)
-    config = settings.detector
+def build_detector(settings: Settings) -> Detector:
+    """The configured rules and model, validated; ConfigError or ModelError if either cannot be used."""
+    return detector_from(settings.rules, settings.engine, settings.detector)
+
+
+def detector_from(rules: Path, engine: str, config: DetectorSettings) -> Detector:
+    """The rules in `rules` and the model `config` names (none when its model is None)."""
+    matcher = Matcher(load_rules(rules), engine=engine)
     scorer = None
     if config.model:
         from bot.detect.scorer import Scorer  # numpy, only when a model is configured

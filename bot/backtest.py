@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from bot.detect.detector import Detector, Judgement
-from bot.detect.rules import SILENT_CATEGORIES, VETO
-from bot.models import KINDS, Fetch, Hit, Post
+from bot.models import KINDS, Fetch, Hit, Post, span_rows
 from bot.timeutil import utcnow
 from config.settings import Exchanges
 
@@ -102,19 +102,14 @@ class Result:
         """The combined decision: what would alert."""
         return self.exchange_link is not None or self.judgement.flagged
 
-    def flagged_by(self, mode: str) -> bool:
-        """Whether the rules alone, the model alone or both together flag the post."""
+    def flagged_by(self, mode: str, threshold: float) -> bool:
+        """Whether the rules alone, the model alone (at `threshold`) or both together flag the post."""
         if mode == "combined":
             return self.flagged
         if mode == "rules":
-            rule_hits = self.judgement.rule_hits
-            return not any(h.category == VETO for h in rule_hits) and any(
-                h.category not in SILENT_CATEGORIES for h in rule_hits
-            )
+            return self.judgement.verdict == "rules"
         p = self.judgement.probability
-        return p is not None and p >= self.threshold
-
-    threshold: float = 1.0
+        return p is not None and p >= threshold
 
 
 @dataclass
@@ -124,6 +119,7 @@ class Backtest:
     scores: Scores = field(default_factory=Scores)
     labelled: int = 0
     has_model: bool = False
+    threshold: float = 1.0  # the detector's, for scoring the model alone
 
     def add(self, result: Result) -> None:
         self.results.append(result)
@@ -138,7 +134,7 @@ class Backtest:
             if result.case.label is None:
                 continue
             name = "all" if group is None else (getattr(result.case, group) or "?")
-            table.setdefault(name, Scores()).add(result.flagged_by(mode), result.case.label)
+            table.setdefault(name, Scores()).add(result.flagged_by(mode, self.threshold), result.case.label)
         return dict(sorted(table.items()))
 
 
@@ -191,22 +187,22 @@ def case_from_record(record: Any, number: int) -> Case:
     return Case(post, label, domain if isinstance(domain, str) else None)
 
 
+def backtest_for(detector: Detector) -> Backtest:
+    return Backtest(has_model=detector.scorer is not None, threshold=detector.threshold)
+
+
 def run_backtest(path: Path, detector: Detector) -> Backtest:
     """Judge every case of a JSONL file, in batches as a poll would be judged."""
-    outcome = Backtest(has_model=detector.scorer is not None)
+    outcome = backtest_for(detector)
     return score_cases(read_cases(path, outcome.skipped), detector, outcome)
 
 
 def score_cases(cases: Iterable[Case], detector: Detector, outcome: Backtest | None = None) -> Backtest:
-    outcome = outcome or Backtest(has_model=detector.scorer is not None)
-    batch: list[Case] = []
-    for case in [*cases, None]:
-        if case is not None:
-            batch.append(case)
-        if batch and (case is None or len(batch) == _BATCH):
-            for item, judgement in zip(batch, detector.judge([c.post for c in batch]), strict=True):
-                outcome.add(Result(item, judgement, threshold=detector.threshold))
-            batch = []
+    outcome = outcome or backtest_for(detector)
+    remaining = iter(cases)
+    while batch := list(islice(remaining, _BATCH)):
+        for case, judgement in zip(batch, detector.judge([c.post for c in batch]), strict=True):
+            outcome.add(Result(case, judgement))
     return outcome
 
 
@@ -244,7 +240,7 @@ def run_context_backtest(path: Path, detector: Detector, exchanges: Exchanges) -
     from bot.pipeline import Pipeline
     from storage import Store
 
-    outcome = Backtest(has_model=detector.scorer is not None)
+    outcome = backtest_for(detector)
     cases = sorted(read_cases(path, outcome.skipped, context=True), key=lambda c: c.post.created_at)
     with Store.open(":memory:") as store:
         source = _ListSource(tuple(c.post for c in cases))
@@ -252,7 +248,7 @@ def run_context_backtest(path: Path, detector: Detector, exchanges: Exchanges) -
         answers = store.answers()
     judgements = detector.judge([c.post for c in cases])
     for case, judgement in zip(cases, judgements, strict=True):
-        outcome.add(Result(case, judgement, answers.get(case.post.key), threshold=detector.threshold))
+        outcome.add(Result(case, judgement, answers.get(case.post.key)))
     return outcome
 
 
@@ -330,8 +326,8 @@ def render_json(outcome: Backtest) -> dict[str, Any]:
                         "rule": h.rule_id,
                         "category": h.category,
                         "severity": h.severity,
-                        "spans": [[s.start, s.end, s.term] for s in h.spans],
-                        "why": [[s.start, s.end, s.term] for s in h.why],
+                        "spans": span_rows(h.spans),
+                        "why": span_rows(h.why),
                     }
                     for h in r.hits
                 ],

@@ -55,20 +55,17 @@ def command_backtest(args: argparse.Namespace) -> int:
 
 def _detector(settings: Settings | None, rules: Path | None, model: str | None):  # type: ignore[no-untyped-def]
     """The detector a command judges with: the settings' (or the shipped rules and model when there are no
-    settings), with --rules and --model swapped in."""
-    from bot.detect.detector import Detector
-    from bot.detect.matcher import Matcher, load_rules
-    from bot.detect.scorer import Scorer
-    from config.settings import DEFAULT_MODEL
+    settings), with --rules and --model ("off": none) swapped in."""
+    from dataclasses import replace
 
-    configured = settings.detector if settings else None
-    chosen = model if model is not None else str(configured.model if configured else DEFAULT_MODEL)
-    matcher = Matcher(
-        load_rules(rules or (settings.rules if settings else DEFAULT_RULES)),
-        engine=settings.engine if settings else "pyahocorasick",
-    )
-    scorer = None if chosen in ("off", "None") else Scorer.load(Path(chosen))
-    return Detector(matcher, scorer, configured.threshold if configured else None)
+    from bot.app import detector_from
+    from config.settings import DetectorSettings
+
+    config = settings.detector if settings else DetectorSettings()
+    if model is not None:
+        config = replace(config, model=None if model == "off" else Path(model))
+    engine = settings.engine if settings else "pyahocorasick"
+    return detector_from(rules or (settings.rules if settings else DEFAULT_RULES), engine, config)
 
 
 def command_train(args: argparse.Namespace) -> int:

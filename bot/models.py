@@ -45,6 +45,11 @@ class Span:
     term: str
 
 
+def span_rows(spans: tuple[Span, ...]) -> list[list[int | str]]:
+    """Spans as JSON-ready [start, end, term] rows: how hits, alerts and backtests write them."""
+    return [[s.start, s.end, s.term] for s in spans]
+
+
 @dataclass(frozen=True)
 class Hit:
     """A decision that a post alerts (or, for silent categories, is kept): what decided it and why.

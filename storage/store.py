@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from bot.models import Fetch, Hit, Post
+from bot.models import Fetch, Hit, Post, span_rows
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
 from storage.labels import LabelStore
@@ -302,12 +302,10 @@ def hit_row(hit: Hit, now: datetime) -> dict[str, Any]:
         "rule_id": hit.rule_id,
         "category": hit.category,
         "severity": hit.severity,
-        "spans": json.dumps([[s.start, s.end, s.term] for s in hit.spans], ensure_ascii=False),
+        "spans": json.dumps(span_rows(hit.spans), ensure_ascii=False),
         "matched_at": iso(now),
         "probability": None if hit.probability is None else round(hit.probability, 4),
-        "why": json.dumps([[s.start, s.end, s.term] for s in hit.why], ensure_ascii=False)
-        if hit.why
-        else None,
+        "why": json.dumps(span_rows(hit.why), ensure_ascii=False) if hit.why else None,
     }
 
 

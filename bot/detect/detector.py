@@ -35,6 +35,7 @@ class Judgement:
     hits: tuple[Hit, ...]
     probability: float | None  # None when no model is loaded
     rule_hits: tuple[Hit, ...] = ()  # every rule that matched, before the decision (for backtests)
+    verdict: str = "none"  # what decided: veto, rules, model or none (see Detector.verdict)
 
     @property
     def flagged(self) -> bool:
@@ -56,10 +57,6 @@ class Detector:
         self.scorer = scorer
         self.threshold = threshold if threshold is not None else (scorer.threshold if scorer else 1.0)
 
-    @property
-    def rules(self) -> list:
-        return self.matcher.rules
-
     def judge(self, posts: Sequence[Post]) -> list[Judgement]:
         """The decision for each post, in order. The scorer runs once over the whole batch, and explains at
         once every post that hits."""
@@ -67,7 +64,7 @@ class Detector:
         if self.scorer is not None and posts:
             probabilities = [float(p) for p in self.scorer.probabilities([post.text for post in posts])]
         matched = [tuple(self.matcher.match(post)) for post in posts]
-        verdicts = [self._verdict(hits, p) for hits, p in zip(matched, probabilities, strict=True)]
+        verdicts = [self.verdict(hits, p) for hits, p in zip(matched, probabilities, strict=True)]
         explained = self._explanations(posts, verdicts, probabilities)
         return [
             self._judgement(post, hits, p, verdict, explained.get(index, ((), "")))
@@ -76,7 +73,7 @@ class Detector:
             )
         ]
 
-    def _verdict(self, rule_hits: tuple[Hit, ...], p: float | None) -> str:
+    def verdict(self, rule_hits: tuple[Hit, ...], p: float | None) -> str:
         """veto, rules (an alerting rule matched), model (the model alone reaches the threshold) or none."""
         if any(h.category == VETO for h in rule_hits):
             return "veto"
@@ -120,7 +117,7 @@ class Detector:
             hits = (model_hit, *silent)
         else:
             hits = silent
-        return Judgement(post, hits, p, rule_hits)
+        return Judgement(post, hits, p, rule_hits, verdict)
 
     def _with_model(self, hit: Hit, p: float | None, why: tuple) -> Hit:
         if p is None:
