@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import parse_qs, urlparse
 
@@ -14,6 +15,7 @@ from bot.sources.x import MAX_QUERY, XSource, batch_accounts
 from tests.xapi import API, USERS, timeline, tweet, users_found
 
 TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
+SEARCH = f"{API}/tweets/search/recent"
 SECRET = "AAAA-test-bearer-token"
 
 
@@ -224,3 +226,17 @@ def test_any_other_400_is_a_failed_poll_that_names_xs_reason():
     )
     with pytest.raises(SourceError, match=r"X answered 400: The `max_results` query parameter"):
         make_source().fetch("elonmusk", "300")
+
+
+@responses.activate
+def test_a_batch_follows_search_pages_with_the_next_token_parameter_search_documents(caplog):
+    responses.get(SEARCH, json=timeline(tweet("1202", "newer"), next_token="b2"))
+    responses.get(SEARCH, json=timeline(tweet("1201", "older")))
+    source = make_source(accounts=["elonmusk", "finkd"], batch=True)
+    (feed,) = source.feeds()
+    with caplog.at_level(logging.WARNING):
+        fetch = source.fetch(feed, "1200")
+    assert [p.id for p in fetch.posts] == ["1201", "1202"]
+    second = query_of(responses.calls[1])
+    assert second["next_token"] == ["b2"] and "pagination_token" not in second
+    assert "Unexpected parameter" not in caplog.text

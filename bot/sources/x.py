@@ -46,6 +46,9 @@ KIND_OF_REFERENCE = {"retweeted": "repost", "quoted": "quote", "replied_to": "re
 MAX_QUERY = 512
 MAX_PAGES = 32  # users/:id/tweets serves at most the newest 3,200 posts: 32 pages of 100
 BATCH_PREFIX = "batch:"
+# Recent search asks for its next page as `next_token`, the timeline as `pagination_token`; tweepy sends
+# any other name on regardless, with an "Unexpected parameter" warning.
+SEARCH_PAGE_PARAM = "next_token"
 
 
 class _TimeoutSession(requests.Session):
@@ -107,7 +110,7 @@ class XSource:
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
             search = self.client.search_recent_tweets
             try:
-                pages = self._pages(search, cursor, min_results=10, query=query)
+                pages = self._pages(search, cursor, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
             except StaleCursor:
                 # Recent search reaches back 7 days: after a longer stop the gap cannot be fetched at all, and
                 # keeping the old since_id would fail forever. Say so, and start again from the newest posts.
@@ -118,7 +121,7 @@ class XSource:
                     cursor,
                 )
                 cursor = None
-                pages = self._pages(search, None, min_results=10, query=query)
+                pages = self._pages(search, None, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
         else:
             self._resolve(feed)
             pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
@@ -139,9 +142,17 @@ class XSource:
             raise SourceError(f"no X account named @{username} (check the name in the settings)")
 
     def _pages(
-        self, endpoint: Callable[..., dict], cursor: str | None, min_results: int, **args: Any
+        self,
+        endpoint: Callable[..., dict],
+        cursor: str | None,
+        min_results: int,
+        page_param: str = "pagination_token",
+        **args: Any,
     ) -> list[dict]:
-        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit."""
+        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit.
+
+        Each page's meta.next_token is sent back as `page_param`, the name the endpoint documents.
+        """
         args |= {"tweet_fields": TWEET_FIELDS, "expansions": EXPANSIONS, "user_fields": USER_FIELDS}
         if cursor:
             args["since_id"] = cursor
@@ -152,7 +163,7 @@ class XSource:
         token = None
         while len(pages) < MAX_PAGES:
             size = 100 if wanted is None else max(min_results, min(100, wanted - _count(pages)))
-            page = self._call(endpoint, max_results=size, pagination_token=token, **args)
+            page = self._call(endpoint, max_results=size, **{page_param: token}, **args)
             metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
