@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -16,6 +18,7 @@ from tests.xapi import API, USERS, timeline, tweet, users_found
 
 TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
 SEARCH = f"{API}/tweets/search/recent"
+RECORDED = Path(__file__).parent / "data" / "x"
 SECRET = "AAAA-test-bearer-token"
 
 
@@ -226,6 +229,27 @@ def test_any_other_400_is_a_failed_poll_that_names_xs_reason():
     )
     with pytest.raises(SourceError, match=r"X answered 400: The `max_results` query parameter"):
         make_source().fetch("elonmusk", "300")
+
+
+@responses.activate
+def test_xs_escaped_ampersands_and_angle_brackets_are_stored_as_people_wrote_them():
+    recorded = json.loads((RECORDED / "home_timeline.json").read_text(encoding="utf-8"))
+    responses.get(TIMELINE, json=recorded)
+    responses.get(TIMELINE, json={"meta": {"result_count": 0}})
+    posts = {p.id: p.text for p in make_source().fetch("elonmusk", "1").posts}
+    assert len(posts) == 98
+    assert posts["1578095129495482369"].startswith("So @alanbenlee @snowman & I are testing")
+    assert posts["1577678849445355527"] == "NYC < London (weather this week)"
+    assert "edited Tweets -> https://t.co/DMtknKt2yZ" in posts["1577470977516400640"]
+    assert not [text for text in posts.values() if "&amp;" in text or "&lt;" in text or "&gt;" in text]
+
+
+@responses.activate
+def test_an_escape_typed_by_a_person_is_unescaped_only_once():
+    # X escapes every "&": someone who wrote "&amp;" is served "&amp;amp;" and must be read as "&amp;".
+    responses.get(TIMELINE, json=timeline(tweet("1101", "write &amp;amp; for &amp; in HTML &lt;p&gt;")))
+    (post,) = make_source().fetch("elonmusk", "1100").posts
+    assert post.text == "write &amp; for & in HTML <p>"
 
 
 @responses.activate

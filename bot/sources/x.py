@@ -2,7 +2,8 @@
 
 Quirks kept here: usernames are resolved to ids once (and stored by the pipeline); a timeline is polled with
 since_id and paginated until caught up; the first poll of an account takes only its newest posts; a
-note_tweet's full text replaces the truncated text; an edited post keeps the id of its first version; a 429
+note_tweet's full text replaces the truncated text; X's &amp; &lt; &gt; escapes are undone; an edited post
+keeps the id of its first version; a 429
 pauses only that feed until X's reset time. With `batch = true`, accounts are polled together through
 search_recent_tweets, one `from:a OR from:b` query per 512 characters, each with its own cursor.
 """
@@ -10,6 +11,7 @@ search_recent_tweets, one `from:a OR from:b` query per 512 characters, each with
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +51,8 @@ BATCH_PREFIX = "batch:"
 # Recent search asks for its next page as `next_token`, the timeline as `pagination_token`; tweepy sends
 # any other name on regardless, with an "Unexpected parameter" warning.
 SEARCH_PAGE_PARAM = "next_token"
+X_ESCAPE = re.compile(r"&(amp|lt|gt);")
+X_ESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
 
 
 class _TimeoutSession(requests.Session):
@@ -240,7 +244,7 @@ def post_from_tweet(tweet: dict[str, Any], usernames: dict[str, str]) -> Post:
         version_id=str(tweet["id"]),
         author=author,
         author_id=tweet.get("author_id"),
-        text=note.get("text") or tweet.get("text", ""),
+        text=unescape(note.get("text") or tweet.get("text", "")),
         url=f"https://x.com/{author}/status/{history[0]}",
         created_at=parse_datetime(tweet["created_at"]) if tweet.get("created_at") else utcnow(),
         lang=tweet.get("lang"),
@@ -251,6 +255,16 @@ def post_from_tweet(tweet: dict[str, Any], usernames: dict[str, str]) -> Post:
         conversation_id=tweet.get("conversation_id"),
         raw=tweet,
     )
+
+
+def unescape(text: str) -> str:
+    """`text` with X's HTML escapes undone.
+
+    X escapes exactly &, < and > in post text, every time, so exactly those three are undone, in one pass:
+    someone who typed "&amp;" is served "&amp;amp;" and keeps "&amp;" (html.unescape would also turn a
+    typed "&copy;" into "©").
+    """
+    return X_ESCAPE.sub(lambda escape: X_ESCAPED[escape[1]], text)
 
 
 def search_query(accounts: Iterable[str]) -> str:
