@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from bot.sources.replay import ReplaySource, read_posts
@@ -78,3 +79,38 @@ def test_a_restarted_replay_goes_on_from_its_saved_cursor(write_feed):
     assert [p.id for p in restarted.fetch(feed.name, cursor).posts] == []
     clock.now += 1
     assert [p.id for p in restarted.fetch(feed.name, cursor).posts] == ["6"]
+
+
+def test_a_file_that_starts_with_a_byte_order_mark_keeps_its_first_line(tmp_path, caplog):
+    feed = tmp_path / "notepad.jsonl"
+    lines = [json.dumps(post_record("1", "first")), json.dumps(post_record("2", "second"))]
+    feed.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # what Windows Notepad saves
+    with caplog.at_level(logging.WARNING):
+        posts = read_posts(feed)
+    assert [p.id for p in posts] == ["1", "2"]
+    assert posts[0].platform == "x" and caplog.records == []
+
+
+def test_mentions_given_as_one_string_are_refused_naming_the_field(write_feed, caplog):
+    feed = write_feed(
+        [
+            post_record("1", "@finkd cage match?", mentions="finkd"),
+            post_record("2", "cage match?", mentions=["finkd", None]),
+            post_record("3", "@finkd @elonmusk", mentions=["@finkd", "elonmusk"]),
+        ]
+    )
+    with caplog.at_level(logging.WARNING):
+        posts = read_posts(feed)
+    assert [(p.id, p.mentions) for p in posts] == [("3", ("finkd", "elonmusk"))]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{feed}:1: skipped: field 'mentions' must be a list of usernames, got \"finkd\"",
+        f"{feed}:2: skipped: field 'mentions' must be a list of usernames, got null in the list",
+    ]
+
+
+def test_an_empty_text_is_a_post_with_no_words_not_a_missing_field(write_feed, caplog):
+    feed = write_feed([post_record("1", ""), {**post_record("2", "x"), "text": None}])
+    with caplog.at_level(logging.WARNING):
+        posts = read_posts(feed)
+    assert [(p.id, p.text) for p in posts] == [("1", "")]
+    assert [r.getMessage() for r in caplog.records] == [f"{feed}:2: skipped: missing field 'text'"]

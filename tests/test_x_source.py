@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -14,6 +18,8 @@ from bot.sources.x import MAX_QUERY, XSource, batch_accounts
 from tests.xapi import API, USERS, timeline, tweet, users_found
 
 TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
+SEARCH = f"{API}/tweets/search/recent"
+RECORDED = Path(__file__).parent / "data" / "x"
 SECRET = "AAAA-test-bearer-token"
 
 
@@ -224,3 +230,121 @@ def test_any_other_400_is_a_failed_poll_that_names_xs_reason():
     )
     with pytest.raises(SourceError, match=r"X answered 400: The `max_results` query parameter"):
         make_source().fetch("elonmusk", "300")
+
+
+BIRD = (
+    "In 1986, Larry Bird told the Blazers he would play the whole game left-handed. He scored 47 points, "
+    "then went back to his right hand for the Lakers two nights later. @celtics"
+)
+
+
+def repost_of_bird(original_id: str = "900") -> dict:
+    """A repost as X serves it: its own text cut with "…", the whole original only in includes.tweets."""
+    return tweet(
+        "1001",
+        ("RT @BleacherReport: " + BIRD)[:139] + "…",
+        referenced_tweets=[{"type": "retweeted", "id": original_id}],
+        entities={"mentions": [{"start": 3, "end": 18, "username": "BleacherReport", "id": "890891"}]},
+    )
+
+
+def bird_original(text: str = BIRD, **fields) -> dict:
+    return tweet(
+        "900",
+        text,
+        author="BleacherReport",
+        created_at="2023-06-20T10:00:00.000Z",
+        entities={"mentions": [{"start": 166, "end": 174, "username": "celtics", "id": "3"}]},
+        **fields,
+    )
+
+
+@responses.activate
+def test_a_repost_is_stored_with_the_full_text_of_the_post_it_reposts_and_its_own_attribution():
+    responses.get(
+        TIMELINE,
+        json=timeline(repost_of_bird(), users=("elonmusk", "BleacherReport"), included=(bird_original(),)),
+    )
+    (post,) = make_source().fetch("elonmusk", "1000").posts
+    assert post.text == "RT @BleacherReport: " + BIRD
+    assert (post.key, post.author, post.kind, post.quote_of) == ("x:1001", "elonmusk", "repost", "900")
+    assert post.created_at == datetime(2023, 6, 21, 2, 58, tzinfo=UTC)
+    assert post.url == "https://x.com/elonmusk/status/1001"
+    assert post.mentions == ("BleacherReport", "celtics")
+
+
+@responses.activate
+def test_a_repost_of_a_long_post_is_stored_with_the_originals_note_tweet():
+    long_text = BIRD + " " + "He finished with 17 rebounds. " * 12
+    original = bird_original(note_tweet={"text": long_text})
+    responses.get(
+        TIMELINE,
+        json=timeline(repost_of_bird(), users=("elonmusk", "BleacherReport"), included=(original,)),
+    )
+    (post,) = make_source().fetch("elonmusk", "1000").posts
+    assert post.text == "RT @BleacherReport: " + long_text
+
+
+@responses.activate
+def test_a_repost_whose_original_x_did_not_include_keeps_xs_cut_text():
+    # X leaves a deleted or protected original out of includes.tweets (and says so in `errors`).
+    cut = repost_of_bird(original_id="901")
+    responses.get(TIMELINE, json=timeline(cut, users=("elonmusk",), included=(bird_original(),)))
+    (post,) = make_source().fetch("elonmusk", "1000").posts
+    assert post.text == cut["text"] and post.quote_of == "901"
+
+
+@responses.activate
+def test_a_quote_keeps_its_own_words_although_the_quoted_post_is_included():
+    quote = tweet("1002", "lol this", referenced_tweets=[{"type": "quoted", "id": "900"}])
+    responses.get(TIMELINE, json=timeline(quote, included=(bird_original(),)))
+    (post,) = make_source().fetch("elonmusk", "1000").posts
+    assert (post.text, post.kind, post.quote_of) == ("lol this", "quote", "900")
+
+
+@responses.activate
+def test_xs_escaped_ampersands_and_angle_brackets_are_stored_as_people_wrote_them():
+    recorded = json.loads((RECORDED / "home_timeline.json").read_text(encoding="utf-8"))
+    responses.get(TIMELINE, json=recorded)
+    responses.get(TIMELINE, json={"meta": {"result_count": 0}})
+    posts = {p.id: p.text for p in make_source().fetch("elonmusk", "1").posts}
+    assert len(posts) == 98
+    assert posts["1578095129495482369"].startswith("So @alanbenlee @snowman & I are testing")
+    assert posts["1577678849445355527"] == "NYC < London (weather this week)"
+    assert "edited Tweets -> https://t.co/DMtknKt2yZ" in posts["1577470977516400640"]
+    assert not [text for text in posts.values() if "&amp;" in text or "&lt;" in text or "&gt;" in text]
+
+
+@responses.activate
+def test_an_escape_typed_by_a_person_is_unescaped_only_once():
+    # X escapes every "&": someone who wrote "&amp;" is served "&amp;amp;" and must be read as "&amp;".
+    responses.get(TIMELINE, json=timeline(tweet("1101", "write &amp;amp; for &amp; in HTML &lt;p&gt;")))
+    (post,) = make_source().fetch("elonmusk", "1100").posts
+    assert post.text == "write &amp; for & in HTML <p>"
+
+
+@responses.activate
+def test_the_escapes_of_a_reposted_original_and_of_a_note_tweet_are_undone_too():
+    original = bird_original(text="Bird &amp; Magic", note_tweet={"text": "Bird &amp; Magic &lt;3 " * 20})
+    note = tweet("1003", "cut…", note_tweet={"text": "Celtics &gt; Lakers " * 20})
+    responses.get(
+        TIMELINE,
+        json=timeline(repost_of_bird(), note, users=("elonmusk", "BleacherReport"), included=(original,)),
+    )
+    posts = {p.id: p.text for p in make_source().fetch("elonmusk", "1000").posts}
+    assert posts["1001"] == "RT @BleacherReport: " + "Bird & Magic <3 " * 20
+    assert posts["1003"] == "Celtics > Lakers " * 20
+
+
+@responses.activate
+def test_a_batch_follows_search_pages_with_the_next_token_parameter_search_documents(caplog):
+    responses.get(SEARCH, json=timeline(tweet("1202", "newer"), next_token="b2"))
+    responses.get(SEARCH, json=timeline(tweet("1201", "older")))
+    source = make_source(accounts=["elonmusk", "finkd"], batch=True)
+    (feed,) = source.feeds()
+    with caplog.at_level(logging.WARNING):
+        fetch = source.fetch(feed, "1200")
+    assert [p.id for p in fetch.posts] == ["1201", "1202"]
+    second = query_of(responses.calls[1])
+    assert second["next_token"] == ["b2"] and "pagination_token" not in second
+    assert "Unexpected parameter" not in caplog.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 API = "https://api.twitter.com/2"  # the host tweepy calls
-USERS = {"elonmusk": "44196397", "finkd": "4"}
+USERS = {"elonmusk": "44196397", "finkd": "4", "BleacherReport": "890891"}
 
 
 def user(username: str) -> dict[str, str]:
@@ -27,15 +27,22 @@ def tweet(id: str, text: str, author: str = "elonmusk", **fields: Any) -> dict[s
 
 
 def timeline(
-    *tweets: dict[str, Any], next_token: str | None = None, users: tuple[str, ...] = ("elonmusk",)
+    *tweets: dict[str, Any],
+    next_token: str | None = None,
+    users: tuple[str, ...] = ("elonmusk",),
+    included: tuple[dict[str, Any], ...] = (),
 ) -> dict:
+    """A page of posts; `included` are the posts they refer to, which X puts in `includes.tweets`."""
     if not tweets:
         return {"meta": {"result_count": 0}}
     ids = sorted((int(t["id"]) for t in tweets), reverse=True)
     meta: dict[str, Any] = {"result_count": len(tweets), "newest_id": str(ids[0]), "oldest_id": str(ids[-1])}
     if next_token:
         meta["next_token"] = next_token
-    return {"data": list(tweets), "includes": {"users": [user(u) for u in users]}, "meta": meta}
+    includes: dict[str, Any] = {"users": [user(u) for u in users]}
+    if included:
+        includes["tweets"] = list(included)
+    return {"data": list(tweets), "includes": includes, "meta": meta}
 
 
 def users_found(*usernames: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Replay: posts from a JSONL file, handed out as if they were arriving live, with time compressed.
 
 Used by the demo, for backfills and in tests. Each line is one JSON object with at least `platform`, `id`,
-`author`, `text` and `created_at`; optional: author_id, url, lang, kind, reply_to, quote_of, mentions,
-conversation_id. A broken line is logged with its number and skipped; the rest of the file is used.
+`author`, `text` (possibly empty) and `created_at`; optional: author_id, url, lang, kind, reply_to, quote_of,
+mentions (a list of usernames), conversation_id. A broken line is logged with its number and skipped; the
+rest of the file is used.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _parse_cursor(cursor: str | None) -> tuple[str, str] | None:
 def read_posts(path: Path) -> list[Post]:
     """Every good post in a JSONL file; each bad line is logged with its number and skipped."""
     posts = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    # utf-8-sig: a file saved with a byte-order mark (Windows Notepad does) keeps its first line.
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -118,7 +120,8 @@ def post_from_record(record: Any) -> Post:
     """A Post from one replay record. Raises ValueError naming the field that is wrong."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    missing = [f for f in _REQUIRED if record.get(f) in (None, "")]
+    # An empty text is a post with no words (a picture, a bare repost); only an absent text is missing.
+    missing = [f for f in _REQUIRED if record.get(f) is None or (f != "text" and record[f] == "")]
     if missing:
         raise ValueError(f"missing field {missing[0]!r}")
     if not isinstance(record["text"], str):
@@ -142,10 +145,29 @@ def post_from_record(record: Any) -> Post:
         kind=kind,
         reply_to=_text_or_none(record.get("reply_to")),
         quote_of=_text_or_none(record.get("quote_of")),
-        mentions=tuple(str(m).lstrip("@") for m in record.get("mentions") or ()),
+        mentions=_mentions(record.get("mentions")),
         conversation_id=_text_or_none(record.get("conversation_id")),
         raw=record,
     )
+
+
+def _mentions(value: Any) -> tuple[str, ...]:
+    """The usernames of a `mentions` list, without their "@". Raises ValueError for anything else: a string
+    alone would otherwise be read as one mention per character."""
+    if value in (None, ""):
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"field 'mentions' must be a list of usernames, got {_shown(value)}")
+    for name in value:
+        if not isinstance(name, str) or not name.lstrip("@"):
+            raise ValueError(f"field 'mentions' must be a list of usernames, got {_shown(name)} in the list")
+    return tuple(name.lstrip("@") for name in value)
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the file has it, cut short for a one-line message."""
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
 def _text_or_none(value: Any) -> str | None:

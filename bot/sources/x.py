@@ -2,14 +2,16 @@
 
 Quirks kept here: usernames are resolved to ids once (and stored by the pipeline); a timeline is polled with
 since_id and paginated until caught up; the first poll of an account takes only its newest posts; a
-note_tweet's full text replaces the truncated text; an edited post keeps the id of its first version; a 429
-pauses only that feed until X's reset time. With `batch = true`, accounts are polled together through
-search_recent_tweets, one `from:a OR from:b` query per 512 characters, each with its own cursor.
+note_tweet's full text replaces the truncated text; a repost's cut copy gives way to its original's whole text
+when X includes the original; X's &amp; &lt; &gt; escapes are undone; an edited post keeps the id of its first
+version; a 429 pauses only that feed until X's reset time. With `batch = true`, accounts are polled together
+through search_recent_tweets, one `from:a OR from:b` query per 512 characters, each with its own cursor.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +48,12 @@ KIND_OF_REFERENCE = {"retweeted": "repost", "quoted": "quote", "replied_to": "re
 MAX_QUERY = 512
 MAX_PAGES = 32  # users/:id/tweets serves at most the newest 3,200 posts: 32 pages of 100
 BATCH_PREFIX = "batch:"
+# Recent search asks for its next page as `next_token`, the timeline as `pagination_token`; tweepy sends
+# any other name on regardless, with an "Unexpected parameter" warning.
+SEARCH_PAGE_PARAM = "next_token"
+REPOST_PREFIX = re.compile(r"RT @\w+: ")
+X_ESCAPE = re.compile(r"&(amp|lt|gt);")
+X_ESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
 
 
 class _TimeoutSession(requests.Session):
@@ -107,7 +115,7 @@ class XSource:
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
             search = self.client.search_recent_tweets
             try:
-                pages = self._pages(search, cursor, min_results=10, query=query)
+                pages = self._pages(search, cursor, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
             except StaleCursor:
                 # Recent search reaches back 7 days: after a longer stop the gap cannot be fetched at all, and
                 # keeping the old since_id would fail forever. Say so, and start again from the newest posts.
@@ -118,7 +126,7 @@ class XSource:
                     cursor,
                 )
                 cursor = None
-                pages = self._pages(search, None, min_results=10, query=query)
+                pages = self._pages(search, None, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
         else:
             self._resolve(feed)
             pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
@@ -139,9 +147,17 @@ class XSource:
             raise SourceError(f"no X account named @{username} (check the name in the settings)")
 
     def _pages(
-        self, endpoint: Callable[..., dict], cursor: str | None, min_results: int, **args: Any
+        self,
+        endpoint: Callable[..., dict],
+        cursor: str | None,
+        min_results: int,
+        page_param: str = "pagination_token",
+        **args: Any,
     ) -> list[dict]:
-        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit."""
+        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit.
+
+        Each page's meta.next_token is sent back as `page_param`, the name the endpoint documents.
+        """
         args |= {"tweet_fields": TWEET_FIELDS, "expansions": EXPANSIONS, "user_fields": USER_FIELDS}
         if cursor:
             args["since_id"] = cursor
@@ -152,7 +168,7 @@ class XSource:
         token = None
         while len(pages) < MAX_PAGES:
             size = 100 if wanted is None else max(min_results, min(100, wanted - _count(pages)))
-            page = self._call(endpoint, max_results=size, pagination_token=token, **args)
+            page = self._call(endpoint, max_results=size, **{page_param: token}, **args)
             metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
@@ -165,10 +181,13 @@ class XSource:
         posts: dict[str, Post] = {}
         newest = int(cursor) if cursor else 0
         for page in pages:
-            users = {u["id"]: u["username"] for u in (page.get("includes") or {}).get("users", [])}
+            includes = page.get("includes") or {}
+            users = {u["id"]: u["username"] for u in includes.get("users", [])}
+            # A repost's original is only in the includes of the page that holds the repost.
+            included = {t["id"]: t for t in includes.get("tweets", [])}
             for tweet in page.get("data") or []:
                 newest = max(newest, int(tweet["id"]))
-                post = post_from_tweet(tweet, users)
+                post = post_from_tweet(tweet, users, included)
                 if post.key not in posts or int(post.version_id or 0) > int(posts[post.key].version_id or 0):
                     posts[post.key] = post
         ordered = sorted(posts.values(), key=lambda p: int(p.version_id or p.id), reverse=True)
@@ -215,31 +234,73 @@ def _source_error(error: Exception) -> SourceError:
     return SourceError(f"cannot reach X: {type(error).__name__}")
 
 
-def post_from_tweet(tweet: dict[str, Any], usernames: dict[str, str]) -> Post:
-    """A Post from one X API v2 tweet object; `usernames` maps author ids to handles (from includes)."""
+def post_from_tweet(
+    tweet: dict[str, Any], usernames: dict[str, str], included: dict[str, dict[str, Any]] | None = None
+) -> Post:
+    """A Post from one X API v2 tweet object. `usernames` maps author ids to handles and `included` maps ids
+    to the posts tweets refer to (both from the same answer's includes); a repost takes its original's text.
+    """
     history = tweet.get("edit_history_tweet_ids") or [tweet["id"]]
     references = {ref["type"]: ref["id"] for ref in tweet.get("referenced_tweets") or []}
     kind = next((KIND_OF_REFERENCE[t] for t in KIND_OF_REFERENCE if t in references), "post")
     author = usernames.get(tweet.get("author_id", ""), tweet.get("author_id") or "unknown")
-    note = tweet.get("note_tweet") or {}
-    entities = note.get("entities") or tweet.get("entities") or {}
+    original = (included or {}).get(references.get("retweeted", ""))
     return Post(
         platform="x",
         id=str(history[0]),
         version_id=str(tweet["id"]),
         author=author,
         author_id=tweet.get("author_id"),
-        text=note.get("text") or tweet.get("text", ""),
+        text=post_text(tweet, original),
         url=f"https://x.com/{author}/status/{history[0]}",
         created_at=parse_datetime(tweet["created_at"]) if tweet.get("created_at") else utcnow(),
         lang=tweet.get("lang"),
         kind=kind,
         reply_to=references.get("replied_to"),
         quote_of=references.get("quoted") or references.get("retweeted"),
-        mentions=tuple(m["username"] for m in entities.get("mentions") or [] if m.get("username")),
+        mentions=_mentions(tweet, original),
         conversation_id=tweet.get("conversation_id"),
         raw=tweet,
     )
+
+
+def post_text(tweet: dict[str, Any], original: dict[str, Any] | None) -> str:
+    """The whole text of a post as its author wrote it.
+
+    X cuts a repost's own copy ("RT @author: In 1986, Larry Bird …"); when the reposted original came in the
+    same answer, the repost's text is X's "RT @author: " prefix followed by the original's whole text, so a
+    repost reads the same whether or not its original was included.
+    """
+    if original is None:
+        return unescape(_whole_text(tweet))
+    prefix = REPOST_PREFIX.match(tweet.get("text", ""))
+    return unescape((prefix[0] if prefix else "") + _whole_text(original))
+
+
+def unescape(text: str) -> str:
+    """`text` with X's HTML escapes undone.
+
+    X writes &, < and > in post text as &amp; &lt; &gt; and escapes nothing else, so only those three are
+    undone, in one pass: a typed "&amp;" (served as "&amp;amp;") stays "&amp;", and whatever X left alone is
+    left alone (html.unescape would also turn a typed "&copy" or "&nbsp;" into other characters).
+    """
+    return X_ESCAPE.sub(lambda escape: X_ESCAPED[escape[1]], text)
+
+
+def _whole_text(tweet: dict[str, Any]) -> str:
+    """A long post's full note_tweet text, or else the text X serves (which X cuts short for a long post)."""
+    return (tweet.get("note_tweet") or {}).get("text") or tweet.get("text", "")
+
+
+def _mentions(tweet: dict[str, Any], original: dict[str, Any] | None) -> tuple[str, ...]:
+    """The usernames a post mentions: a repost's own (the reposted author) and then its original's others."""
+    own = _mentioned(tweet)
+    return own + tuple(name for name in _mentioned(original or {}) if name not in own)
+
+
+def _mentioned(tweet: dict[str, Any]) -> tuple[str, ...]:
+    entities = (tweet.get("note_tweet") or {}).get("entities") or tweet.get("entities") or {}
+    return tuple(m["username"] for m in entities.get("mentions") or [] if m.get("username"))
 
 
 def search_query(accounts: Iterable[str]) -> str:
