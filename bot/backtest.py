@@ -143,7 +143,7 @@ def read_cases(path: Path, skipped: list[str], context: bool = False) -> Iterato
 
     In context mode a case is a whole post (platform, author, created_at, optional reply_to, quote_of and
     mentions), as a replay file has it."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -100,3 +100,12 @@ def test_the_default_pack_does_not_regress_on_the_holdout_set(detector):
     # shaped the no-guts rule, so it is a regression set now, not a blind one (README, "Rules").
     scores = run_backtest(DATA / "holdout.jsonl", detector).scores
     assert scores.f1 >= 0.9, scores.summary()
+
+
+def test_a_labelled_file_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path, capsys):
+    feed = tmp_path / "bom.jsonl"
+    lines = [{"text": "Vegas Octagon", "label": "flag"}, {"text": "hello", "label": "none"}]
+    feed.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8-sig")
+    code, out, _ = backtest(capsys, str(feed), "--model", "off")
+    assert code == 0
+    assert out.strip().splitlines()[-1] == "precision=1.000 recall=1.000 f1=1.000 tp=1 fp=0 fn=0 tn=1"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.detect.corpus import BLIND_DIR, TRAIN_DIR, Example, digest, near_duplicates, read_dir
+from bot.detect.corpus import BLIND_DIR, TRAIN_DIR, Example, digest, near_duplicates, read_dir, read_examples
 from bot.detect.detector import Detector, alerts_on
 from bot.detect.features import featurize
 from bot.detect.matcher import Matcher
@@ -375,3 +375,11 @@ def test_only_a_given_strength_is_cross_validated_and_a_given_threshold_is_kept(
     fixed_strength = train(corpus, strength=3.0)
     assert fixed_threshold.threshold == 0.6
     assert fixed_strength.meta["strength"] == 3.0
+
+
+def test_a_corpus_file_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path):
+    line = {"id": "x1", "text": "Je te défie", "lang": "fr", "domain": "sport", "writer": "w99"}
+    line |= {"label": "flag", "category": "challenge"}
+    path = tmp_path / "bom.jsonl"
+    path.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8-sig")
+    assert [example.text for example in read_examples(path)] == ["Je te défie"]

@@ -46,7 +46,7 @@ class Example:
 def read_examples(path: Path) -> list[Example]:
     """Every line of one JSONL file, checked against the guide's format."""
     examples = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 examples.append(_example(json.loads(line), f"{path}:{number}"))
