@@ -109,8 +109,16 @@ class Courier:
         self._attempt(notifier, digest, [a.id for a in group], count)
 
     def _attempt(self, notifier: Notifier, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
-        """Send once; True when the line may move on (sent, or dead)."""
+        """Send once; True when the line may move on (sent, or dead).
+
+        The attempt is counted, with its backoff, before the send: when the database then fails to record
+        the outcome, the alert goes out again only after that backoff, and never more than max_attempts
+        times (the receiver drops the repeats by their idempotency key)."""
+        if alert.attempts >= self.delivery.max_attempts:
+            return self._give_up(notifier.name, alert, ids, count)
         self._pace(notifier)
+        backoff = retry_delay(alert.attempts + 1, None, self.delivery.retry_base, self.delivery.retry_max)
+        self.store.begin_attempt(ids, utcnow() + timedelta(seconds=backoff))
         try:
             notifier.send(alert)
         except Exception as error:
@@ -120,6 +128,16 @@ class Courier:
         self.store.mark_sent(*ids)
         count.sent += len(ids)
         metrics.ALERTS.labels(notifier.name, "sent").inc(len(ids))
+        return True
+
+    def _give_up(self, channel: str, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
+        """Make dead, unsent, an alert whose attempts are used up though none was recorded as failed (the
+        database failed after a send); True, so the line moves on."""
+        error = f"gave up after {alert.attempts} attempt(s) whose outcome could not be recorded"
+        log.error("%s: alert %s is dead: %s", channel, alert.key, error)
+        self.store.mark_failed(ids, error, retry_at=None)
+        count.dead += len(ids)
+        metrics.ALERTS.labels(channel, "dead").inc(len(ids))
         return True
 
     def _pace(self, notifier: Notifier) -> None:

@@ -139,20 +139,33 @@ class Outbox:
             )
             return [_alert_with_digest(a, key) for a in alerts]
 
-    def mark_sent(self, *alert_ids: int) -> None:
+    def begin_attempt(self, alert_ids: Sequence[int], retry_at: datetime) -> None:
+        """Count an attempt, and hold the alerts back until `retry_at`, in a transaction of its own committed
+        before the send: if recording the outcome then fails, the alert is sent again only after this
+        backoff, and at most as many times as attempts are allowed."""
         with self.lock, self.db.atomic():
             self.db.execute(
-                "UPDATE alerts SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL "
+                "UPDATE alerts SET attempts = attempts + 1, next_attempt_at = ? "
+                f"WHERE id IN ({','.join('?' * len(alert_ids))})",
+                [iso(retry_at), *alert_ids],
+            )
+
+    def mark_sent(self, *alert_ids: int) -> None:
+        """The channel accepted the alerts (the attempt itself was counted by begin_attempt)."""
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET status = 'sent', sent_at = ?, last_error = NULL "
                 f"WHERE id IN ({','.join('?' * len(alert_ids))})",
                 [iso(utcnow()), *alert_ids],
             )
 
     def mark_failed(self, alert_ids: int | Sequence[int], error: str, retry_at: datetime | None) -> None:
-        """Count a failed attempt: retry at `retry_at`, or give up (status dead) when it is None."""
+        """Record why an attempt failed (begin_attempt counted it): retry at `retry_at`, or give up (status
+        dead) when it is None."""
         ids = [alert_ids] if isinstance(alert_ids, int) else list(alert_ids)
         with self.lock, self.db.atomic():
             self.db.execute(
-                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, status = ?, next_attempt_at = ? "
+                "UPDATE alerts SET last_error = ?, status = ?, next_attempt_at = ? "
                 f"WHERE id IN ({','.join('?' * len(ids))})",
                 [error[:1000], "pending" if retry_at else "dead", iso(retry_at or utcnow()), *ids],
             )

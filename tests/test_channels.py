@@ -7,6 +7,8 @@ import hmac
 import itertools
 import json
 import logging
+import sqlite3
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -354,3 +356,52 @@ def test_courier_runs_one_delivery_per_channel_at_a_time(store, detector):
 
 def test_the_webhook_schema_file_ships_with_the_package():
     assert (Path(__file__).resolve().parent.parent / "config" / "webhook.schema.json").is_file()
+
+
+# -- when the database fails after a send -------------------------------------------------------------
+
+
+class LockedAfterSend:
+    """The real webhook channel, after whose every send a second connection takes the database's write
+    lock: what a full disk or another writer looks like to the "mark sent" step that follows."""
+
+    def __init__(self, channel: WebhookNotifier, database: Path) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.min_interval = 0.0
+        self.holder = sqlite3.connect(database, isolation_level=None)
+
+    def send(self, alert: Alert) -> None:
+        self.channel.send(alert)
+        self.holder.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.holder.in_transaction:
+            self.holder.execute("ROLLBACK")
+
+
+def test_an_alert_whose_mark_sent_fails_is_resent_only_after_a_backoff_and_a_bounded_number_of_times(
+    store, detector, tmp_path
+):
+    store.db.execute("PRAGMA busy_timeout = 50")  # fail the locked write at once rather than in 10 s
+    with Receiver() as receiver:
+        channel = LockedAfterSend(webhook(receiver), tmp_path / "ringside.db")
+        pipeline = demo(store, detector, channel, delivery=Delivery(max_attempts=4, retry_base=60))
+        for _tick in range(10):
+            pipeline.deliver_all()
+            channel.release()
+        assert (
+            len(receiver.received) == 1
+        )  # the attempt was counted before the send: it now waits its backoff
+        (head, *_) = store.pending_alerts("hook")
+        assert head.attempts == 1 and head.next_attempt_at > utcnow() + timedelta(seconds=25)
+        for _tick in range(10):
+            make_due(store)
+            pipeline.deliver_all()
+            channel.release()
+    sends = Counter(keys_of(receiver.received))
+    assert sends[keys_of(receiver.received)[0]] == 4 == max(sends.values())  # 4: max_attempts
+    assert store.db.execute("SELECT status, attempts FROM alerts ORDER BY id LIMIT 1").fetchone() == (
+        "dead",
+        4,
+    )
