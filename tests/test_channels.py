@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import logging
@@ -15,8 +16,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bot.delivery import Courier
+from bot.delivery import REFUSALS_TO_PAUSE, Courier
 from bot.notifiers.apprise import AppriseNotifier
+from bot.notifiers.console import ConsoleNotifier
 from bot.notifiers.slack import BLOCK_LIMIT, SECTION_LIMIT, SlackNotifier, slack_message
 from bot.notifiers.webhook import WebhookNotifier
 from bot.pipeline import Pipeline
@@ -405,3 +407,47 @@ def test_an_alert_whose_mark_sent_fails_is_resent_only_after_a_backoff_and_a_bou
         "dead",
         4,
     )
+
+
+# -- a channel that refuses everything ------------------------------------------------------------------
+
+
+def test_a_channel_refusing_every_alert_is_paused_with_one_notice_through_the_others_and_keeps_its_alerts(
+    store, detector, caplog
+):
+    out = io.StringIO()
+    with Receiver(default=status(404, "no_service")) as receiver:
+        pipeline = demo(
+            store, detector, webhook(receiver), ConsoleNotifier("console", stream=out, color=False)
+        )
+        with caplog.at_level(logging.ERROR):
+            first = pipeline.deliver_all()
+            again = pipeline.deliver_all()
+        assert (
+            len(receiver.received) == REFUSALS_TO_PAUSE
+        )  # then it stopped trying, instead of killing them all
+        assert first["hook"].dead == again["hook"].dead == 0
+        kept = store.db.execute("SELECT status, count(*) FROM alerts WHERE channel = 'hook' GROUP BY 1")
+        assert kept.fetchall() == [("pending", store.counts()["alerts"] // 2)]
+        assert list(store.paused_channels()) == ["hook"]
+        assert out.getvalue().count("channel hook refuses every alert") == 1
+        assert "alerts resume --channel hook" in out.getvalue() and receiver.url not in out.getvalue()
+        assert [r.getMessage() for r in caplog.records if "paused" in r.getMessage()] == [
+            f"hook: paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: refused "
+            f"(HTTP 404: no_service)); its {store.counts()['alerts'] // 2} pending alert(s) are kept: "
+            "fix it, then run_bot.py alerts resume --channel hook"
+        ]
+        receiver.default = status(200)
+        assert store.resume_channel("hook") == store.counts()["alerts"] // 2
+        pipeline.deliver_all()
+    assert store.paused_channels() == {}
+    assert len(receiver.accepted()) == store.counts()["alerts"] // 2
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone() == (0,)
+
+
+def test_a_few_refused_alerts_among_accepted_ones_are_dead_and_the_channel_goes_on(store, detector):
+    with Receiver() as receiver:
+        receiver.answer(status(400, "invalid_payload"), status(200), status(400, "invalid_payload"))
+        result = demo(store, detector, webhook(receiver)).deliver_all()["hook"]
+    assert result.dead == 2 and result.sent == store.counts()["alerts"] - 2
+    assert store.paused_channels() == {}
