@@ -39,6 +39,7 @@ from storage.labels import LabelError
 from storage.reports import QueryError
 
 log = logging.getLogger("ringside")
+PROGRESS_EVERY = 5.0  # seconds between two lines of `once` while a paced channel (Slack) works through alerts
 EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
@@ -290,6 +291,7 @@ def command_once(args: argparse.Namespace) -> int:
     detector = build_detector(settings)
     with Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
+        pipeline.courier.progress_every = PROGRESS_EVERY
         not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
         failed = [f"{s}:{f}" for s, f in not_polled if not feed_is_paused(store, s, f)]
         delivered = pipeline.deliver_all()

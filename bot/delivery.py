@@ -54,11 +54,16 @@ class Courier:
         notifiers: Sequence[Notifier],
         delivery: Delivery,
         digests: dict[str, float] | None = None,
+        progress_every: float = 0.0,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
         self.delivery = delivery
         self.digests = digests or {}
+        # Seconds between two progress lines while a paced channel works through its outbox; 0: none (the
+        # service's own log says enough; `once` sets it, so a command that takes a minute is never silent).
+        self.progress_every = progress_every
+        self._progress: dict[str, list[float]] = {}  # channel -> [alerts due at the start, last line's time]
         self._locks = {n.name: threading.Lock() for n in notifiers}
         self._last_send: dict[str, float] = {}
         # The ids of each message a channel refused for good, in a row: cleared by an accepted one.
@@ -88,11 +93,13 @@ class Courier:
             if self.digests.get(notifier.name):
                 self._deliver_digest(notifier, self.digests[notifier.name], count)
             else:
+                self._announce(notifier)
                 while self._deliver_batch(notifier, count):
                     pass
         except Exception:
             log.exception("%s: delivery failed unexpectedly", notifier.name)
         finally:
+            self._progress.pop(notifier.name, None)
             lock.release()
         return count
 
@@ -151,7 +158,32 @@ class Courier:
         self._refused[notifier.name].clear()
         count.sent += len(ids)
         metrics.ALERTS.labels(notifier.name, "sent").inc(len(ids))
+        self._report(notifier, count)
         return True
+
+    def _announce(self, notifier: Notifier) -> None:
+        """Say how long the channel's outbox will take when its pacing makes that longer than
+        progress_every, and start reporting progress."""
+        gap = getattr(notifier, "min_interval", 0.0)
+        if not self.progress_every or not gap:
+            return
+        due = self.store.due_count(notifier.name)
+        if due * gap < self.progress_every:
+            return
+        log.info(
+            "delivering %d alert(s) to %s, one every %g s: about %.0f s", due, notifier.name, gap, due * gap
+        )
+        self._progress[notifier.name] = [due, time.monotonic()]
+
+    def _report(self, notifier: Notifier, count: DeliveryCount) -> None:
+        """One progress line when progress_every has passed since the last."""
+        progress = self._progress.get(notifier.name)
+        if progress is None or time.monotonic() - progress[1] < self.progress_every:
+            return
+        progress[1] = time.monotonic()
+        due = int(progress[0])
+        left = max(0, due - count.sent - count.dead) * getattr(notifier, "min_interval", 0.0)
+        log.info("delivering: %d/%d sent to %s, about %.0f s left", count.sent, due, notifier.name, left)
 
     def _give_up(self, channel: str, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
         """Make dead, unsent, an alert whose attempts are used up though none was recorded as failed (the

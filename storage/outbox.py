@@ -118,6 +118,15 @@ class Outbox:
             ).fetchall()
         return [_alert(row) for row in rows]
 
+    def due_count(self, channel: str) -> int:
+        """How many of the channel's pending alerts are due now (the most one delivery can send)."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT count(*) FROM alerts "
+                "WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?",
+                [channel, iso(utcnow())],
+            ).fetchone()[0]
+
     def claim_digest(self, channel: str, limit: int) -> list[Alert]:
         """The alerts of the channel's next digest message, all carrying one digest key.
 

@@ -3,6 +3,7 @@ logs and the database when channels fail."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import run_bot
 from config import ConfigError, load_settings
 from storage import Store
-from tests.conftest import DEMO_FEED, ROOT, replay_config
+from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
 from tests.receiver import Receiver, status
 
 WEBHOOK = '\n[[channels]]\nname = "hook"\ntype = "webhook"\n'
@@ -146,3 +147,18 @@ def test_once_exits_1_when_an_alert_was_refused_for_good(hooked):
         result = run_once(hooked(receiver))
     assert result.returncode == 1
     assert "once: 1 alert(s) refused for good or given up (dead): hook" in result.stderr
+
+
+def test_once_with_a_paced_slack_channel_says_how_long_it_will_take_and_shows_progress(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    feed = write_feed([post_record(str(i), f"cage match #{i}", author=f"fighter{i}") for i in range(12)])
+    slack = '\n[[channels]]\nname = "slack"\ntype = "slack"\nmin_interval = "0.5s"\n'
+    with Receiver() as receiver:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", receiver.url)
+        result = run_once(write_config(replay_config(feed, tmp_path / "r.db") + slack))
+    assert result.returncode == 0, result.stderr
+    assert len(receiver.accepted()) == 12
+    assert "delivering 12 alert(s) to slack, one every 0.5 s: about 6 s" in result.stderr
+    # 12 messages half a second apart take at least 5.5 s, more than the 5 s between two progress lines
+    assert re.search(r"delivering: \d+/12 sent to slack, about \d+ s left", result.stderr)
