@@ -167,6 +167,9 @@ class Courier:
         gap = getattr(notifier, "min_interval", 0.0)
         if not self.progress_every or not gap:
             return
+        head = self.store.pending_alerts(notifier.name, limit=1)
+        if not head or head[0].next_attempt_at > utcnow():  # nothing to send now (a retry, or paused)
+            return
         due = self.store.due_count(notifier.name)
         if due * gap < self.progress_every:
             return
@@ -188,7 +191,7 @@ class Courier:
     def _give_up(self, channel: str, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
         """Make dead, unsent, an alert whose attempts are used up though none was recorded as failed (the
         database failed after a send); True, so the line moves on."""
-        error = f"gave up after {alert.attempts} attempt(s) whose outcome could not be recorded"
+        error = f"gave up: {alert.attempts} attempt(s) made, none recorded as accepted"
         log.error("%s: alert %s is dead: %s", channel, alert.key, error)
         self.store.mark_failed(ids, error, retry_at=None)
         count.dead += len(ids)

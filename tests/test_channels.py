@@ -401,6 +401,7 @@ def test_an_alert_whose_mark_sent_fails_is_resent_only_after_a_backoff_and_a_bou
             make_due(store)
             pipeline.deliver_all()
             channel.release()
+        channel.holder.close()
     sends = Counter(keys_of(receiver.received))
     assert sends[keys_of(receiver.received)[0]] == 4 == max(sends.values())  # 4: max_attempts
     assert store.db.execute("SELECT status, attempts FROM alerts ORDER BY id LIMIT 1").fetchone() == (
