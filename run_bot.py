@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ringside's command line. The only place where exceptions become messages and exit codes.
 
-Exit codes: 0 done; 1 ran, but some feed failed (once); 2 bad settings, rules, input or database.
+Exit codes: see EXIT_CODES.
 """
 
 from __future__ import annotations
@@ -32,12 +32,19 @@ from bot.commands import (
     command_unmute,
 )
 from bot.detect.errors import CorpusError, ModelError
+from bot.timeutil import utcnow
 from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
 from storage.labels import LabelError
 from storage.reports import QueryError
 
 log = logging.getLogger("ringside")
+PROGRESS_EVERY = 5.0  # seconds between two lines of `once` while a paced channel (Slack) works through alerts
+EXIT_CODES = """exit codes:
+  0  done (once: a feed waiting out a rate limit is paused, not failed)
+  1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
+     (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`)
+  2  bad settings, rules, input or database"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="run_bot.py",
-        description="Ringside watches public feeds for challenges and rivalries, keeps every hit in SQLite "
+        description="Ringside watches public feeds for challenges and rivalries, keeps every hit in SQLite\n"
         "and alerts your channels. With no command it runs the service.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", type=Path, default=None, help="settings file (default: config/ringside.toml)"
@@ -131,12 +140,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "health", help="exit 0 if the running service's heartbeat says it is healthy (Docker's HEALTHCHECK)"
     ).set_defaults(handler=command_health)
     alerts = commands.add_parser(
-        "alerts", help="the outbox: counts per channel and status, or requeue dead alerts"
+        "alerts",
+        help="the outbox: counts per channel and status, requeue dead alerts, or resume a paused channel",
     )
     alerts.add_argument(
-        "action", choices=["status", "retry-dead"], help="status: counts; retry-dead: requeue"
+        "action",
+        choices=["status", "retry-dead", "resume"],
+        help="status: counts; retry-dead: requeue; resume: send a paused channel's alerts again",
     )
-    alerts.add_argument("--channel", help="only this channel (retry-dead)")
+    alerts.add_argument("--channel", help="only this channel (retry-dead, resume)")
     alerts.set_defaults(handler=command_alerts)
     mute = commands.add_parser(
         "mute", help="stop alerting a rule or an author for a while (hits are still stored)"
@@ -272,15 +284,19 @@ def stop_on_signals() -> threading.Event:
 
 
 def command_once(args: argparse.Namespace) -> int:
+    """Poll every feed once and deliver; 1 when a feed failed or a channel needs a look (see EXIT_CODES)."""
     settings = load_settings(args.config)
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
     detector = build_detector(settings)
     with Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
-        failed = [f"{s}:{f}" for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
+        pipeline.courier.progress_every = PROGRESS_EVERY
+        not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
+        failed = [f"{s}:{f}" for s, f in not_polled if not feed_is_paused(store, s, f)]
         delivered = pipeline.deliver_all()
         counts = store.counts()
+        paused_channels = store.paused_channels()
     sent = sum(c.sent for c in delivered.values())
     log.info(
         "once: %d post(s), %d hit(s), %d alert(s) stored in total; %d sent now",
@@ -291,8 +307,25 @@ def command_once(args: argparse.Namespace) -> int:
     )
     if failed:
         log.warning("once: %d feed(s) did not poll: %s", len(failed), ", ".join(failed))
-        return 1
-    return 0
+    dead = {name: c.dead for name, c in delivered.items() if c.dead}
+    if dead:
+        log.warning(
+            "once: %d alert(s) refused for good or given up (dead): %s; run_bot.py alerts status shows why",
+            sum(dead.values()),
+            ", ".join(dead),
+        )
+    for channel, reason in paused_channels.items():
+        log.warning("once: channel %s: %s", channel, reason)
+    return 1 if failed or dead or paused_channels else 0
+
+
+def feed_is_paused(store: Store, source: str, feed: str) -> bool:
+    """True, with one line saying until when, when the feed waits out a rate limit: a pause, not a failure."""
+    until = store.feed_state(source, feed).paused_until
+    if until is None or until <= utcnow():
+        return False
+    log.info("once: %s:%s is rate limited: paused until %s", source, feed, f"{until:%Y-%m-%d %H:%M:%S} UTC")
+    return True
 
 
 def command_check_config(args: argparse.Namespace) -> int:

@@ -267,10 +267,28 @@ def command_alerts(args: argparse.Namespace) -> int:
             count = store.retry_dead(args.channel)
             print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
             return 0
+        if args.action == "resume":
+            return _resume(store, args.channel)
         rows = store.outbox_summary()
+        paused = store.paused_channels()
     print(f"{'channel':<16} {'status':<8} {'alerts':>7}  last error")
     for channel, status, count, error in rows:
-        print(f"{channel:<16} {status:<8} {count:>7}  {error if status == 'dead' and error else ''}")
+        if status == "pending" and channel in paused:
+            error = paused[channel]
+        elif status != "dead":
+            error = ""
+        print(f"{channel:<16} {status:<8} {count:>7}  {error or ''}")
+    return 0
+
+
+def _resume(store: Store, channel: str | None) -> int:
+    """Make a paused channel's alerts (every paused channel's, without --channel) due now."""
+    paused = store.paused_channels()
+    if channel is not None and channel not in paused:
+        print(f"channel {channel} is not paused")
+        return 0
+    for name in [channel] if channel else list(paused):
+        print(f"resumed channel {name}: {store.resume_channel(name)} alert(s) due now")
     return 0
 
 

@@ -4,10 +4,15 @@ An alert is marked sent only after its channel accepted it, so a crash between t
 the same idempotency key. A failure is retried with exponential backoff and jitter, never sooner than the
 channel's Retry-After; a permanent refusal, too many attempts or too much time makes it dead (kept, with its
 last error, for reports and `alerts retry-dead`).
+
+A channel that refuses REFUSALS_TO_PAUSE alerts in a row for good (its URL is gone: 404 to everything) is
+paused instead of killing its alerts one by one: they are all kept pending, one notice goes out through the
+other channels, and `alerts resume --channel NAME` sends them once it is fixed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -18,13 +23,16 @@ from datetime import timedelta
 
 from bot import metrics
 from bot.notifiers import DeliveryError, Notifier
-from bot.timeutil import utcnow
+from bot.timeutil import iso, utcnow
 from config.settings import Delivery
 from storage.store import Alert, Store
 
 log = logging.getLogger("ringside.delivery")
 BATCH = 100
 DIGEST_LIMIT = 200  # alerts in one digest message at most; the rest go in the next one
+# Permanent refusals of different alerts in a row, with none accepted between, that mean the channel itself is
+# refused (a revoked webhook) rather than one alert it could not take (a message too long).
+REFUSALS_TO_PAUSE = 3
 
 
 @dataclass
@@ -32,6 +40,11 @@ class DeliveryCount:
     sent: int = 0
     failed: int = 0
     dead: int = 0
+
+    def add(self, other: DeliveryCount) -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.dead += other.dead
 
 
 class Courier:
@@ -41,16 +54,30 @@ class Courier:
         notifiers: Sequence[Notifier],
         delivery: Delivery,
         digests: dict[str, float] | None = None,
+        progress_every: float = 0.0,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
         self.delivery = delivery
         self.digests = digests or {}
+        # Seconds between two progress lines while a paced channel works through its outbox; 0: none (the
+        # service's own log says enough; `once` sets it, so a command that takes a minute is never silent).
+        self.progress_every = progress_every
+        self._progress: dict[str, list[float]] = {}  # channel -> [alerts due at the start, last line's time]
         self._locks = {n.name: threading.Lock() for n in notifiers}
         self._last_send: dict[str, float] = {}
+        # The ids of each message a channel refused for good, in a row: cleared by an accepted one.
+        self._refused: dict[str, list[list[int]]] = {n.name: [] for n in notifiers}
+        self._notice_queued = False
 
     def deliver_all(self) -> dict[str, DeliveryCount]:
-        return {notifier.name: self.deliver(notifier) for notifier in self.notifiers}
+        """Deliver every channel once; if one was paused meanwhile, a second round sends its notice now."""
+        counts = {notifier.name: self.deliver(notifier) for notifier in self.notifiers}
+        if self._notice_queued:
+            self._notice_queued = False
+            for notifier in self.notifiers:
+                counts[notifier.name].add(self.deliver(notifier))
+        return counts
 
     def deliver(self, notifier: Notifier) -> DeliveryCount:
         """Send the channel's due alerts in creation order, until none is due or one fails.
@@ -66,11 +93,13 @@ class Courier:
             if self.digests.get(notifier.name):
                 self._deliver_digest(notifier, self.digests[notifier.name], count)
             else:
+                self._announce(notifier)
                 while self._deliver_batch(notifier, count):
                     pass
         except Exception:
             log.exception("%s: delivery failed unexpectedly", notifier.name)
         finally:
+            self._progress.pop(notifier.name, None)
             lock.release()
         return count
 
@@ -109,8 +138,16 @@ class Courier:
         self._attempt(notifier, digest, [a.id for a in group], count)
 
     def _attempt(self, notifier: Notifier, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
-        """Send once; True when the line may move on (sent, or dead)."""
+        """Send once; True when the line may move on (sent, or dead).
+
+        The attempt is counted, with its backoff, before the send: when the database then fails to record
+        the outcome, the alert goes out again only after that backoff, and never more than max_attempts
+        times (the receiver drops the repeats by their idempotency key)."""
+        if alert.attempts >= self.delivery.max_attempts:
+            return self._give_up(notifier.name, alert, ids, count)
         self._pace(notifier)
+        backoff = retry_delay(alert.attempts + 1, None, self.delivery.retry_base, self.delivery.retry_max)
+        self.store.begin_attempt(ids, utcnow() + timedelta(seconds=backoff))
         try:
             notifier.send(alert)
         except Exception as error:
@@ -118,8 +155,47 @@ class Courier:
         finally:
             self._last_send[notifier.name] = time.monotonic()
         self.store.mark_sent(*ids)
+        self._refused[notifier.name].clear()
         count.sent += len(ids)
         metrics.ALERTS.labels(notifier.name, "sent").inc(len(ids))
+        self._report(notifier, count)
+        return True
+
+    def _announce(self, notifier: Notifier) -> None:
+        """Say how long the channel's outbox will take when its pacing makes that longer than
+        progress_every, and start reporting progress."""
+        gap = getattr(notifier, "min_interval", 0.0)
+        if not self.progress_every or not gap:
+            return
+        head = self.store.pending_alerts(notifier.name, limit=1)
+        if not head or head[0].next_attempt_at > utcnow():  # nothing to send now (a retry, or paused)
+            return
+        due = self.store.due_count(notifier.name)
+        if due * gap < self.progress_every:
+            return
+        log.info(
+            "delivering %d alert(s) to %s, one every %g s: about %.0f s", due, notifier.name, gap, due * gap
+        )
+        self._progress[notifier.name] = [due, time.monotonic()]
+
+    def _report(self, notifier: Notifier, count: DeliveryCount) -> None:
+        """One progress line when progress_every has passed since the last."""
+        progress = self._progress.get(notifier.name)
+        if progress is None or time.monotonic() - progress[1] < self.progress_every:
+            return
+        progress[1] = time.monotonic()
+        due = int(progress[0])
+        left = max(0, due - count.sent - count.dead) * getattr(notifier, "min_interval", 0.0)
+        log.info("delivering: %d/%d sent to %s, about %.0f s left", count.sent, due, notifier.name, left)
+
+    def _give_up(self, channel: str, alert: Alert, ids: list[int], count: DeliveryCount) -> bool:
+        """Make dead, unsent, an alert whose attempts are used up though none was recorded as failed (the
+        database failed after a send); True, so the line moves on."""
+        error = f"gave up: {alert.attempts} attempt(s) made, none recorded as accepted"
+        log.error("%s: alert %s is dead: %s", channel, alert.key, error)
+        self.store.mark_failed(ids, error, retry_at=None)
+        count.dead += len(ids)
+        metrics.ALERTS.labels(channel, "dead").inc(len(ids))
         return True
 
     def _pace(self, notifier: Notifier) -> None:
@@ -138,6 +214,11 @@ class Courier:
             error = DeliveryError(f"{type(error).__name__}: {error}")
         attempts = alert.attempts + 1
         age = (utcnow() - alert.created_at).total_seconds()
+        if not error.retry:
+            self._refused[channel].append(ids)
+            if len(self._refused[channel]) >= REFUSALS_TO_PAUSE:
+                self._pause(channel, error, count)
+                return False
         if not error.retry or attempts >= self.delivery.max_attempts or age >= self.delivery.max_age:
             why = "refused" if not error.retry else f"after {attempts} attempt(s) over {age / 60:.0f} min"
             log.error("%s: alert %s is dead (%s): %s", channel, alert.key, why, error)
@@ -158,6 +239,39 @@ class Courier:
         count.failed += len(ids)
         metrics.ALERTS.labels(channel, "failed").inc(len(ids))
         return False
+
+    def _pause(self, channel: str, error: DeliveryError, count: DeliveryCount) -> None:
+        """Hold the channel's alerts, the refused ones brought back from dead, and tell the other channels
+        once."""
+        messages, self._refused[channel] = self._refused[channel], []
+        refused = [i for ids in messages for i in ids]
+        count.dead = max(0, count.dead - (len(refused) - len(messages[-1])))  # the last was never dead
+        resume = f"run_bot.py alerts resume --channel {channel}"
+        reason = f"paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: {error})"
+        kept = self.store.pause_channel(channel, f"{reason}; fix it, then {resume}", refused)
+        log.error("%s: %s; its %d pending alert(s) are kept: fix it, then %s", channel, reason, kept, resume)
+        others = [n.name for n in self.notifiers if n.name != channel]
+        if others:
+            self.store.queue_notice(others, channel_paused_notice(channel, str(error), kept, resume))
+            self._notice_queued = True
+
+
+def channel_paused_notice(channel: str, error: str, kept: int, resume: str) -> dict:
+    """A watchdog message (the kind every channel renders) saying the channel is paused and how to resume it,
+    under a key of its own for each pause."""
+    since = utcnow()
+    key = hashlib.sha256(f"channel\x00{channel}\x00{iso(since)}".encode()).hexdigest()[:32]
+    return {
+        "kind": "watchdog",
+        "key": f"rs1w-{key}",
+        "state": "failing",
+        "source": "channel",
+        "feed": channel,
+        "since": iso(since),
+        "last_error": error,
+        "text": f"channel {channel} refuses every alert ({error}): paused, its {kept} alert(s) are kept; "
+        f"fix it, then {resume}",
+    }
 
 
 def retry_delay(

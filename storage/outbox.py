@@ -1,7 +1,8 @@
 """The outbox: alerts waiting for their channel, and what decides whether a hit makes one (throttle, mutes).
 
-Statuses: pending (to send, maybe waiting for a retry); sent (the channel accepted it); dead (refused for
-good, or failed too often or too long: `alerts retry-dead` requeues it); muted (stored while a mute was on).
+Statuses: pending (to send, maybe waiting for a retry, or held while its channel is paused); sent (the
+channel accepted it); dead (refused for good, or failed too often or too long: `alerts retry-dead` requeues
+it); muted (stored while a mute was on).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlite_utils
@@ -20,6 +21,9 @@ import sqlite_utils
 from bot.models import Hit
 from bot.timeutil import iso, parse_datetime, utcnow
 
+# The next attempt of a paused channel's alerts: never, until `alerts resume` makes them due. A moment
+# rather than a status or a column, so a paused alert is an ordinary pending one, held in its place.
+PAUSED = datetime(9999, 12, 31, tzinfo=UTC)
 _COLUMNS = "id, channel, key, payload, attempts, next_attempt_at, created_at, folded, digest_key"
 
 
@@ -114,6 +118,15 @@ class Outbox:
             ).fetchall()
         return [_alert(row) for row in rows]
 
+    def due_count(self, channel: str) -> int:
+        """How many of the channel's pending alerts are due now (the most one delivery can send)."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT count(*) FROM alerts "
+                "WHERE channel = ? AND status = 'pending' AND next_attempt_at <= ?",
+                [channel, iso(utcnow())],
+            ).fetchone()[0]
+
     def claim_digest(self, channel: str, limit: int) -> list[Alert]:
         """The alerts of the channel's next digest message, all carrying one digest key.
 
@@ -139,20 +152,33 @@ class Outbox:
             )
             return [_alert_with_digest(a, key) for a in alerts]
 
-    def mark_sent(self, *alert_ids: int) -> None:
+    def begin_attempt(self, alert_ids: Sequence[int], retry_at: datetime) -> None:
+        """Count an attempt, and hold the alerts back until `retry_at`, in a transaction of its own committed
+        before the send: if recording the outcome then fails, the alert is sent again only after this
+        backoff, and at most as many times as attempts are allowed."""
         with self.lock, self.db.atomic():
             self.db.execute(
-                "UPDATE alerts SET status = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL "
+                "UPDATE alerts SET attempts = attempts + 1, next_attempt_at = ? "
+                f"WHERE id IN ({','.join('?' * len(alert_ids))})",
+                [iso(retry_at), *alert_ids],
+            )
+
+    def mark_sent(self, *alert_ids: int) -> None:
+        """The channel accepted the alerts (the attempt itself was counted by begin_attempt)."""
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                "UPDATE alerts SET status = 'sent', sent_at = ?, last_error = NULL "
                 f"WHERE id IN ({','.join('?' * len(alert_ids))})",
                 [iso(utcnow()), *alert_ids],
             )
 
     def mark_failed(self, alert_ids: int | Sequence[int], error: str, retry_at: datetime | None) -> None:
-        """Count a failed attempt: retry at `retry_at`, or give up (status dead) when it is None."""
+        """Record why an attempt failed (begin_attempt counted it): retry at `retry_at`, or give up (status
+        dead) when it is None."""
         ids = [alert_ids] if isinstance(alert_ids, int) else list(alert_ids)
         with self.lock, self.db.atomic():
             self.db.execute(
-                "UPDATE alerts SET attempts = attempts + 1, last_error = ?, status = ?, next_attempt_at = ? "
+                "UPDATE alerts SET last_error = ?, status = ?, next_attempt_at = ? "
                 f"WHERE id IN ({','.join('?' * len(ids))})",
                 [error[:1000], "pending" if retry_at else "dead", iso(retry_at or utcnow()), *ids],
             )
@@ -166,6 +192,42 @@ class Outbox:
                 [iso(utcnow()), channel, channel],
             )
             return cursor.rowcount
+
+    def pause_channel(self, channel: str, reason: str, refused_ids: Sequence[int]) -> int:
+        """Hold every pending alert of the channel until resume_channel, the refused ones (`refused_ids`)
+        requeued rather than dead, with `reason` as their last error; returns how many are kept."""
+        with self.lock, self.db.atomic():
+            self.db.execute(
+                f"UPDATE alerts SET status = 'pending' WHERE status = 'dead' "
+                f"AND id IN ({','.join('?' * len(refused_ids))})",
+                list(refused_ids),
+            )
+            cursor = self.db.execute(
+                "UPDATE alerts SET next_attempt_at = ?, last_error = ? "
+                "WHERE channel = ? AND status = 'pending'",
+                [iso(PAUSED), reason[:1000], channel],
+            )
+            return cursor.rowcount
+
+    def resume_channel(self, channel: str | None = None) -> int:
+        """Make the alerts of a paused channel (or of every one) due now; returns how many."""
+        with self.lock, self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE alerts SET next_attempt_at = ? WHERE status = 'pending' AND next_attempt_at >= ? "
+                "AND (? IS NULL OR channel = ?)",
+                [iso(utcnow()), iso(PAUSED), channel, channel],
+            )
+            return cursor.rowcount
+
+    def paused_channels(self) -> dict[str, str]:
+        """The paused channels, each with why it was paused."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT channel, last_error FROM alerts WHERE id IN (SELECT min(id) FROM alerts "
+                "WHERE status = 'pending' AND next_attempt_at >= ? GROUP BY channel) ORDER BY channel",
+                [iso(PAUSED)],
+            ).fetchall()
+        return {channel: reason or "" for channel, reason in rows}
 
     def queue_notice(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
         """Queue a message that is not a single hit (a watchdog notice, an exchange turn) to every channel,

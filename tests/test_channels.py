@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import logging
+import sqlite3
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from bot.delivery import Courier
+from bot.delivery import REFUSALS_TO_PAUSE, Courier
 from bot.notifiers.apprise import AppriseNotifier
+from bot.notifiers.console import ConsoleNotifier
 from bot.notifiers.slack import BLOCK_LIMIT, SECTION_LIMIT, SlackNotifier, slack_message
 from bot.notifiers.webhook import WebhookNotifier
 from bot.pipeline import Pipeline
@@ -354,3 +358,97 @@ def test_courier_runs_one_delivery_per_channel_at_a_time(store, detector):
 
 def test_the_webhook_schema_file_ships_with_the_package():
     assert (Path(__file__).resolve().parent.parent / "config" / "webhook.schema.json").is_file()
+
+
+# -- when the database fails after a send -------------------------------------------------------------
+
+
+class LockedAfterSend:
+    """The real webhook channel, after whose every send a second connection takes the database's write
+    lock: what a full disk or another writer looks like to the "mark sent" step that follows."""
+
+    def __init__(self, channel: WebhookNotifier, database: Path) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.min_interval = 0.0
+        self.holder = sqlite3.connect(database, isolation_level=None)
+
+    def send(self, alert: Alert) -> None:
+        self.channel.send(alert)
+        self.holder.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.holder.in_transaction:
+            self.holder.execute("ROLLBACK")
+
+
+def test_an_alert_whose_mark_sent_fails_is_resent_only_after_a_backoff_and_a_bounded_number_of_times(
+    store, detector, tmp_path
+):
+    store.db.execute("PRAGMA busy_timeout = 50")  # fail the locked write at once rather than in 10 s
+    with Receiver() as receiver:
+        channel = LockedAfterSend(webhook(receiver), tmp_path / "ringside.db")
+        pipeline = demo(store, detector, channel, delivery=Delivery(max_attempts=4, retry_base=60))
+        for _tick in range(10):
+            pipeline.deliver_all()
+            channel.release()
+        assert (
+            len(receiver.received) == 1
+        )  # the attempt was counted before the send: it now waits its backoff
+        (head, *_) = store.pending_alerts("hook")
+        assert head.attempts == 1 and head.next_attempt_at > utcnow() + timedelta(seconds=25)
+        for _tick in range(10):
+            make_due(store)
+            pipeline.deliver_all()
+            channel.release()
+        channel.holder.close()
+    sends = Counter(keys_of(receiver.received))
+    assert sends[keys_of(receiver.received)[0]] == 4 == max(sends.values())  # 4: max_attempts
+    assert store.db.execute("SELECT status, attempts FROM alerts ORDER BY id LIMIT 1").fetchone() == (
+        "dead",
+        4,
+    )
+
+
+# -- a channel that refuses everything ------------------------------------------------------------------
+
+
+def test_a_channel_refusing_every_alert_is_paused_with_one_notice_through_the_others_and_keeps_its_alerts(
+    store, detector, caplog
+):
+    out = io.StringIO()
+    with Receiver(default=status(404, "no_service")) as receiver:
+        pipeline = demo(
+            store, detector, webhook(receiver), ConsoleNotifier("console", stream=out, color=False)
+        )
+        with caplog.at_level(logging.ERROR):
+            first = pipeline.deliver_all()
+            again = pipeline.deliver_all()
+        assert (
+            len(receiver.received) == REFUSALS_TO_PAUSE
+        )  # then it stopped trying, instead of killing them all
+        assert first["hook"].dead == again["hook"].dead == 0
+        kept = store.db.execute("SELECT status, count(*) FROM alerts WHERE channel = 'hook' GROUP BY 1")
+        assert kept.fetchall() == [("pending", store.counts()["alerts"] // 2)]
+        assert list(store.paused_channels()) == ["hook"]
+        assert out.getvalue().count("channel hook refuses every alert") == 1
+        assert "alerts resume --channel hook" in out.getvalue() and receiver.url not in out.getvalue()
+        assert [r.getMessage() for r in caplog.records if "paused" in r.getMessage()] == [
+            f"hook: paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: refused "
+            f"(HTTP 404: no_service)); its {store.counts()['alerts'] // 2} pending alert(s) are kept: "
+            "fix it, then run_bot.py alerts resume --channel hook"
+        ]
+        receiver.default = status(200)
+        assert store.resume_channel("hook") == store.counts()["alerts"] // 2
+        pipeline.deliver_all()
+    assert store.paused_channels() == {}
+    assert len(receiver.accepted()) == store.counts()["alerts"] // 2
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone() == (0,)
+
+
+def test_a_few_refused_alerts_among_accepted_ones_are_dead_and_the_channel_goes_on(store, detector):
+    with Receiver() as receiver:
+        receiver.answer(status(400, "invalid_payload"), status(200), status(400, "invalid_payload"))
+        result = demo(store, detector, webhook(receiver)).deliver_all()["hook"]
+    assert result.dead == 2 and result.sent == store.counts()["alerts"] - 2
+    assert store.paused_channels() == {}

@@ -3,12 +3,16 @@ logs and the database when channels fail."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 
 import run_bot
 from config import ConfigError, load_settings
 from storage import Store
-from tests.conftest import DEMO_FEED, replay_config
+from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
 from tests.receiver import Receiver, status
 
 WEBHOOK = '\n[[channels]]\nname = "hook"\ntype = "webhook"\n'
@@ -47,7 +51,7 @@ def test_a_refusing_channel_leaves_no_url_or_secret_in_logs_output_or_database(
     with Receiver(default=status(404, "no such hook")) as receiver:
         config = hooked(receiver)
         code, out = run(capsys, "--config", str(config), "--log-level", "DEBUG", "once")
-    assert code == 0
+    assert code == 1  # the channel was paused
     assert "hook: alert rs1-" in caplog.text and "refused (HTTP 404: no such hook)" in caplog.text
     database = (
         (tmp_path / "r.db").read_bytes() + (tmp_path / "r.db-wal").read_bytes()
@@ -95,3 +99,66 @@ def test_a_bad_mute_duration_is_one_line_and_exit_code_2(tmp_path, write_config,
     config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
     assert run_bot.main(["--config", str(config), "mute", "--rule", "cage-fight", "--for", "soon"]) == 2
     assert capsys.readouterr().err.startswith("ringside: error: --for: expected a duration")
+
+
+def run_once(config) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), "once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_once_exits_1_while_a_channel_is_paused_and_alerts_resume_sends_what_it_kept(hooked, capsys):
+    with Receiver(default=status(404, "no such hook")) as receiver:
+        config = hooked(receiver)
+        first = run_once(config)
+        assert first.returncode == 1
+        assert "once: channel hook: paused after 3 alerts in a row were refused" in first.stderr
+        assert "run_bot.py alerts resume --channel hook" in first.stderr
+        assert "channel hook refuses every alert" in first.stdout  # the notice, through the console
+        assert run_once(config).returncode == 1  # still paused: nothing more was sent to it
+        assert len(receiver.received) == 3
+        assert run(capsys, "--config", str(config), "alerts", "status")[1].splitlines()[1:3] == [
+            "console          sent           6  ",
+            "hook             pending        5  paused after 3 alerts in a row were refused (last: refused "
+            "(HTTP 404: no such hook)); fix it, then run_bot.py alerts resume --channel hook",
+        ]
+        receiver.default = status(200)
+        assert run(capsys, "--config", str(config), "alerts", "resume", "--channel", "hook") == (
+            0,
+            "resumed channel hook: 5 alert(s) due now\n",
+        )
+        last = run_once(config)
+    assert last.returncode == 0, last.stderr
+    assert len(receiver.accepted()) == 5
+    store = Store.open(load_settings(config).database)
+    assert store.db.execute(
+        "SELECT status, count(*) FROM alerts WHERE channel = 'hook' GROUP BY 1"
+    ).fetchall() == [("sent", 5)]
+    store.close()
+
+
+def test_once_exits_1_when_an_alert_was_refused_for_good(hooked):
+    with Receiver() as receiver:
+        receiver.answer(status(400, "invalid_payload"))
+        result = run_once(hooked(receiver))
+    assert result.returncode == 1
+    assert "once: 1 alert(s) refused for good or given up (dead): hook" in result.stderr
+
+
+def test_once_with_a_paced_slack_channel_says_how_long_it_will_take_and_shows_progress(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    feed = write_feed([post_record(str(i), f"cage match #{i}", author=f"fighter{i}") for i in range(12)])
+    slack = '\n[[channels]]\nname = "slack"\ntype = "slack"\nmin_interval = "0.5s"\n'
+    with Receiver() as receiver:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", receiver.url)
+        result = run_once(write_config(replay_config(feed, tmp_path / "r.db") + slack))
+    assert result.returncode == 0, result.stderr
+    assert len(receiver.accepted()) == 12
+    assert "delivering 12 alert(s) to slack, one every 0.5 s: about 6 s" in result.stderr
+    # 12 messages half a second apart take at least 5.5 s, more than the 5 s between two progress lines
+    assert re.search(r"delivering: \d+/12 sent to slack, about \d+ s left", result.stderr)

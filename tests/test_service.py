@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -253,3 +254,41 @@ def test_a_rate_limited_account_waits_while_the_scheduler_keeps_polling_the_othe
     assert store.feed_state("x", "elonmusk").paused_until is not None
     assert store.db.execute("SELECT count(*) FROM posts WHERE author = 'finkd'").fetchone() == (1,)
     store.close()
+
+
+def test_once_while_an_account_waits_out_a_429_exits_0_with_one_line_saying_until_when(
+    tmp_path, write_config, monkeypatch, caplog
+):
+    import responses
+
+    import run_bot
+    from tests.xapi import API, USERS, timeline, tweet, users_found
+
+    config = write_config(
+        replay_config(DEMO_FEED, tmp_path / "r.db")
+        + '\n[[sources]]\nname = "x"\ntype = "x"\naccounts = ["elonmusk", "finkd"]\n'
+    )
+    monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-test")
+    caplog.set_level(logging.INFO)
+    reset = int(time.time()) + 3600
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{API}/users/by", json=users_found("elonmusk", "finkd"))
+        mock.get(
+            f"{API}/users/{USERS['elonmusk']}/tweets",
+            status=429,
+            json={"title": "Too Many Requests"},
+            headers={"x-rate-limit-reset": str(reset)},
+        )
+        mock.get(
+            f"{API}/users/{USERS['finkd']}/tweets",
+            json=timeline(tweet("900", "Send Me Location", author="finkd"), users=("finkd",)),
+        )
+        hit_by_the_429 = run_bot.main(["--config", str(config), "once"])
+        caplog.clear()
+        waiting = run_bot.main(["--config", str(config), "once"])
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reset))
+    assert hit_by_the_429 == waiting == 0
+    assert [r.getMessage() for r in caplog.records if "x:elonmusk" in r.getMessage()] == [
+        f"once: x:elonmusk is rate limited: paused until {until}"
+    ]
+    assert "did not poll" not in caplog.text
