@@ -290,3 +290,94 @@ def test_indexing_a_rule_under_its_necessary_terms_finds_the_same_hits(both_inde
     assert [(h.rule_id, h.spans) for h in lean.match(post(text))] == [
         (h.rule_id, h.spans) for h in every.match(post(text))
     ]
+
+
+# -- bounded work on long and repetitive posts ------------------------------------------------------------
+
+
+def _near_by_the_old_definition(left: list, right: list, distance: int) -> list:
+    """Every occurrence of either side with one of the other side within `distance` words: pair by pair."""
+    close = set()
+    for a in left:
+        for b in right:
+            if max(b[0] - a[1], a[0] - b[1]) - 1 <= distance:
+                close.update((a, b))
+    return sorted(close)
+
+
+NEAR_WORDS = ["cage", "fight", "cagefight", "match", "x", "y"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(NEAR_WORDS), max_size=40),
+    distance=st.integers(min_value=0, max_value=6),
+    left=st.sampled_from(["cage", '"cage fight"', "(cage OR match)", "fight"]),
+    right=st.sampled_from(["fight", '"fight match"', "(x OR cage)", "y"]),
+)
+def test_near_marks_the_same_words_as_checking_every_pair(words, distance, left, right):
+    from bot.detect.query import parse, terms_of
+
+    text = " ".join(words)
+    query = f"{left} NEAR/{distance} {right}"
+    near, node = rule(query), parse(query)
+    found = near.find_terms(text)
+    left_at, right_at = (
+        [o for term in terms_of(side) for o in found.get(near._term_ids[term], [])]
+        for side in (node.left, node.right)
+    )
+    starts = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+    expected = {
+        (starts[first], starts[last] + len(words[last]))
+        for first, last in _near_by_the_old_definition(left_at, right_at, distance)
+    }
+    assert {(s.start, s.end) for hit in near.match(post(text)) for s in hit.spans} == expected
+
+
+def test_a_term_counts_at_most_max_positions_times_in_one_post():
+    capped = Matcher([rule_from_table({"id": "r", "category": "c", "query": "fight"}, "t")], max_positions=3)
+    (hit,) = capped.match(post("fight " * 10))
+    assert [(s.start, s.end) for s in hit.spans] == [(0, 5), (6, 11), (12, 17)]
+
+
+def test_only_the_first_max_text_characters_of_a_post_are_matched():
+    capped = Matcher(
+        [rule_from_table({"id": "r", "category": "c", "query": '"cage match"'}, "t")], max_text=100
+    )
+    assert capped.match(post("x " * 40 + "cage match"))
+    assert not capped.match(post("x " * 50 + "cage match"))
+
+
+def test_a_post_as_long_as_x_allows_is_matched_to_its_end(matcher):
+    text = ("too scared fight " * 2_000)[:24_980] + " cage match"
+    assert len(text) <= 25_000
+    assert "cage-fight" in {hit.rule_id for hit in matcher.match(post(text))}
+
+
+def test_a_word_repeated_thousands_of_times_gives_a_bounded_number_of_spans(matcher):
+    from bot.detect.matcher import MAX_POSITIONS
+
+    for hit in matcher.match(post("too scared fight " * 13_000)):  # 220 KB, one line
+        assert len(hit.spans) <= 2 * MAX_POSITIONS
+
+
+def test_the_detector_settings_bound_how_much_of_a_post_the_rules_read(write_config, write_feed):
+    from bot.app import build_detector
+    from config import ConfigError, load_settings
+
+    source = f'[[sources]]\ntype = "replay"\npath = "{write_feed([])}"\n'
+    limits = '[detector]\nmodel = "off"\nmax_text = 100\nmax_positions = 2\n'
+    matcher = build_detector(load_settings(write_config(limits + source), environ={})).matcher
+    assert matcher.match(post("x " * 40 + "cage match"))
+    assert not matcher.match(post("x " * 50 + "cage match"))
+    (hit,) = matcher.match(post("octagon " * 5))
+    assert len(hit.spans) == 2
+    with pytest.raises(ConfigError, match=r"detector\.max_text: expected a whole number above zero, got 0"):
+        load_settings(write_config("[detector]\nmax_text = 0\n" + source), environ={})
+
+
+def test_the_settings_default_limits_are_the_matchers():
+    from bot.detect.matcher import MAX_POSITIONS, MAX_TEXT
+    from config.settings import DetectorSettings
+
+    assert (DetectorSettings().max_text, DetectorSettings().max_positions) == (MAX_TEXT, MAX_POSITIONS)
