@@ -381,3 +381,17 @@ def test_the_settings_default_limits_are_the_matchers():
     from config.settings import DetectorSettings
 
     assert (DetectorSettings().max_text, DetectorSettings().max_positions) == (MAX_TEXT, MAX_POSITIONS)
+
+
+def test_the_word_fold_cache_stays_within_its_byte_budget():
+    import sys
+
+    from bot.detect import normalize
+
+    normalize.fold_line("warm the cache: é")
+    for index in range(10_000):
+        normalize.fold_line(f"{index}é" + "ï" * 2_000 + " court" + "ç" * (index % 50))
+    cache = normalize._WORD_CACHE
+    held = sum(sys.getsizeof(word) + sys.getsizeof(folded) for word, folded in cache.items())
+    assert held <= normalize.WORD_CACHE_BYTES
+    assert "courtççç" in cache  # short words are still kept

@@ -13,6 +13,7 @@ rare post that has a candidate match.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 
 
@@ -45,8 +46,13 @@ _ASCII_BYTES = bytes(ord(FOLD_TABLE[c]) if c < 128 else c for c in range(256))
 _WORD = re.compile(r"\S+")
 
 
+# Folded forms of non-ASCII words, since posts repeat words. Bounded by the bytes its strings hold, not by
+# entries: a stream of long distinct words would otherwise fill memory. A word longer than WORD_CACHE_LONGEST
+# is folded each time, never kept: it seldom comes back, and would take the room of hundreds of short ones.
 _WORD_CACHE: dict[str, str] = {}
-_WORD_CACHE_LIMIT = 200_000
+WORD_CACHE_BYTES = 16 * 1024 * 1024
+WORD_CACHE_LONGEST = 64
+_word_cache_bytes = 0
 
 
 def fold_line(text: str) -> str:
@@ -61,8 +67,6 @@ def fold_line(text: str) -> str:
             folded = folded.replace(b"  ", b" ")
         return (b" " + folded.strip(b" ") + b" ").decode("ascii")
     cache = _WORD_CACHE
-    if len(cache) > _WORD_CACHE_LIMIT:
-        cache.clear()
     parts = []
     # Fold the ASCII characters in one bytes pass, then only words that still hold non-ASCII ones.
     ascii_folded = (
@@ -74,10 +78,24 @@ def fold_line(text: str) -> str:
             continue
         folded = cache.get(word)
         if folded is None:
-            folded = cache[word] = " ".join(word.translate(FOLD_TABLE).split())
+            folded = _fold_and_keep(word)
         if folded:
             parts.append(folded)
     return " " + " ".join(parts) + " "
+
+
+def _fold_and_keep(word: str) -> str:
+    """The folded form of `word`, kept in the word cache when short, within the cache's byte budget."""
+    global _word_cache_bytes
+    folded = " ".join(word.translate(FOLD_TABLE).split())
+    if len(word) <= WORD_CACHE_LONGEST:
+        size = sys.getsizeof(word) + sys.getsizeof(folded)
+        if _word_cache_bytes + size > WORD_CACHE_BYTES:
+            _WORD_CACHE.clear()
+            _word_cache_bytes = 0
+        _WORD_CACHE[word] = folded
+        _word_cache_bytes += size
+    return folded
 
 
 def fold(text: str) -> str:
