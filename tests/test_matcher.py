@@ -305,7 +305,7 @@ def _near_by_the_old_definition(left: list, right: list, distance: int) -> list:
     return sorted(close)
 
 
-NEAR_WORDS = ["cage", "fight", "cagefight", "match", "x", "y"]
+NEAR_WORDS = ["cage", "fight", "cagefight", "match", "xx", "yy"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -313,7 +313,7 @@ NEAR_WORDS = ["cage", "fight", "cagefight", "match", "x", "y"]
     words=st.lists(st.sampled_from(NEAR_WORDS), max_size=40),
     distance=st.integers(min_value=0, max_value=6),
     left=st.sampled_from(["cage", '"cage fight"', "(cage OR match)", "fight"]),
-    right=st.sampled_from(["fight", '"fight match"', "(x OR cage)", "y"]),
+    right=st.sampled_from(["fight", '"fight match"', "(xx OR cage)", "yy"]),
 )
 def test_near_marks_the_same_words_as_checking_every_pair(words, distance, left, right):
     from bot.detect.query import parse, terms_of
@@ -395,3 +395,50 @@ def test_the_word_fold_cache_stays_within_its_byte_budget():
     held = sum(sys.getsizeof(word) + sys.getsizeof(folded) for word, folded in cache.items())
     assert held <= normalize.WORD_CACHE_BYTES
     assert "courtççç" in cache  # short words are still kept
+
+
+# -- disguised letters: look-alikes of other scripts and spaced letters ----------------------------------
+
+
+def test_look_alike_letters_of_other_scripts_are_read_as_latin_and_marked_as_written(matcher):
+    disguised = "I'm up for a с\u0430ge match"  # Cyrillic с and а
+    assert marked(matcher, disguised) == ["с\u0430ge match"]
+    assert marked(rule("coward"), "what a \u0441\u03bfward") == ["\u0441\u03bfward"]  # Cyrillic с, Greek ο
+
+
+def test_words_wholly_in_another_script_are_left_as_they_are():
+    from bot.detect.normalize import words
+
+    assert words("Привет, сосед! Καλημέρα") == ["привет", "сосед", "καλημερα"]
+    assert not rule("cop").match(post("сор"))  # Russian for litter, all Cyrillic
+    assert rule("cop").match(post("с\u043ep"))  # Cyrillic с and о beside a Latin p
+
+
+def test_spaced_letters_are_one_word_and_marked_as_written():
+    assert marked(rule('"cage match"'), "ready for the c a g e match?") == ["c a g e match"]
+    assert marked(rule("fight"), "F  I G H T!") == []  # two spaces: not one deliberate run
+    assert marked(rule("fight"), "let's F I G H T!") == ["F I G H T"]
+
+
+def test_short_runs_of_single_letters_are_ordinary_words():
+    from bot.detect.normalize import words
+
+    assert words("il y a à manger") == ["il", "y", "a", "a", "manger"]
+    assert words("plan B a b") == ["plan", "b", "a", "b"]
+
+
+LOOKALIKE_TEXT = st.text(
+    alphabet=st.sampled_from([*"cagefightmo ,.!#-", "\u0430", "\u0441", "\u0435", "\u03bf", "Е", "𝐜", "é"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(LOOKALIKE_TEXT)
+def test_folded_look_alikes_and_spaced_letters_map_back_to_the_text_they_came_from(text):
+    from bot.detect.normalize import fold_line, fold_with_origin, words
+
+    folded = fold_with_origin(text)
+    assert fold_line(text).split() == words(text) == folded.words
+    for word, (start, end) in zip(folded.words, folded.spans, strict=True):
+        assert words(text[start:end]) == [word]

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from itertools import islice
 
-from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
+from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin, has_spaced_letters
 from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
@@ -142,7 +142,7 @@ class _Context:
     def word_span(self, index: int) -> tuple[int, int]:
         """The original [start, end) of folded word `index`, working out no more than it must."""
         self._lookups += 1
-        if self._lookups <= 4 and self.text.isascii():
+        if self._lookups <= 4 and self.text.isascii() and not has_spaced_letters(self.text):
             # Folding keeps ASCII offsets: find the index-th word in C rather than map every word.
             return next(islice(_WORD.finditer(self.text.translate(FOLD_TABLE)), index, None)).span()
         if self._folded is None:
