@@ -1,6 +1,6 @@
 """Matching benchmark: posts/second of the engine against one Python `re` alternation, in the same run.
 
-    .venv/bin/python bench/match.py [--posts 200000] [--seed 7] [--rules 100,1000,10000]
+    .venv/bin/python bench/match.py [--posts 200000] [--seed 7] [--rules 100,1000,10000] [--worst-only]
 
 A seeded corpus of English and French posts (10-40 words, accents included) where a few percent carry a rule
 phrase, and generated rule sets: phrases of one to three words, some ORs, NOTs, NEARs and wildcards. The
@@ -10,6 +10,11 @@ boundaries and IGNORECASE over the raw text (no accent folding, no boolean logic
 The baseline is timed on a slice of the corpus when a full pass would take minutes; the slice is printed.
 These machines are shared and their speed wanders by a third from one second to the next: the engine makes
 several passes and prints the best and the median; the ratio uses the median.
+
+Then the worst cases, one post each: X's longest post (25,000 characters) of "too scared fight " against the
+default pack, whose NEAR rules see thousands of occurrences of both sides, and a 220 KB line of it against one
+`NEAR/50` rule, with the matcher's text cap lifted so the whole line is matched, then as shipped (cut at
+MAX_TEXT). Both were quadratic (2.1 s and 178 s before NEAR was swept over sorted positions).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.detect.matcher import Matcher
+from bot.detect.matcher import Matcher, load_rules
 from bot.detect.rules import rule_from_table
 from bot.models import Post
 
@@ -128,6 +133,33 @@ def available_engines() -> list[str]:
     return ["pyahocorasick", "hyperscan"]
 
 
+def time_one(matcher: Matcher, text: str, rounds: int = 3) -> tuple[float, int]:
+    """The best of `rounds` matches of one post, in seconds, and how many spans its hits carry."""
+    post = Post("bench", "worst", "someone", text, datetime(2026, 1, 1, tzinfo=UTC))
+    best, spans = float("inf"), 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        spans = sum(len(hit.spans) for hit in matcher.match(post))
+        best = min(best, time.perf_counter() - started)
+    return best, spans
+
+
+def worst_cases() -> None:
+    from config import DEFAULT_RULES
+
+    repeated = "too scared fight " * 13_000
+    near = [rule_from_table({"id": "near", "category": "taunt", "query": "scared NEAR/50 fight"}, "bench")]
+    cases = [
+        ("25,000 chars, default pack", Matcher(load_rules(DEFAULT_RULES)), repeated[:25_000]),
+        ("220 KB line, NEAR/50, whole line", Matcher(near, max_text=len(repeated)), repeated[:220_000]),
+        ("220 KB line, NEAR/50, as shipped", Matcher(near), repeated[:220_000]),
+    ]
+    print(f"\n{'worst case':>34} {'seconds':>9} {'spans':>7}")
+    for name, matcher, text in cases:
+        seconds, spans = time_one(matcher, text)
+        print(f"{name:>34} {seconds:>9.3f} {spans:>7,}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=200_000)
@@ -141,7 +173,11 @@ def main() -> None:
         default=5.0,
         help="roughly how long to let the re baseline run per rule set",
     )
+    parser.add_argument("--worst-only", action="store_true", help="only the worst-case posts")
     args = parser.parse_args()
+    if args.worst_only:
+        worst_cases()
+        return
     print(
         f"python {sys.version.split()[0]}, one core, seed {args.seed}, "
         f"{args.posts:,} posts (half en, half fr), {args.rounds} rounds"
@@ -175,6 +211,7 @@ def main() -> None:
             )
             del matcher
         del posts
+    worst_cases()
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def build_detector(settings: Settings) -> Detector:
 
 def detector_from(rules: Path, engine: str, config: DetectorSettings) -> Detector:
     """The rules in `rules` and the model `config` names (none when its model is None)."""
-    matcher = Matcher(load_rules(rules), engine=engine)
+    matcher = Matcher(
+        load_rules(rules), engine=engine, max_text=config.max_text, max_positions=config.max_positions
+    )
     scorer = None
     if config.model:
         from bot.detect.scorer import Scorer  # numpy, only when a model is configured

@@ -111,6 +111,9 @@ class DetectorSettings:
 
     model: Path | None = DEFAULT_MODEL  # None: rules alone
     threshold: float | None = None  # None: the threshold the model was trained with (cross-validated)
+    # How much of one post the rules read (bot.detect.matcher's MAX_TEXT and MAX_POSITIONS).
+    max_text: int = 50_000  # characters matched; above X's 25,000
+    max_positions: int = 1_000  # occurrences of one term that count
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,13 @@ def _detector(table: Table) -> DetectorSettings:
         threshold = None
     elif isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
         table.fail("threshold", f'expected "auto" or a probability between 0 and 1, got {threshold!r}')
-    return DetectorSettings(None if model == "off" else Path(model), threshold)
+    limits = {
+        key: table.get(key, "int", getattr(DetectorSettings, key)) for key in ("max_text", "max_positions")
+    }
+    for key, value in limits.items():
+        if value < 1:
+            table.fail(key, f"expected a whole number above zero, got {value}")
+    return DetectorSettings(None if model == "off" else Path(model), threshold, **limits)
 
 
 def _engine(table: Table) -> str:

@@ -200,7 +200,12 @@ class ReportStore:
             return Table([d[0] for d in cursor.description], cursor.fetchall())
 
     def search(self, query: str, since: datetime | None = None, limit: int = 50) -> Table:
-        """Posts whose text or author match a full-text query (SQLite FTS5), best first."""
+        """Posts whose text or author match a full-text query (SQLite FTS5), best first. A query longer than
+        SEARCH_MAX_QUERY characters is refused (QueryError)."""
+        if len(query) > SEARCH_MAX_QUERY:
+            raise QueryError(
+                f"search: the query is {len(query):,} characters long; at most {SEARCH_MAX_QUERY:,}"
+            )
         sql = (
             "SELECT p.created_at, p.platform, p.author, "
             "snippet(posts_fts, 0, '**', '**', '…', 16) AS text, p.url "
@@ -234,7 +239,11 @@ class ReportStore:
         return {"posts": posts, "runs": runs}
 
 
-_NEAR = re.compile(r"(\S+)\s+NEAR(?:/(\d+))?\s+(\S+)")
+# A search is typed by a person; a longer query is a mistake or an attack, and FTS5 would parse all of it.
+SEARCH_MAX_QUERY = 1_000
+# `(?<!\S)`: a left operand starts only where a word starts. Without it, a word with no NEAR after it was
+# tried again from each of its characters, each try reading to its end: quadratic in the word's length.
+_NEAR = re.compile(r"(?<!\S)(\S+)\s+NEAR(?:/(\d+))?\s+(\S+)")
 
 
 def fts_query(query: str) -> str:

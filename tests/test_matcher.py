@@ -290,3 +290,155 @@ def test_indexing_a_rule_under_its_necessary_terms_finds_the_same_hits(both_inde
     assert [(h.rule_id, h.spans) for h in lean.match(post(text))] == [
         (h.rule_id, h.spans) for h in every.match(post(text))
     ]
+
+
+# -- bounded work on long and repetitive posts ------------------------------------------------------------
+
+
+def _near_by_the_old_definition(left: list, right: list, distance: int) -> list:
+    """Every occurrence of either side with one of the other side within `distance` words: pair by pair."""
+    close = set()
+    for a in left:
+        for b in right:
+            if max(b[0] - a[1], a[0] - b[1]) - 1 <= distance:
+                close.update((a, b))
+    return sorted(close)
+
+
+NEAR_WORDS = ["cage", "fight", "cagefight", "match", "xx", "yy"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(NEAR_WORDS), max_size=40),
+    distance=st.integers(min_value=0, max_value=6),
+    left=st.sampled_from(["cage", '"cage fight"', "(cage OR match)", "fight"]),
+    right=st.sampled_from(["fight", '"fight match"', "(xx OR cage)", "yy"]),
+)
+def test_near_marks_the_same_words_as_checking_every_pair(words, distance, left, right):
+    from bot.detect.query import parse, terms_of
+
+    text = " ".join(words)
+    query = f"{left} NEAR/{distance} {right}"
+    near, node = rule(query), parse(query)
+    found = near.find_terms(text)
+    left_at, right_at = (
+        [o for term in terms_of(side) for o in found.get(near._term_ids[term], [])]
+        for side in (node.left, node.right)
+    )
+    starts = [sum(len(w) + 1 for w in words[:i]) for i in range(len(words))]
+    expected = {
+        (starts[first], starts[last] + len(words[last]))
+        for first, last in _near_by_the_old_definition(left_at, right_at, distance)
+    }
+    assert {(s.start, s.end) for hit in near.match(post(text)) for s in hit.spans} == expected
+
+
+def test_a_term_counts_at_most_max_positions_times_in_one_post():
+    capped = Matcher([rule_from_table({"id": "r", "category": "c", "query": "fight"}, "t")], max_positions=3)
+    (hit,) = capped.match(post("fight " * 10))
+    assert [(s.start, s.end) for s in hit.spans] == [(0, 5), (6, 11), (12, 17)]
+
+
+def test_only_the_first_max_text_characters_of_a_post_are_matched():
+    capped = Matcher(
+        [rule_from_table({"id": "r", "category": "c", "query": '"cage match"'}, "t")], max_text=100
+    )
+    assert capped.match(post("x " * 40 + "cage match"))
+    assert not capped.match(post("x " * 50 + "cage match"))
+
+
+def test_a_post_as_long_as_x_allows_is_matched_to_its_end(matcher):
+    text = ("too scared fight " * 2_000)[:24_980] + " cage match"
+    assert len(text) <= 25_000
+    assert "cage-fight" in {hit.rule_id for hit in matcher.match(post(text))}
+
+
+def test_a_word_repeated_thousands_of_times_gives_a_bounded_number_of_spans(matcher):
+    from bot.detect.matcher import MAX_POSITIONS
+
+    for hit in matcher.match(post("too scared fight " * 13_000)):  # 220 KB, one line
+        assert len(hit.spans) <= 2 * MAX_POSITIONS
+
+
+def test_the_detector_settings_bound_how_much_of_a_post_the_rules_read(write_config, write_feed):
+    from bot.app import build_detector
+    from config import ConfigError, load_settings
+
+    source = f'[[sources]]\ntype = "replay"\npath = "{write_feed([])}"\n'
+    limits = '[detector]\nmodel = "off"\nmax_text = 100\nmax_positions = 2\n'
+    matcher = build_detector(load_settings(write_config(limits + source), environ={})).matcher
+    assert matcher.match(post("x " * 40 + "cage match"))
+    assert not matcher.match(post("x " * 50 + "cage match"))
+    (hit,) = matcher.match(post("octagon " * 5))
+    assert len(hit.spans) == 2
+    with pytest.raises(ConfigError, match=r"detector\.max_text: expected a whole number above zero, got 0"):
+        load_settings(write_config("[detector]\nmax_text = 0\n" + source), environ={})
+
+
+def test_the_settings_default_limits_are_the_matchers():
+    from bot.detect.matcher import MAX_POSITIONS, MAX_TEXT
+    from config.settings import DetectorSettings
+
+    assert (DetectorSettings().max_text, DetectorSettings().max_positions) == (MAX_TEXT, MAX_POSITIONS)
+
+
+def test_the_word_fold_cache_stays_within_its_byte_budget():
+    import sys
+
+    from bot.detect import normalize
+
+    normalize.fold_line("warm the cache: é")
+    for index in range(10_000):
+        normalize.fold_line(f"{index}é" + "ï" * 2_000 + " court" + "ç" * (index % 50))
+    cache = normalize._WORD_CACHE
+    held = sum(sys.getsizeof(word) + sys.getsizeof(folded) for word, folded in cache.items())
+    assert held <= normalize.WORD_CACHE_BYTES
+    assert "courtççç" in cache  # short words are still kept
+
+
+# -- disguised letters: look-alikes of other scripts and spaced letters ----------------------------------
+
+
+def test_look_alike_letters_of_other_scripts_are_read_as_latin_and_marked_as_written(matcher):
+    disguised = "I'm up for a с\u0430ge match"  # Cyrillic с and а
+    assert marked(matcher, disguised) == ["с\u0430ge match"]
+    assert marked(rule("coward"), "what a \u0441\u03bfward") == ["\u0441\u03bfward"]  # Cyrillic с, Greek ο
+
+
+def test_words_wholly_in_another_script_are_left_as_they_are():
+    from bot.detect.normalize import words
+
+    assert words("Привет, сосед! Καλημέρα") == ["привет", "сосед", "καλημερα"]
+    assert not rule("cop").match(post("сор"))  # Russian for litter, all Cyrillic
+    assert rule("cop").match(post("с\u043ep"))  # Cyrillic с and о beside a Latin p
+
+
+def test_spaced_letters_are_one_word_and_marked_as_written():
+    assert marked(rule('"cage match"'), "ready for the c a g e match?") == ["c a g e match"]
+    assert marked(rule("fight"), "F  I G H T!") == []  # two spaces: not one deliberate run
+    assert marked(rule("fight"), "let's F I G H T!") == ["F I G H T"]
+
+
+def test_short_runs_of_single_letters_are_ordinary_words():
+    from bot.detect.normalize import words
+
+    assert words("il y a à manger") == ["il", "y", "a", "a", "manger"]
+    assert words("plan B a b") == ["plan", "b", "a", "b"]
+
+
+LOOKALIKE_TEXT = st.text(
+    alphabet=st.sampled_from([*"cagefightmo ,.!#-", "\u0430", "\u0441", "\u0435", "\u03bf", "Е", "𝐜", "é"]),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(LOOKALIKE_TEXT)
+def test_folded_look_alikes_and_spaced_letters_map_back_to_the_text_they_came_from(text):
+    from bot.detect.normalize import fold_line, fold_with_origin, words
+
+    folded = fold_with_origin(text)
+    assert fold_line(text).split() == words(text) == folded.words
+    for word, (start, end) in zip(folded.words, folded.spans, strict=True):
+        assert words(text[start:end]) == [word]

@@ -190,6 +190,23 @@ def test_full_text_search_finds_phrases_near_words_and_folds_accents(demo_db, ca
     assert [r["author"] for r in json.loads(out)] == ["actu_tech_fr"]
 
 
+def test_a_search_query_longer_than_the_limit_is_refused_in_one_short_line(store):
+    from storage.reports import SEARCH_MAX_QUERY, QueryError
+
+    with pytest.raises(QueryError) as error:
+        store.search("a" * 40_000)
+    message = str(error.value)
+    assert message == f"search: the query is 40,000 characters long; at most {SEARCH_MAX_QUERY:,}"
+
+
+def test_a_long_word_with_near_is_still_rewritten_for_fts5():
+    from storage.reports import SEARCH_MAX_QUERY, fts_query
+
+    word = "a" * (SEARCH_MAX_QUERY - 20)
+    assert fts_query(f"{word} NEAR/3 cage") == f"NEAR({word} cage, 3)"
+    assert fts_query(f"x{word} cage NEAR match") == f"x{word} NEAR(cage match, 10)"
+
+
 def test_prune_removes_old_posts_without_hits_and_keeps_hits_alerts_and_exchanges(demo_db, capsys):
     config, database = demo_db
     before = Store.open(database)

@@ -27,7 +27,8 @@ from bot.detect.normalize import fold_line
 DIMENSIONS = 1 << 18
 # Bump whenever the features change (folding, n-grams, hashing): a model saved with another version is refused
 # rather than scored with columns it never learned. 2: word hashes computed in numpy (was crc32 in Python).
-FEATURES_VERSION = 2
+# 3: folding reads look-alike letters of other scripts as Latin and joins spaced letters ("c a g e").
+FEATURES_VERSION = 3
 CHAR_NGRAMS = (2, 3, 4, 5)
 _MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime, as a polynomial base
 _MIX = np.uint64(0x9E3779B97F4A7C15)

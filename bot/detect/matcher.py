@@ -6,6 +6,10 @@ fight*) matches words that start with it, and a phrase also has its joined form 
 becomes a candidate only when a term it cannot match without is found (for "show NEAR/3 (face OR ring)",
 face or ring, not every "show"), and only candidates' query trees are evaluated, so the cost of a post does
 not grow with rules whose words it does not contain. Spans are mapped back to the original text.
+
+Work per post is bounded whatever the post holds: only its first `max_text` characters are matched, a term
+counts at most its first `max_positions` occurrences, and NEAR is decided in one sweep over sorted positions
+rather than pair by pair, so a post of one phrase repeated thousands of times costs time linear in its length.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from itertools import islice
 
-from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin
+from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin, has_spaced_letters
 from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
@@ -24,16 +28,30 @@ from bot.models import Hit, Post, Span
 __all__ = ["Matcher", "Rule", "load_rules"]
 
 Occurrence = tuple[int, int]  # first and last word index, inclusive
+# Above X's longest post (25,000 characters); a longer text (an article, a hostile line) is matched on
+# its start.
+MAX_TEXT = 50_000
+# A term's occurrences beyond this many in one post add nothing a reader needs and would bloat the hit's
+# spans.
+MAX_POSITIONS = 1_000
 _WORD = re.compile(r"\S+")
 
 
 class Matcher:
     def __init__(
-        self, rules: Iterable[Rule], engine: str = "pyahocorasick", index_every_term: bool = False
+        self,
+        rules: Iterable[Rule],
+        engine: str = "pyahocorasick",
+        index_every_term: bool = False,
+        max_text: int = MAX_TEXT,
+        max_positions: int = MAX_POSITIONS,
     ) -> None:
         """`index_every_term` makes a rule a candidate whenever any of its terms is found, not only one it
-        cannot match without (the same hits, more evaluations: the baseline of tests and benchmarks)."""
+        cannot match without (the same hits, more evaluations: the baseline of tests and benchmarks).
+        `max_text` characters of each post are matched, and `max_positions` occurrences of each term count."""
         self.rules = list(rules)
+        self.max_text = max_text
+        self.max_positions = max_positions
         self._term_ids: dict[Term, int] = {}
         self._rules_of_term: list[set[int]] = []
         keys: dict[str, set[tuple[int, int]]] = defaultdict(set)
@@ -50,12 +68,14 @@ class Matcher:
         self._scanner = make_scanner(engine, {key: tuple(entries) for key, entries in keys.items()})
 
     def match(self, post: Post) -> list[Hit]:
-        """Every rule that fires on `post`, with spans over the post's original text."""
-        found = self.find_terms(post.text)
+        """Every rule that fires on the first `max_text` characters of `post`, with spans over its original
+        text."""
+        text = post.text[: self.max_text]
+        found = self.find_terms(text)
         if not found:
             return []
         candidates = self.candidates_of(found)
-        context = _Context(post.text, found, self._term_ids)
+        context = _Context(text, found, self._term_ids)
         hits = []
         for index in candidates:
             rule = self.rules[index]
@@ -71,10 +91,13 @@ class Matcher:
         return sorted({r for term_id in found for r in self._rules_of_term[term_id]})
 
     def find_terms(self, text: str) -> dict[int, list[Occurrence]]:
-        """Term id -> where its literals occur in the folded text (first and last word index)."""
+        """Term id -> where its literals occur in the folded text (first and last word index), at most
+        `max_positions` occurrences per term, the first ones."""
         found: dict[int, list[Occurrence]] = {}
         for last, (term_id, width) in self._scanner.scan(fold_line(text)):
-            found.setdefault(term_id, []).append((last - width + 1, last))
+            occurrences = found.setdefault(term_id, [])
+            if len(occurrences) < self.max_positions:
+                occurrences.append((last - width + 1, last))
         return found
 
 
@@ -85,6 +108,24 @@ def automaton_keys(term: Term) -> list[tuple[str, int]]:
     if len(term.words) > 1 and not term.marker:
         keys.append((" " + "".join(term.words) + closing, 1))  # cagefight, #CageFight
     return keys
+
+
+def _close_to(ours: list[Occurrence], theirs: list[Occurrence], distance: int) -> set[Occurrence]:
+    """Each of `ours` that has one of `theirs` at most `distance` words away (or overlapping it).
+
+    `a` and `b` are that close when b starts by a's last word + distance + 1 and ends from a's first word -
+    distance - 1. Taking `ours` by last word and `theirs` by first word, the ones that start early enough only
+    grow in number, so one sweep keeping the furthest end among them answers every `a`: linear after sorting,
+    where checking every pair is quadratic in a post that repeats both sides."""
+    theirs = sorted(theirs)
+    close, seen, furthest_end = set(), 0, -1
+    for first, last in sorted(ours, key=lambda occurrence: occurrence[1]):
+        while seen < len(theirs) and theirs[seen][0] <= last + distance + 1:
+            furthest_end = max(furthest_end, theirs[seen][1])
+            seen += 1
+        if seen and furthest_end >= first - distance - 1:
+            close.add((first, last))
+    return close
 
 
 class _Context:
@@ -101,7 +142,7 @@ class _Context:
     def word_span(self, index: int) -> tuple[int, int]:
         """The original [start, end) of folded word `index`, working out no more than it must."""
         self._lookups += 1
-        if self._lookups <= 4 and self.text.isascii():
+        if self._lookups <= 4 and self.text.isascii() and not has_spaced_letters(self.text):
             # Folding keeps ASCII offsets: find the index-th word in C rather than map every word.
             return next(islice(_WORD.finditer(self.text.translate(FOLD_TABLE)), index, None)).span()
         if self._folded is None:
@@ -142,12 +183,9 @@ class _Context:
         return occurrences
 
     def near(self, node: Near) -> list[Occurrence] | None:
+        """The occurrences of either side that have one of the other side within `distance` words."""
         left, right = self.evaluate(node.left) or [], self.evaluate(node.right) or []
-        close = set()
-        for a in left:
-            for b in right:
-                if max(b[0] - a[1], a[0] - b[1]) - 1 <= node.distance:
-                    close.update((a, b))
+        close = _close_to(left, right, node.distance) | _close_to(right, left, node.distance)
         return sorted(close) or None
 
     def _preceded_by(self, word: int, marker: str) -> bool:

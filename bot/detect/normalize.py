@@ -5,6 +5,12 @@ Folding: Unicode compatibility forms (full-width and styled letters such as "�
 becomes a word of its own; everything else (punctuation, "#", "@", "-", "_", "'") becomes a space, so
 "cage-match", "#cage_match" and "cage, match" all read as the words "cage match".
 
+Two disguises are undone as well. Look-alike letters of other scripts (Unicode's TR39 confusables, restricted
+to look-alikes of Latin letters: bot/detect/confusables.tsv) become the Latin letter, but only in a word that
+also holds a Latin letter a-z, so "саge" with a Cyrillic "с" and "а" reads "cage" while a Russian or Greek
+word is left as it is. A run of at least MIN_SPACED_LETTERS single letters separated by single spaces is one
+word: "c a g e" reads "cage" (shorter runs are ordinary: "il y a à").
+
 `fold` is the fast path (one str.translate through a table filled on demand); `fold_with_origin` also says,
 for each folded character, which original character it came from. Matching calls the second only for the
 rare post that has a candidate match.
@@ -13,7 +19,9 @@ rare post that has a candidate match.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from pathlib import Path
 
 
 def _fold_char(char: str) -> str:
@@ -40,13 +48,93 @@ class _FoldTable(dict[int, str]):
 
 
 FOLD_TABLE = _FoldTable()
+
+
+def _latin_lookalikes(file: Path) -> dict[int, str]:
+    """Folded letter of another script -> the Latin letter it looks like, for str.translate."""
+    table: dict[str, str] = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        code, latin, _names = line.split("\t", 2)
+        source = chr(int(code, 16))
+        folded = _fold_char(source)
+        # A capital folds to its small letter, whose own line wins ("Ɩ" looks like l, its small "ɩ" like i).
+        if folded == source or folded not in table:
+            table[folded] = latin
+    return {ord(folded): latin for folded, latin in table.items()}
+
+
+LOOKALIKES = _latin_lookalikes(Path(__file__).with_name("confusables.tsv"))
+_LOOKALIKE_CHARS = frozenset(map(chr, LOOKALIKES))
+_LATIN_LETTER = re.compile("[a-z]")
+MIN_SPACED_LETTERS = 4
+# A letter after a space (or the start), then at least three more, each after exactly one space: "c a g e".
+# Not after an apostrophe: "let's a b c" is no run.
+_SPACED = re.compile(rf"(?<!\S)[^\W\d_](?: [^\W\d_]){{{MIN_SPACED_LETTERS - 1},}}(?!\w)")
+# Inside any such run: two single letters, each after a space (\w: letters and more, a looser test). Starting
+# with a literal, it is found several times faster than a run, so the common post without one costs little.
+_SPACED_HINT = re.compile(r" \w \w ")
+
+
+def unconfuse(folded: str) -> str:
+    """Folded words (one space apart) with look-alike letters made Latin in each word that also holds a Latin
+    letter. One character for one, so offsets into `folded` stay valid."""
+    if _LOOKALIKE_CHARS.isdisjoint(folded):
+        return folded
+    return " ".join(_unconfuse_word(word) for word in folded.split(" "))
+
+
+def _unconfuse_word(word: str) -> str:
+    if _LATIN_LETTER.search(word) and not _LOOKALIKE_CHARS.isdisjoint(word):
+        return word.translate(LOOKALIKES)
+    return word
+
+
+def has_spaced_letters(text: str) -> bool:
+    """Whether `text` holds a run of spaced single letters that folding joins into one word."""
+    return _SPACED_HINT.search(text) is not None and _SPACED.search(text) is not None
+
+
+def join_spaced_letters(text: str) -> str:
+    """`text` with each run of spaced single letters joined: "the c a g e match" -> "the cage match"."""
+    if _SPACED_HINT.search(text) is None:
+        return text
+    return _SPACED.sub(lambda run: run.group().replace(" ", ""), text)
+
+
+def _joined_with_origin(text: str) -> tuple[str, list[int] | None]:
+    """join_spaced_letters(text), and for each of its characters (and its end) the offset in `text`;
+    None when nothing was joined."""
+    runs = list(_SPACED.finditer(text)) if _SPACED_HINT.search(text) else []
+    if not runs:
+        return text, None
+    pieces: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for run in runs:
+        pieces.append(text[position : run.start()])
+        origin.extend(range(position, run.start()))
+        pieces.append(run.group().replace(" ", ""))
+        origin.extend(range(run.start(), run.end(), 2))  # the letters, every other character
+        position = run.end()
+    pieces.append(text[position:])
+    origin.extend(range(position, len(text) + 1))
+    return "".join(pieces), origin
+
+
 # The ASCII part of FOLD_TABLE as a bytes table (every ASCII character folds to one ASCII character).
 _ASCII_BYTES = bytes(ord(FOLD_TABLE[c]) if c < 128 else c for c in range(256))
 _WORD = re.compile(r"\S+")
 
 
+# Folded forms of non-ASCII words, since posts repeat words. Bounded by the bytes its strings hold, not by
+# entries: a stream of long distinct words would otherwise fill memory. A word longer than WORD_CACHE_LONGEST
+# is folded each time, never kept: it seldom comes back, and would take the room of hundreds of short ones.
 _WORD_CACHE: dict[str, str] = {}
-_WORD_CACHE_LIMIT = 200_000
+WORD_CACHE_BYTES = 16 * 1024 * 1024
+WORD_CACHE_LONGEST = 64
+_word_cache_bytes = 0
 
 
 def fold_line(text: str) -> str:
@@ -55,14 +143,13 @@ def fold_line(text: str) -> str:
     This is the hot path of matching. ASCII is folded as bytes; in other text, only the words that hold
     non-ASCII characters go through the slower table, and through a cache, since posts repeat words.
     """
+    text = join_spaced_letters(text)
     if text.isascii():  # bytes.translate and bytes.replace are several times faster than str.split/join
         folded = text.encode("ascii").translate(_ASCII_BYTES)
         while b"  " in folded:
             folded = folded.replace(b"  ", b" ")
         return (b" " + folded.strip(b" ") + b" ").decode("ascii")
     cache = _WORD_CACHE
-    if len(cache) > _WORD_CACHE_LIMIT:
-        cache.clear()
     parts = []
     # Fold the ASCII characters in one bytes pass, then only words that still hold non-ASCII ones.
     ascii_folded = (
@@ -74,20 +161,35 @@ def fold_line(text: str) -> str:
             continue
         folded = cache.get(word)
         if folded is None:
-            folded = cache[word] = " ".join(word.translate(FOLD_TABLE).split())
+            folded = _fold_and_keep(word)
         if folded:
             parts.append(folded)
     return " " + " ".join(parts) + " "
 
 
+def _fold_and_keep(word: str) -> str:
+    """The folded form of `word`, kept in the word cache when short, within the cache's byte budget."""
+    global _word_cache_bytes
+    folded = unconfuse(" ".join(word.translate(FOLD_TABLE).split()))
+    if len(word) <= WORD_CACHE_LONGEST:
+        size = sys.getsizeof(word) + sys.getsizeof(folded)
+        if _word_cache_bytes + size > WORD_CACHE_BYTES:
+            _WORD_CACHE.clear()
+            _word_cache_bytes = 0
+        _WORD_CACHE[word] = folded
+        _word_cache_bytes += size
+    return folded
+
+
 def fold(text: str) -> str:
-    """`text` folded for matching (see the module docstring). Runs of spaces are left as they are."""
+    """`text` folded character by character (case, accents, compatibility forms, punctuation); runs of
+    spaces are left as they are. Look-alikes and spaced letters need whole words: see `words`."""
     return text.translate(FOLD_TABLE)
 
 
 def words(text: str) -> list[str]:
-    """The folded words of `text`."""
-    return fold(text).split()
+    """The folded words of `text`, look-alike letters and spaced letters undone."""
+    return unconfuse(" ".join(fold(join_spaced_letters(text)).split())).split()
 
 
 class Folded:
@@ -104,8 +206,17 @@ def fold_with_origin(text: str) -> Folded:
     """Folded words of `text` with their original spans; the same words as `words(text)`.
 
     ASCII characters fold one for one, so a word made of them keeps its offsets; only a word that holds
-    other characters is folded character by character to map it back.
+    other characters is folded character by character to map it back. Spaced letters are joined first and
+    their offsets mapped back after.
     """
+    text, origin = _joined_with_origin(text)
+    folded = _fold_joined_with_origin(text)
+    if origin is not None:
+        folded.spans = [(origin[start], origin[end - 1] + 1) for start, end in folded.spans]
+    return folded
+
+
+def _fold_joined_with_origin(text: str) -> Folded:
     ascii_folded = (
         text.encode("utf-8", "surrogatepass").translate(_ASCII_BYTES).decode("utf-8", "surrogatepass")
     )
@@ -131,4 +242,7 @@ def _fold_word_with_origin(word: str, offset: int) -> list[tuple[str, int, int]]
         pieces.append(folded)
         origin.extend([offset + index] * len(folded))
     folded_word = "".join(pieces)
-    return [(m.group(), origin[m.start()], origin[m.end() - 1] + 1) for m in _WORD.finditer(folded_word)]
+    return [
+        (_unconfuse_word(m.group()), origin[m.start()], origin[m.end() - 1] + 1)
+        for m in _WORD.finditer(folded_word)
+    ]

@@ -34,11 +34,16 @@ class AhoCorasickScanner:
     def scan(self, line: str) -> Iterator[tuple[int, Any]]:
         if self._empty:
             return
+        # Matches come in order of their end, so spaces are counted from the previous match on, not from the
+        # start of the line each time (which is quadratic in a long line of repeated matches).
+        counted, spaces = 0, 0
         for end, entries in self._automaton.iter(line):
             # `end` is the key's last character: a closing space, or the end of a prefix (fight*).
-            last = line.count(" ", 0, end + (0 if line[end] == " " else 1)) - 1
+            stop = end + (0 if line[end] == " " else 1)
+            spaces += line.count(" ", counted, stop)
+            counted = stop
             for entry in entries:
-                yield last, entry
+                yield spaces - 1, entry
 
 
 class HyperscanScanner:
@@ -67,12 +72,16 @@ class HyperscanScanner:
         self._database.scan(
             data, match_event_handler=lambda key, _start, end, _flags, _ctx: found.append((key, end))
         )
-        for key, end in found:
+        counted, spaces = 0, 0
+        for key, end in sorted(found, key=lambda match: match[1]):
             # `end` is one past the key's last byte: a closing space, or the end of a prefix (fight*). Spaces
-            # are one byte in UTF-8, so counting them before it gives the word, as with pyahocorasick.
-            last = data.count(b" ", 0, end - 1 if data[end - 1] == SPACE else end) - 1
+            # are one byte in UTF-8, so counting them before it gives the word, as with pyahocorasick; in
+            # order of `end`, from the previous match on, so a long line is not counted again for each match.
+            stop = end - 1 if data[end - 1] == SPACE else end
+            spaces += data.count(b" ", counted, stop)
+            counted = stop
             for entry in self._entries[key]:
-                yield last, entry
+                yield spaces - 1, entry
 
 
 def make_scanner(engine: str, keys: dict[str, tuple[Any, ...]]) -> Scanner:
