@@ -257,3 +257,14 @@ def test_pruning_an_edited_post_without_hits_removes_its_versions_too(store):
     store.save_poll("x", "f", STARTED, Fetch(versions, "1", 2), [], [])
     assert store.prune(timedelta(days=1))["posts"] == 1
     assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (0,)
+
+
+def test_a_label_given_through_an_alert_is_on_the_text_the_alert_showed(store):
+    challenge, edit = post("1"), post("1", "Nice weather today")
+    store.save_poll("x", "f", STARTED, Fetch((challenge,), "1", 1), [hit(challenge)], ["c"])
+    store.save_poll("x", "f", STARTED, Fetch((edit,), "2", 1), [], ["c"])
+    (alert,) = store.pending_alerts("c")
+    post_key, version = store.post_of_alert(alert.id)
+    verdict = store.save_label(post_key, "flag", "challenge", source="alert", version=version)
+    assert verdict.text == challenge.text
+    assert store.save_label(post_key, "none").text == edit.text  # by key: the current text
