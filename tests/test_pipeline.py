@@ -387,3 +387,18 @@ def test_a_broken_replay_line_is_quarantined_and_the_quarantine_report_shows_it(
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["source"], row["feed"]) == ("demo", feed.name)
     assert "garbage" in row["record"] and "line 1" in row["error"]
+
+
+def test_a_replay_line_whose_time_overflows_in_utc_is_quarantined_and_the_file_still_replays(
+    store, detector, write_feed
+):
+    feed = write_feed(
+        [
+            post_record("1", "I'm up for a cage match", "9999-12-31T23:59:59-05:00"),
+            post_record("2", "hello", "2023-06-21T02:59:00Z"),
+        ]
+    )
+    saved = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, []).poll("f", feed.name)
+    assert saved is not None and saved.new_posts == 1
+    (error,) = saved.quarantined
+    assert error.startswith("line 1: ") and "out of range" in error
