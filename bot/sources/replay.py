@@ -2,7 +2,7 @@
 
 Used by the demo, for backfills and in tests. Each line is one JSON object with at least `platform`, `id`,
 `author`, `text` and `created_at`; optional: author_id, url, lang, kind, reply_to, quote_of, mentions,
-conversation_id. A broken line is logged with its number and skipped; the rest of the file is used.
+conversation_id. A broken line is logged with its number, skipped and quarantined; the rest is used.
 """
 
 from __future__ import annotations
