@@ -143,11 +143,11 @@ def command_label(args: argparse.Namespace) -> int:
         if args.alert:
             if not args.target.isdigit():
                 raise UsageError(f"--alert: expected an alert id (a number), got {args.target!r}")
-            post_key = store.post_key_of_alert(int(args.target))
+            post_key, version = store.post_of_alert(int(args.target))
         else:
-            post_key = args.target
+            post_key, version = args.target, None
         verdict = store.save_label(
-            post_key, args.label, args.category, source="alert" if args.alert else "cli"
+            post_key, args.label, args.category, source="alert" if args.alert else "cli", version=version
         )
         total = len(store.verdicts())
     print(

@@ -69,15 +69,25 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A record a source could not turn into a Post, kept as it came (for the quarantine) with the reason."""
+
+    record: Any  # the platform's JSON object, or the line of text when it was not even JSON
+    error: str
+
+
+@dataclass(frozen=True)
 class Fetch:
     """What one poll of one feed returned.
 
     `cursor` is where the next poll starts; it is saved in the same transaction as `posts`.
     `read` counts the posts the platform returned (X bills per post read), duplicates included.
     `accounts` holds (platform, username, user id) learned during this poll, to be kept in the database.
+    `rejected` holds the records that could not become posts: quarantined, and the cursor moves past them.
     """
 
     posts: tuple[Post, ...]
     cursor: str | None
     read: int = 0
     accounts: tuple[tuple[str, str, str], ...] = ()
+    rejected: tuple[Rejected, ...] = ()

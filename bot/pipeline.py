@@ -23,7 +23,7 @@ from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
 from config.settings import Delivery, Exchanges
-from storage.store import PollSaved, Store
+from storage.store import Found, PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
 
@@ -89,6 +89,8 @@ class Pipeline:
             self._record_failure(source_name, feed, started, f"{type(error).__name__}: {error}")
             return None
         self._watch(source_name, feed, None)
+        for error in saved.quarantined:
+            log.warning("%s: record quarantined: %s", where, error)
         metrics.POLLS.labels(source_name, "ok").inc()
         metrics.POLL_SECONDS.labels(source_name).observe((utcnow() - started).total_seconds())
         metrics.POSTS_FETCHED.labels(source_name).inc(saved.fetched)
@@ -111,9 +113,9 @@ class Pipeline:
         assert self.exchanges is not None
         return link_posts(store, self.exchanges, posts, hits)
 
-    def _hits(self, fetch: Fetch) -> list[tuple[Hit, dict[str, Any] | None]]:
+    def _hits(self, fetch: Fetch) -> list[Found]:
         return [
-            (hit, alert_payload(judgement.post, hit) if alerts_on(hit) else None)
+            (judgement.post, hit, alert_payload(judgement.post, hit) if alerts_on(hit) else None)
             for judgement in self.detector.judge(fetch.posts)
             for hit in judgement.hits
         ]

@@ -173,7 +173,8 @@ class ExchangeStore:
         turns = self.db.execute(
             f"""
             SELECT t.turn, t.person, t.link, {_POST},
-                   (SELECT json_group_array(json(h.spans)) FROM hits h WHERE h.post_key = p.key)
+                   (SELECT json_group_array(json(h.spans)) FROM hits h
+                    WHERE h.post_key = p.key AND h.version = p.version)
             FROM exchange_turns t JOIN posts p ON p.key = t.post_key
             WHERE t.exchange_id = ? ORDER BY t.turn
             """,

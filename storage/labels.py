@@ -32,14 +32,16 @@ class LabelStore:
     db: sqlite_utils.Database
     lock: threading.RLock
 
-    def post_key_of_alert(self, alert_id: int) -> str:
-        """The post an alert is about; LabelError when there is no such alert or it is not about a post."""
+    def post_of_alert(self, alert_id: int) -> tuple[str, int]:
+        """The post an alert is about and the version its hit matched (the text the operator was shown);
+        LabelError when there is no such alert or it is not about a post."""
         row = self.db.execute(
-            "SELECT h.post_key FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE a.id = ?", [alert_id]
+            "SELECT h.post_key, h.version FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE a.id = ?",
+            [alert_id],
         ).fetchone()
         if row is None:
             raise LabelError(f"no alert {alert_id} about a post (see: run_bot.py report alerts)")
-        return str(row[0])
+        return str(row[0]), int(row[1])
 
     def save_label(
         self,
@@ -48,10 +50,17 @@ class LabelStore:
         category: str | None = None,
         source: str = "cli",
         now: datetime | None = None,
+        version: int | None = None,
     ) -> Verdict:
-        """Store the operator's verdict on a stored post, replacing an earlier one for the same post."""
+        """Store the operator's verdict on a stored post, replacing an earlier one for the same post.
+
+        The verdict is on the post's current text, or on the text of `version` (an alert's) when given."""
         with self.lock:
-            row = self.db.execute("SELECT text, lang FROM posts WHERE key = ?", [post_key]).fetchone()
+            row = self.db.execute(
+                "SELECT coalesce(v.text, p.text), p.lang FROM posts p "
+                "LEFT JOIN post_versions v ON v.post_key = p.key AND v.version = ? WHERE p.key = ?",
+                [version, post_key],
+            ).fetchone()
             if row is None:
                 raise LabelError(f"no stored post {post_key!r} (keys look like x:1671234567890)")
             verdict = Verdict(post_key, label, category, row[0], row[1], iso(now or utcnow()), source)

@@ -85,10 +85,12 @@ REPORTS = {
         Report(
             "latest-hits",
             "latest_hits",
-            "The newest hits: what decided them (a rule or the model), probability, text and link",
+            "The newest hits: what decided them (a rule or the model), probability, the text matched, link",
             """SELECT p.created_at, p.key AS post_key, p.author, h.rule_id AS rule, h.category, h.severity,
-                      round(h.probability, 2) AS probability, p.text, p.url
-               FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}""",
+                      round(h.probability, 2) AS probability, coalesce(v.text, p.text) AS text, p.url
+               FROM hits h JOIN posts p ON p.key = h.post_key
+               LEFT JOIN post_versions v ON v.post_key = h.post_key AND v.version = h.version
+               WHERE {where}""",
             "p.created_at",
             "p.author",
             "ORDER BY p.created_at DESC, h.id DESC",
@@ -144,6 +146,15 @@ REPORTS = {
             "x.updated_at",
             "x.people",
             "ORDER BY x.updated_at DESC",
+        ),
+        Report(
+            "quarantine",
+            "quarantine_report",
+            "Records a source could not use: when first seen, source and feed, why, the record as received",
+            """SELECT q.first_seen, q.source, q.feed, q.error, q.record FROM quarantine q WHERE {where}""",
+            "q.first_seen",
+            "q.feed",
+            "ORDER BY q.first_seen DESC, q.id DESC",
         ),
     ]
 }
@@ -233,6 +244,10 @@ class ReportStore:
                     "WHERE t.post_key = posts.key)",
                     [cutoff],
                 ).rowcount
+                self.db.execute(
+                    "DELETE FROM post_versions WHERE NOT EXISTS "
+                    "(SELECT 1 FROM posts p WHERE p.key = post_versions.post_key)"
+                )
                 runs = self.db.execute("DELETE FROM runs WHERE started_at < ?", [cutoff]).rowcount
             if vacuum:
                 self.db.vacuum()

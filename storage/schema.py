@@ -220,6 +220,42 @@ def _v6_detector(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v7_versions_and_quarantine(db: sqlite_utils.Database) -> None:
+    """A post fetched again with other text keeps every version, and each hit the version it matched; records
+    a source could not use are kept apart instead of stopping their feed."""
+    # Rows stored before this schema have no history: their one known text is version 1.
+    db.execute("ALTER TABLE posts ADD COLUMN version INTEGER NOT NULL DEFAULT 1")  # the current version
+    db.execute("ALTER TABLE hits ADD COLUMN version INTEGER NOT NULL DEFAULT 1")  # the version it matched
+    db.execute(
+        """
+        CREATE TABLE post_versions (
+            post_key TEXT NOT NULL REFERENCES posts(key),
+            version INTEGER NOT NULL,      -- 1, 2, ...: each distinct text, in the order first seen
+            version_id TEXT,               -- the platform's id of that version (X edits)
+            text TEXT NOT NULL,
+            raw TEXT NOT NULL,             -- the platform's JSON when the version was first seen
+            first_seen TEXT NOT NULL,
+            PRIMARY KEY (post_key, version)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            feed TEXT NOT NULL,
+            digest TEXT NOT NULL,          -- sha256 of `record`: a record seen again is kept once
+            record TEXT NOT NULL,          -- as received: JSON, or the line of text; lone surrogates escaped
+            error TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            UNIQUE (source, feed, digest)
+        )
+        """
+    )
+    db.execute("CREATE INDEX quarantine_seen ON quarantine(first_seen)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
@@ -227,6 +263,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v4_exchanges,
     _v5_reports,
     _v6_detector,
+    _v7_versions_and_quarantine,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges", "labels"}

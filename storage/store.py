@@ -7,7 +7,9 @@ so a crash at any point either keeps all of them or none, and the next poll repe
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,15 +20,20 @@ from typing import Any
 
 import sqlite_utils
 
-from bot.models import Fetch, Hit, Post, span_rows
+from bot.models import Fetch, Hit, Post, Rejected, span_rows
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
 from storage.labels import LabelStore
 from storage.outbox import Alert, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
+from storage.versions import History, VersionPlan
 
-__all__ = ["Alert", "FeedState", "PollSaved", "Store"]
+__all__ = ["Alert", "FeedState", "Found", "PollSaved", "Store"]
+
+# A hit, the post it was found in (that version's text: the same key may come twice in one poll with other
+# texts) and its alert payload (None: store the hit, alert nobody).
+Found = tuple[Post, Hit, dict[str, Any] | None]
 
 # SQLite's default limit on bound parameters is 32766 on current builds, 999 on old ones.
 _CHUNK = 500
@@ -45,6 +52,7 @@ class PollSaved:
     new_hits: int
     alerts: int
     categories: dict[str, int] = field(default_factory=dict)  # new hits per category
+    quarantined: tuple[str, ...] = ()  # the errors of the records quarantined for the first time
 
 
 class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
@@ -109,7 +117,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
         feed: str,
         started_at: datetime,
         fetch: Fetch,
-        hits: Sequence[tuple[Hit, dict[str, Any] | None]],
+        hits: Sequence[Found],
         channels: Sequence[str],
         throttle: float = 0.0,
         platform: str | None = None,
@@ -117,22 +125,26 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
     ) -> PollSaved:
         """Store what one poll found and move its cursor, all in one transaction.
 
-        `hits` pairs each hit with its alert payload (None: store the hit, alert nobody). An outbox row per
-        channel is made only for hits not stored before, so polling the same posts again sends nothing twice.
+        A post fetched again with other text gets a new version (see storage.versions); its hits are stored
+        against the version they matched. A rule makes one hit per post, at the first version it matches: an
+        outbox row per channel is made only for hits not stored before, so polling the same posts again, or
+        a new version that the same rule matches again, sends nothing twice, while a rule that newly matches
+        a new version alerts with that version's text. `fetch.rejected` goes into the quarantine.
         """
         now = utcnow()
         with self.lock, self.db.atomic():
-            new_posts = self._save_posts(source, fetch.posts, now)
-            new_hits = self._save_hits(hits, now)
+            new_posts, versions = self._save_posts(source, fetch.posts, now)
+            new_hits = self._save_hits(hits, versions, now)
             authors = {post.key: post.author.lower() for post in fetch.posts}
             alerts = self._queue_alerts(new_hits, authors, channels, now, throttle)
             if link is not None:
                 by_post: dict[str, list[Hit]] = {}
-                for hit, _ in hits:
+                for _, hit, _ in hits:
                     by_post.setdefault(hit.post_key, []).append(hit)
                 for payload in link(self, fetch.posts, by_post):
                     alerts += self.queue_notice(channels, payload)
             self._save_accounts(fetch.accounts, now)
+            quarantined = self._quarantine(source, feed, fetch.rejected, now)
             self._set_cursor(source, feed, fetch.cursor, None, now)
             self.db["runs"].insert(
                 {
@@ -150,7 +162,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
         categories: dict[str, int] = {}
         for _, hit, _ in new_hits:
             categories[hit.category] = categories.get(hit.category, 0) + 1
-        return PollSaved(fetch.read, new_posts, len(new_hits), alerts, categories)
+        return PollSaved(fetch.read, new_posts, len(new_hits), alerts, categories, quarantined)
 
     def save_failed_poll(
         self,
@@ -178,26 +190,82 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
                 }
             )
 
-    def _save_posts(self, source: str, posts: Iterable[Post], now: datetime) -> int:
-        rows = {post.key: post_row(post, source, now) for post in posts}
-        if not rows:
-            return 0
-        known = self._existing("posts", "key", list(rows))
-        # upsert: a re-fetched post is unchanged, an edited one gets its newest text and version id.
-        self.db["posts"].upsert_all(rows.values(), pk="key", batch_size=_CHUNK)
-        return len(set(rows) - known)
+    def _save_posts(
+        self, source: str, posts: Sequence[Post], now: datetime
+    ) -> tuple[int, dict[tuple[str, str], int]]:
+        """Store new posts and new versions of known ones, never losing a text already stored.
+
+        Returns how many posts are new, and the version number of each (key, text) among `posts`."""
+        if not posts:
+            return 0, {}
+        plan = VersionPlan(self._histories(sorted({post.key for post in posts})))
+        for post in posts:
+            plan.add(post)
+        for chunk in _chunks(plan.archive):
+            self.db.execute(
+                "INSERT INTO post_versions (post_key, version, version_id, text, raw, first_seen) "
+                "SELECT key, version, version_id, text, raw, fetched_at FROM posts "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        rows = [post_row(post, source, now) | {"version": n} for post, n in plan.current.values()]
+        # upsert: a post already stored only gets here when its current version changed.
+        self.db["posts"].upsert_all(rows, pk="key", batch_size=_CHUNK)
+        self.db["post_versions"].insert_all(
+            (version_row(post, number, now) for post, number in plan.versions), batch_size=_CHUNK
+        )
+        return plan.new_posts, plan.numbers
+
+    def _histories(self, keys: list[str]) -> dict[str, History]:
+        """What the database knows of these posts' versions (posts never stored are left out)."""
+        histories: dict[str, History] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, version, text in self.db.execute(
+                f"SELECT key, version, text FROM posts WHERE key IN ({marks})", chunk
+            ).fetchall():
+                histories[key] = History(version, {text: version}, in_versions=False, stored=True)
+            for key, version, text in self.db.execute(
+                f"SELECT post_key, version, text FROM post_versions WHERE post_key IN ({marks})", chunk
+            ).fetchall():
+                histories[key].texts[text] = version
+                histories[key].in_versions = True
+        return histories
 
     def _save_hits(
-        self, hits: Sequence[tuple[Hit, dict[str, Any] | None]], now: datetime
+        self, hits: Sequence[Found], versions: dict[tuple[str, str], int], now: datetime
     ) -> list[tuple[int, Hit, dict]]:
+        """Store each rule's first hit on a post, against the version it matched; return the new ones."""
         if not hits:
             return []
-        post_keys = sorted({hit.post_key for hit, _ in hits})
-        known = self._hit_ids(post_keys)
-        fresh = {(h.post_key, h.rule_id): (h, p) for h, p in hits if (h.post_key, h.rule_id) not in known}
-        self.db["hits"].insert_all((hit_row(hit, now) for hit, _ in fresh.values()), batch_size=_CHUNK)
+        known = self._hit_ids(sorted({hit.post_key for _, hit, _ in hits}))
+        fresh: dict[tuple[str, str], tuple[Hit, dict | None, int]] = {}
+        for post, hit, payload in hits:
+            if (hit.post_key, hit.rule_id) not in known:
+                fresh.setdefault((hit.post_key, hit.rule_id), (hit, payload, versions[(post.key, post.text)]))
+        self.db["hits"].insert_all(
+            (hit_row(hit, now, version) for hit, _, version in fresh.values()), batch_size=_CHUNK
+        )
         ids = self._hit_ids(sorted({key for key, _ in fresh}))
-        return [(ids[key], hit, payload) for key, (hit, payload) in fresh.items()]
+        return [(ids[key], hit, payload) for key, (hit, payload, _) in fresh.items()]
+
+    def _quarantine(
+        self, source: str, feed: str, rejected: Sequence[Rejected], now: datetime
+    ) -> tuple[str, ...]:
+        """Keep the records a source could not use, once each; return the errors of those not kept before."""
+        first_time = []
+        for item in rejected:
+            record = record_text(item.record)
+            digest = hashlib.sha256(record.encode()).hexdigest()
+            error = _escape_surrogates(item.error)[:1000]
+            added = self.db.execute(
+                "INSERT OR IGNORE INTO quarantine (source, feed, digest, record, error, first_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [source, feed, digest, record, error, iso(now)],
+            ).rowcount
+            if added:
+                first_time.append(error)
+        return tuple(first_time)
 
     def _save_accounts(self, accounts: Iterable[tuple[str, str, str]], now: datetime) -> None:
         rows = [
@@ -220,14 +288,6 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
             },
             pk=("source", "feed"),
         )
-
-    def _existing(self, table: str, column: str, values: list[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in _chunks(values):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {column} FROM {table} WHERE {column} IN ({marks})"
-            found.update(row[0] for row in self.db.execute(sql, chunk).fetchall())
-        return found
 
     def _hit_ids(self, post_keys: list[str]) -> dict[tuple[str, str], int]:
         ids: dict[tuple[str, str], int] = {}
@@ -292,13 +352,40 @@ def post_row(post: Post, source: str, now: datetime) -> dict[str, Any]:
         "conversation_id": post.conversation_id,
         "source": source,
         "fetched_at": iso(now),
-        "raw": json.dumps(post.raw, ensure_ascii=False, sort_keys=True),
+        "raw": record_text(post.raw),
     }
 
 
-def hit_row(hit: Hit, now: datetime) -> dict[str, Any]:
+def version_row(post: Post, number: int, now: datetime) -> dict[str, Any]:
+    return {
+        "post_key": post.key,
+        "version": number,
+        "version_id": post.version_id,
+        "text": post.text,
+        "raw": record_text(post.raw),
+        "first_seen": iso(now),
+    }
+
+
+def record_text(record: Any) -> str:
+    """A record as text SQLite can always store: JSON (a line of text as it is), any lone surrogate written as
+    its JSON escape (`\\ud800`), which UTF-8 cannot encode but JSON reads back as the same character."""
+    if isinstance(record, str):
+        return _escape_surrogates(record)
+    return _escape_surrogates(json.dumps(record, ensure_ascii=False, sort_keys=True, default=str))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def hit_row(hit: Hit, now: datetime, version: int = 1) -> dict[str, Any]:
     return {
         "post_key": hit.post_key,
+        "version": version,
         "rule_id": hit.rule_id,
         "category": hit.category,
         "severity": hit.severity,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 
 import responses
@@ -244,3 +245,160 @@ def test_a_feed_with_a_broken_line_still_stores_the_rest(store, detector, write_
     pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [])
     saved = pipeline.poll("f", feed.name)
     assert (saved.new_posts, saved.new_hits) == (2, 1)
+
+
+# -- a post that comes back with other content (issue 11, item 4) ------------------------------------------
+
+
+def test_a_post_fetched_again_with_other_text_keeps_its_hit_on_the_text_it_matched(
+    store, detector, write_feed
+):
+    feed = write_feed(
+        [
+            post_record("1", "I'm up for a cage match if he is lol", "2023-06-21T02:58:00Z"),
+            post_record("1", "Nice weather today", "2023-06-21T03:10:00Z"),
+        ]
+    )
+    channel = RecordingChannel()
+    pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [channel])
+    pipeline.poll("f", feed.name)
+    (latest,) = store.report("latest-hits").rows
+    assert latest[-2] == "I'm up for a cage match if he is lol"
+    assert store.db.execute("SELECT text FROM posts").fetchall() == [("Nice weather today",)]
+    versions = store.db.execute("SELECT version, text FROM post_versions ORDER BY version").fetchall()
+    assert versions == [(1, "I'm up for a cage match if he is lol"), (2, "Nice weather today")]
+    assert store.search("weather").rows and not store.search("cage").rows  # search sees the current text
+
+
+@responses.activate
+def test_an_edit_that_newly_matches_alerts_once_with_the_edited_text_and_a_later_edit_does_not_repeat_it(
+    store, detector
+):
+    from tests.test_x_source import TIMELINE, make_source
+
+    first = tweet("10", "Nice weather today")
+    edit = tweet(
+        "11", "Nice weather. I'm up for a cage match if he is lol", edit_history_tweet_ids=["10", "11"]
+    )
+    again = tweet("12", "I'm up for a cage match if he is, lol", edit_history_tweet_ids=["10", "11", "12"])
+    for page in (timeline(first), timeline(edit), timeline(again)):
+        responses.get(TIMELINE, json=page)
+    channel = RecordingChannel()
+    pipeline = Pipeline(store, detector, {"x": make_source()}, [channel])
+    for _ in range(3):
+        pipeline.poll("x", "elonmusk")
+    pipeline.deliver_all()
+    assert channel.received == ["10"]  # one alert, for the version that newly matched
+    (alert,) = store.db.execute("SELECT json_extract(payload, '$.post.text') FROM alerts").fetchall()
+    assert alert == (edit["text"],)
+    (latest,) = store.report("latest-hits").rows
+    assert latest[-2] == edit["text"]
+    assert store.db.execute("SELECT version FROM hits").fetchall() == [(2,)]
+    assert store.db.execute("SELECT version, version_id FROM posts").fetchall() == [(3, "12")]
+
+
+def test_a_text_swapped_for_a_notice_and_back_is_its_first_version_again_and_alerts_once(
+    store, detector, write_feed
+):
+    challenge = "I'm up for a cage match if he is lol"
+    feed = write_feed(
+        [
+            post_record("1", challenge, "2023-06-21T02:58:00Z"),
+            post_record("1", "This post is unavailable in your country", "2023-06-21T03:00:00Z"),
+            post_record("1", challenge, "2023-06-21T03:02:00Z"),
+        ]
+    )
+    channel = RecordingChannel()
+    pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [channel])
+    pipeline.poll("f", feed.name)
+    pipeline.deliver_all()
+    assert channel.received == ["1"]
+    assert store.db.execute("SELECT text, version FROM posts").fetchall() == [(challenge, 1)]
+    assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (2,)
+
+
+# -- one bad record never stops a feed (issue 11, item 13) --------------------------------------------------
+
+
+def test_a_lone_surrogate_in_a_replay_record_is_replaced_and_the_feed_goes_on(store, detector, write_feed):
+    feed = write_feed(
+        [
+            '{"platform": "x", "id": "1", "author": "elonmusk", "text": "I\'m up for a cage match \\ud800",'
+            ' "created_at": "2023-06-21T02:58:00Z", "lang": "\\udfff"}',
+            post_record("2", "hello", "2023-06-21T02:59:00Z"),
+        ]
+    )
+    saved = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, []).poll("f", feed.name)
+    assert saved is not None and (saved.new_posts, saved.new_hits) == (2, 1)
+    assert store.db.execute("SELECT text, lang FROM posts WHERE id = '1'").fetchone() == (
+        "I'm up for a cage match \ufffd",
+        "\ufffd",
+    )
+    assert store.feed_state("f", feed.name).cursor.endswith("|x:2")
+
+
+@responses.activate
+def test_a_tweet_with_a_lone_surrogate_is_stored_with_a_replacement_character(store, detector):
+    from tests.test_x_source import TIMELINE, make_source
+
+    responses.get(TIMELINE, json=timeline(tweet("300", "I'm up for a cage match \ud800")))
+    saved = Pipeline(store, detector, {"x": make_source()}, []).poll("x", "elonmusk")
+    assert saved is not None and saved.new_hits == 1
+    assert store.db.execute("SELECT text FROM posts").fetchone() == ("I'm up for a cage match \ufffd",)
+
+
+@responses.activate
+def test_a_tracked_persons_posts_dated_year_1_and_9999_are_quarantined_and_the_poll_goes_on(
+    store, detector, caplog
+):
+    from tests.test_exchanges import PEOPLE
+    from tests.test_x_source import TIMELINE, make_source
+
+    responses.get(
+        TIMELINE,
+        json=timeline(
+            tweet("301", "hello"),
+            tweet("302", "I'm up for a cage match", created_at="0001-01-01T00:00:00.000Z"),
+            tweet("303", "I'm up for a cage match lol", created_at="9999-12-31T23:59:59.000Z"),
+        ),
+    )
+    pipeline = Pipeline(store, detector, {"x": make_source()}, [], exchanges=PEOPLE)
+    saved = pipeline.poll("x", "elonmusk")
+    assert saved is not None and (saved.new_posts, len(saved.quarantined)) == (1, 2)
+    assert store.db.execute("SELECT id FROM posts").fetchall() == [("301",)]
+    assert store.feed_state("x", "elonmusk").cursor == "303"
+    rows = store.db.execute(
+        "SELECT source, feed, json_extract(record, '$.id'), error FROM quarantine ORDER BY 3"
+    ).fetchall()
+    assert [row[:3] for row in rows] == [("x", "elonmusk", "302"), ("x", "elonmusk", "303")]
+    assert all("created_at" in error for *_, error in rows)
+    assert caplog.text.count("quarantined") == 2
+    assert pipeline.poll("x", "elonmusk") is not None  # the next poll is not stuck either
+
+
+def test_a_broken_replay_line_is_quarantined_and_the_quarantine_report_shows_it(
+    tmp_path, write_config, write_feed, capsys
+):
+    feed = write_feed(["garbage", post_record("1", "I'm up for a cage match if he is lol")])
+    config = write_config(replay_config(feed, tmp_path / "r.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    assert run_bot.main(["--config", str(config), "report", "quarantine", "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["source"], row["feed"]) == ("demo", feed.name)
+    assert "garbage" in row["record"] and "line 1" in row["error"]
+
+
+def test_a_replay_line_whose_time_overflows_in_utc_is_quarantined_and_the_file_still_replays(
+    store, detector, write_feed
+):
+    feed = write_feed(
+        [
+            post_record("1", "I'm up for a cage match", "9999-12-31T23:59:59-05:00"),
+            post_record("2", "hello", "2023-06-21T02:59:00Z"),
+        ]
+    )
+    saved = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, []).poll("f", feed.name)
+    assert saved is not None and saved.new_posts == 1
+    (error,) = saved.quarantined
+    assert error.startswith("line 1: ") and "out of range" in error

@@ -58,7 +58,7 @@ def test_every_report_agrees_with_its_view_in_the_database(demo_db, capsys, name
         conn.row_factory = sqlite3.Row
         rows = [dict(r) for r in conn.execute(f"select * from {REPORTS[name].view}")]
     assert json.loads(out) == rows
-    if name != "alerts":
+    if name not in ("alerts", "quarantine"):  # the demo feed has no broken record
         assert rows, f"the demo should give {name} something to show"
 
 

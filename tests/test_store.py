@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlite_utils
 
-from bot.models import Fetch, Hit, Post, Span
+from bot.models import Fetch, Hit, Post, Rejected, Span
 from storage import SCHEMA_VERSION, DatabaseError, Store
 from storage.schema import MIGRATIONS, migrate
 
@@ -19,13 +20,14 @@ def post(id: str, text: str = "I'm up for a cage match if he is lol", **extra) -
     return Post(platform="x", id=id, author="elonmusk", text=text, created_at=STARTED, **extra)
 
 
-def hit(post_key: str, rule: str = "cage-fight") -> tuple[Hit, dict]:
-    return Hit(post_key, rule, "challenge", 4, (Span(10, 20, "cage match"),)), {"key": f"k-{post_key}-{rule}"}
+def hit(found_in: Post, rule: str = "cage-fight") -> tuple[Post, Hit, dict]:
+    key = found_in.key
+    return found_in, Hit(key, rule, "challenge", 4, (Span(10, 20, "cage match"),)), {"key": f"k-{key}-{rule}"}
 
 
 def test_a_poll_stores_posts_hits_alerts_run_and_cursor_together(store):
     fetch = Fetch(posts=(post("1"), post("2", "hello")), cursor="2", read=2)
-    saved = store.save_poll("x", "elonmusk", STARTED, fetch, [hit("x:1")], ["console", "slack"])
+    saved = store.save_poll("x", "elonmusk", STARTED, fetch, [hit(post("1"))], ["console", "slack"])
     assert (saved.new_posts, saved.new_hits, saved.alerts) == (2, 1, 2)
     assert store.counts() == {"posts": 2, "hits": 1, "alerts": 2}
     assert store.feed_state("x", "elonmusk").cursor == "2"
@@ -35,15 +37,17 @@ def test_a_poll_stores_posts_hits_alerts_run_and_cursor_together(store):
 
 def test_saving_the_same_poll_twice_adds_no_post_hit_or_alert(store):
     fetch = Fetch(posts=(post("1"),), cursor="1", read=1)
-    store.save_poll("x", "elonmusk", STARTED, fetch, [hit("x:1")], ["console"])
-    again = store.save_poll("x", "elonmusk", STARTED, fetch, [hit("x:1")], ["console"])
+    store.save_poll("x", "elonmusk", STARTED, fetch, [hit(post("1"))], ["console"])
+    again = store.save_poll("x", "elonmusk", STARTED, fetch, [hit(post("1"))], ["console"])
     assert (again.new_posts, again.new_hits, again.alerts) == (0, 0, 0)
     assert store.counts() == {"posts": 1, "hits": 1, "alerts": 1}
 
 
 def test_a_hit_without_a_payload_is_stored_but_alerts_nobody(store):
     response = Hit("x:1", "answer", "response", 3, ())
-    store.save_poll("x", "f", STARTED, Fetch((post("1"),), "1", 1), [(response, None)], ["console"])
+    store.save_poll(
+        "x", "f", STARTED, Fetch((post("1"),), "1", 1), [(post("1"), response, None)], ["console"]
+    )
     assert store.counts() == {"posts": 1, "hits": 1, "alerts": 0}
 
 
@@ -61,7 +65,7 @@ def test_a_failure_inside_a_poll_keeps_nothing_of_it_and_leaves_the_cursor(store
         "CREATE TRIGGER refuse BEFORE INSERT ON hits BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
     )
     with pytest.raises(sqlite3.IntegrityError, match="disk says no"):
-        store.save_poll("x", "f", STARTED, Fetch((post("2"),), "2", 1), [hit("x:2")], ["console"])
+        store.save_poll("x", "f", STARTED, Fetch((post("2"),), "2", 1), [hit(post("2"))], ["console"])
     assert store.counts() == {"posts": 1, "hits": 0, "alerts": 0}
     assert store.feed_state("x", "f").cursor == "1"
 
@@ -77,7 +81,7 @@ def test_a_rate_limited_poll_keeps_its_cursor_and_records_the_pause(store):
 
 def test_alerts_come_out_in_creation_order_and_sent_ones_leave_the_queue(store):
     fetch = Fetch(tuple(post(str(i)) for i in range(3)), "3", 3)
-    store.save_poll("x", "f", STARTED, fetch, [hit(f"x:{i}") for i in range(3)], ["console"])
+    store.save_poll("x", "f", STARTED, fetch, [hit(post(str(i))) for i in range(3)], ["console"])
     first, second, third = store.pending_alerts("console")
     assert first.id < second.id < third.id
     store.mark_sent(first.id)
@@ -124,7 +128,7 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
 def test_a_database_made_by_an_older_version_is_upgraded_in_place_keeping_its_rows(tmp_path):
     path = tmp_path / "old.db"
     old = Store.open(path)
-    old.save_poll("x", "f", STARTED, Fetch((post("1"),), "1", 1), [hit("x:1")], ["console"])
+    old.save_poll("x", "f", STARTED, Fetch((post("1"),), "1", 1), [hit(post("1"))], ["console"])
     old.close()
 
     def add_a_column(db: sqlite_utils.Database) -> None:
@@ -151,3 +155,116 @@ def test_report_views_follow_the_code_without_a_migration(tmp_path):
     views = dict(store.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
     assert views == {report.view: view_sql(report) for report in REPORTS.values()}
     store.close()
+
+
+def test_a_database_at_schema_6_keeps_every_row_when_it_gains_versions_and_the_quarantine(tmp_path):
+    path = tmp_path / "v6.db"
+    db = sqlite_utils.Database(path)
+    migrate(db, MIGRATIONS[:6])
+    fill_a_schema_6_database(db)
+    tables = [t for t in db.table_names() if not t.startswith("posts_fts")]
+    before = {table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() for table in tables}
+    db.close()
+
+    store = Store.open(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    for table, rows in before.items():
+        width = len(rows[0]) if rows else 0
+        kept = store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+        assert [row[:width] for row in kept] == rows, table
+    assert store.db.execute("SELECT key, version FROM posts").fetchall() == [("x:1", 1), ("x:2", 1)]
+    assert store.db.execute("SELECT post_key, version FROM hits").fetchall() == [("x:1", 1)]
+    assert store.search("hello").rows
+    assert store.report("latest-hits").rows[0][-2] == "I'm up for a cage match if he is lol"
+    assert store.report("quarantine").rows == []
+    store.close()
+
+
+def fill_a_schema_6_database(db: sqlite_utils.Database) -> None:
+    """A row in every table, written as Ringside at schema 6 wrote them (its columns, no newer code)."""
+    at = "2023-06-21T02:58:00.000+00:00"
+    for key, text in (("x:1", "I'm up for a cage match if he is lol"), ("x:2", "hello")):
+        db["posts"].insert(
+            {"key": key, "platform": "x", "id": key[2:], "version_id": key[2:], "author": "elonmusk"}
+            | {"author_id": "44196397", "text": text, "url": None, "created_at": at, "lang": "en"}
+            | {"kind": "post", "reply_to": None, "quote_of": None, "mentions": "[]", "conversation_id": None}
+            | {"source": "x", "fetched_at": at, "raw": json.dumps({"id": key[2:]})}
+        )
+    db["hits"].insert(
+        {"post_key": "x:1", "rule_id": "cage-fight", "category": "challenge", "severity": 4}
+        | {"spans": '[[13, 23, "cage match"]]', "matched_at": at, "probability": 0.9, "why": None}
+    )
+    db["alerts"].insert(
+        {"channel": "c", "key": "rs1-a", "hit_id": 1, "payload": "{}", "status": "sent", "attempts": 1}
+        | {
+            "next_attempt_at": at,
+            "created_at": at,
+            "sent_at": at,
+            "rule_id": "cage-fight",
+            "author": "elonmusk",
+        }
+    )
+    db["cursors"].insert({"source": "x", "feed": "elonmusk", "cursor": "2", "updated_at": at})
+    db["accounts"].insert({"platform": "x", "username": "elonmusk", "user_id": "44196397", "resolved_at": at})
+    db["runs"].insert({"source": "x", "feed": "elonmusk", "started_at": at, "finished_at": at, "fetched": 2})
+    db["mutes"].insert({"rule_id": "cage-fight", "until": at, "created_at": at})
+    db["exchanges"].insert(
+        {"id": "t1", "people": '["musk"]', "status": "open", "severity": 4, "turns": 1}
+        | {"started_at": at, "updated_at": at}
+    )
+    db["exchange_turns"].insert(
+        {"exchange_id": "t1", "turn": 1, "post_key": "x:1", "person": "musk", "link": "first"}
+    )
+    db["labels"].insert(
+        {"post_key": "x:1", "label": "flag", "category": "challenge", "text": "cage", "lang": "en"}
+        | {"labelled_at": at, "source": "cli"}
+    )
+
+
+def test_two_versions_in_one_poll_are_both_kept_and_the_hit_points_to_the_one_it_matched(store):
+    challenge, notice = post("1"), post("1", "This post is unavailable")
+    saved = store.save_poll("x", "f", STARTED, Fetch((challenge, notice), "1", 2), [hit(challenge)], ["c"])
+    assert (saved.new_posts, saved.new_hits) == (1, 1)
+    assert store.db.execute("SELECT version, text FROM post_versions ORDER BY version").fetchall() == [
+        (1, challenge.text),
+        (2, notice.text),
+    ]
+    assert store.db.execute("SELECT text, version FROM posts").fetchall() == [(notice.text, 2)]
+    assert store.db.execute("SELECT version FROM hits").fetchall() == [(1,)]
+    assert store.report("latest-hits").rows[0][-2] == challenge.text
+
+
+def test_a_post_fetched_again_unchanged_writes_no_version(store):
+    for _ in range(2):
+        store.save_poll("x", "f", STARTED, Fetch((post("1"),), "1", 1), [hit(post("1"))], ["c"])
+    assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (0,)
+    assert store.db.execute("SELECT version FROM posts").fetchall() == [(1,)]
+
+
+def test_a_quarantined_record_is_kept_once_and_reads_back_as_received_even_with_a_lone_surrogate(store):
+    bad = Rejected({"id": "9", "text": "cage \ud800", "created_at": "0001-01-01"}, "field 'created_at' ...")
+    first = store.save_poll("x", "f", STARTED, Fetch((), "9", 1, rejected=(bad,)), [], [])
+    again = store.save_poll("x", "f", STARTED, Fetch((), "9", 1, rejected=(bad,)), [], [])
+    assert (first.quarantined, again.quarantined) == (("field 'created_at' ...",), ())
+    (record,) = store.db.execute("SELECT record FROM quarantine").fetchone()
+    assert json.loads(record) == bad.record
+    assert store.feed_state("x", "f").cursor == "9"
+
+
+def test_pruning_an_edited_post_without_hits_removes_its_versions_too(store):
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    versions = tuple(Post("x", "1", "elonmusk", text, old) for text in ("first", "second"))
+    store.save_poll("x", "f", STARTED, Fetch(versions, "1", 2), [], [])
+    assert store.prune(timedelta(days=1))["posts"] == 1
+    assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (0,)
+
+
+def test_a_label_given_through_an_alert_is_on_the_text_the_alert_showed(store):
+    challenge, edit = post("1"), post("1", "Nice weather today")
+    store.save_poll("x", "f", STARTED, Fetch((challenge,), "1", 1), [hit(challenge)], ["c"])
+    store.save_poll("x", "f", STARTED, Fetch((edit,), "2", 1), [], ["c"])
+    (alert,) = store.pending_alerts("c")
+    post_key, version = store.post_of_alert(alert.id)
+    verdict = store.save_label(post_key, "flag", "challenge", source="alert", version=version)
+    assert verdict.text == challenge.text
+    assert store.save_label(post_key, "none").text == edit.text  # by key: the current text

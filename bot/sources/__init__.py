@@ -6,12 +6,20 @@ It never touches the database: the pipeline stores what it returns and the new c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from bot.models import Fetch
+from bot.models import Fetch, Post, Rejected
+from bot.timeutil import iso, utcnow
 from config import SourceConfig
+
+# Earlier is a placeholder (year 1 is Go's zero time) rather than a post; later than a day ahead is a broken
+# clock. Dates near the calendar's ends also overflow the arithmetic of exchange windows and replays.
+EARLIEST_POST = datetime(1970, 1, 1, tzinfo=UTC)
+CLOCK_SLACK = timedelta(days=1)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class SourceError(Exception):
@@ -51,3 +59,35 @@ def build_source(config: SourceConfig, known_accounts: dict[str, str], paced: bo
         "x": lambda: x.XSource.from_config(config, known_accounts),
     }
     return builders[config.type]()
+
+
+def sanitised(record: Any) -> Any:
+    """`record` (as decoded from JSON) with every lone surrogate, in any key or string at any depth, replaced
+    by U+FFFD. JSON can carry one ("\\ud800") but UTF-8 cannot encode it: SQLite and channels would refuse
+    the record on every poll. A replacement keeps the text's length, so offsets into it stay right."""
+    if isinstance(record, str):
+        return _LONE_SURROGATE.sub("\ufffd", record)
+    if isinstance(record, dict):
+        return {sanitised(key): sanitised(value) for key, value in record.items()}
+    if isinstance(record, list):
+        return [sanitised(value) for value in record]
+    return record
+
+
+def checked(post: Post) -> Post:
+    """`post` if its time is one a post can have; ValueError naming the field otherwise."""
+    if not EARLIEST_POST <= post.created_at <= utcnow() + CLOCK_SLACK:
+        raise ValueError(
+            f"field 'created_at' is {iso(post.created_at)}: before 1970 or in the future, not a post's time"
+        )
+    return post
+
+
+def post_or_rejected(record: Any, convert: Callable[[Any], Post]) -> Post | Rejected:
+    """The Post `convert` makes of the sanitised `record`, or the record as received, rejected with the
+    reason, so that one bad record goes to the quarantine instead of stopping its feed."""
+    try:
+        return checked(convert(sanitised(record)))
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError, AttributeError) as error:
+        reason = f"missing field {error}" if isinstance(error, KeyError) else str(error)
+        return Rejected(record, reason or type(error).__name__)

@@ -2,8 +2,8 @@
 
 Used by the demo, for backfills and in tests. Each line is one JSON object with at least `platform`, `id`,
 `author`, `text` (possibly empty) and `created_at`; optional: author_id, url, lang, kind, reply_to, quote_of,
-mentions (a list of usernames), conversation_id. A broken line is logged with its number and skipped; the
-rest of the file is used.
+mentions (a list of usernames), conversation_id. A broken line is logged with its number, skipped and
+quarantined; the rest of the file is used.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.models import KINDS, Fetch, Post
+from bot.models import KINDS, Fetch, Post, Rejected
+from bot.sources import post_or_rejected
 from bot.timeutil import iso, parse_datetime
 from config import SourceConfig
 
@@ -35,7 +36,8 @@ class ReplaySource:
     ) -> None:
         self.name = name
         self.path = path
-        self.posts = sorted(read_posts(path), key=_position)
+        self.rejected: list[Rejected] = []  # broken lines, handed out with every fetch for the quarantine
+        self.posts = sorted(read_posts(path, self.rejected), key=_position)
         self.replay_seconds = replay_seconds
         self.clock = clock
         self._anchor: tuple[float, datetime] | None = None
@@ -60,7 +62,7 @@ class ReplaySource:
                 self.name,
                 len(self.posts),
             )
-        return Fetch(posts=tuple(ready), cursor=new_cursor, read=len(ready))
+        return Fetch(posts=tuple(ready), cursor=new_cursor, read=len(ready), rejected=tuple(self.rejected))
 
     def remaining(self, cursor: str | None) -> int:
         after = _parse_cursor(cursor)
@@ -98,8 +100,9 @@ def _parse_cursor(cursor: str | None) -> tuple[str, str] | None:
     return (moment, key)
 
 
-def read_posts(path: Path) -> list[Post]:
-    """Every good post in a JSONL file; each bad line is logged with its number and skipped."""
+def read_posts(path: Path, rejected: list[Rejected] | None = None) -> list[Post]:
+    """Every good post in a JSONL file; each bad line is logged with its number, skipped, and added to
+    `rejected` (the line as it is, for the quarantine) when given."""
     posts = []
     # utf-8-sig: a file saved with a byte-order mark (Windows Notepad does) keeps its first line.
     with path.open(encoding="utf-8-sig", errors="replace") as handle:
@@ -107,9 +110,15 @@ def read_posts(path: Path) -> list[Post]:
             if not line.strip():
                 continue
             try:
-                posts.append(post_from_record(json.loads(line)))
-            except (ValueError, TypeError) as error:
-                log.warning("%s:%d: skipped: %s", path, number, error)
+                post = post_or_rejected(json.loads(line), post_from_record)
+            except ValueError as error:  # not JSON at all
+                post = Rejected(line.rstrip("\n"), str(error))
+            if isinstance(post, Rejected):
+                log.warning("%s:%d: skipped: %s", path, number, post.error)
+                if rejected is not None:
+                    rejected.append(Rejected(line.rstrip("\n"), f"line {number}: {post.error}"))
+                continue
+            posts.append(post)
     return posts
 
 

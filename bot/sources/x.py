@@ -14,14 +14,15 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import requests
 import tweepy
 
 from bot import metrics
-from bot.models import Fetch, Post
-from bot.sources import RateLimited, SourceError
+from bot.models import Fetch, Post, Rejected
+from bot.sources import RateLimited, SourceError, post_or_rejected, sanitised
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
 
@@ -179,15 +180,20 @@ class XSource:
     def _to_fetch(self, pages: list[dict], cursor: str | None, learned: tuple) -> Fetch:
         read = _count(pages)
         posts: dict[str, Post] = {}
+        rejected: list[Rejected] = []
         newest = int(cursor) if cursor else 0
         for page in pages:
             includes = page.get("includes") or {}
-            users = {u["id"]: u["username"] for u in includes.get("users", [])}
+            users = sanitised({u["id"]: u["username"] for u in includes.get("users", [])})
             # A repost's original is only in the includes of the page that holds the repost.
-            included = {t["id"]: t for t in includes.get("tweets", [])}
+            included = sanitised({t["id"]: t for t in includes.get("tweets", [])})
+            convert = partial(post_from_tweet, usernames=users, included=included)
             for tweet in page.get("data") or []:
-                newest = max(newest, int(tweet["id"]))
-                post = post_from_tweet(tweet, users, included)
+                newest = max(newest, _tweet_id(tweet))  # past a rejected tweet too: it is not fetched again
+                post = post_or_rejected(tweet, convert)
+                if isinstance(post, Rejected):
+                    rejected.append(post)
+                    continue
                 if post.key not in posts or int(post.version_id or 0) > int(posts[post.key].version_id or 0):
                     posts[post.key] = post
         ordered = sorted(posts.values(), key=lambda p: int(p.version_id or p.id), reverse=True)
@@ -198,6 +204,7 @@ class XSource:
             cursor=str(newest) if newest else cursor,
             read=read,
             accounts=learned,
+            rejected=tuple(rejected),
         )
 
     def _call(self, endpoint: Callable[..., dict], **args: Any) -> dict:
@@ -316,6 +323,14 @@ def batch_accounts(accounts: list[str], limit: int = MAX_QUERY) -> list[list[str
         else:
             groups.append([account])
     return groups
+
+
+def _tweet_id(tweet: Any) -> int:
+    """A tweet's id as a number for the cursor; 0 when it has none (it cannot move the cursor)."""
+    try:
+        return int(tweet["id"])
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def _count(pages: list[dict]) -> int:
