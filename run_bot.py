@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Ringside's command line. The only place where exceptions become messages and exit codes.
 
-Exit codes: 0 done; 1 ran, but some feed failed (once); 2 bad settings, rules, input or database.
+Exit codes: 0 done; 1 ran, but some feed failed (once); 2 bad settings, rules, input or database; 141 the
+reader of the output went away (as any Unix tool stopped by SIGPIPE).
 """
 
 from __future__ import annotations
@@ -44,7 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away is seen below
+        return code
+    except BrokenPipeError:
+        # `report ... | head -1`: the reader has what it wanted. Quietly, as a Unix tool stopped by SIGPIPE;
+        # stdout goes to devnull so Python's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ConfigError, DatabaseError, UsageError, QueryError, ModelError, CorpusError, LabelError) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2

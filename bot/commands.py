@@ -14,6 +14,10 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from tabulate import tabulate
+from wcwidth import wcswidth, wcwidth
+
+from bot.terminal import json_escaped, printable
 from bot.timeutil import parse_datetime, parse_duration, utcnow
 from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import Store
@@ -218,37 +222,56 @@ def command_prune(args: argparse.Namespace) -> int:
 
 
 def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
-    """Rows as an aligned table for a terminal, or clean CSV or JSON for pipes."""
+    """Rows as a table for a terminal (columns aligned by their width on screen), or CSV or JSON for pipes.
+
+    Table and CSV cells lose control characters (a post cannot drive the terminal); JSON keeps every
+    character, escaped."""
     if form == "json":
-        print(
-            json.dumps([dict(zip(columns, row, strict=True)) for row in rows], ensure_ascii=False, indent=1)
-        )
+        document = [dict(zip(columns, row, strict=True)) for row in rows]
+        print(json_escaped(json.dumps(document, ensure_ascii=False, indent=1)))
         return
     if form == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows([_csv_cell(value) for value in row] for row in rows)
         return
-    cells = [columns] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    numeric = [
-        all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(columns))
-    ]
-    for index, row in enumerate(cells):
-        print(
-            "  ".join(
-                c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)
-            ).rstrip()
-        )
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
+    cells = [[_cell(value) for value in row] for row in rows]
+    # A column is numeric when SQLite gave numbers, never because some text looks like one.
+    text_columns = [i for i in range(len(columns)) if not all(_is_number(row[i]) for row in rows)]
+    print(
+        tabulate(cells, headers=columns, tablefmt="simple", numalign="right", disable_numparse=text_columns)
+    )
     if not rows:
         print("(no rows)")
 
 
-def _cell(value: object, width: int = 60) -> str:
-    text = "" if value is None else " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _cell(value: object, width: int = 60) -> object:
+    """A table cell: numbers as they are (tabulate right-aligns them); text on one line, at most `width`
+    columns on screen; a list as its items."""
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, list):
+        value = ", ".join(str(item) for item in value)
+    text = " ".join(printable(str(value)).split())
+    if wcswidth(text) <= width:
+        return text
+    clipped, used = [], 1  # the ellipsis takes one column
+    for char in text:
+        used += max(wcwidth(char), 0)
+        if used > width:
+            break
+        clipped.append(char)
+    return "".join(clipped) + "…"
+
+
+def _is_number(value: object) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    return printable(value) if isinstance(value, str) else value
 
 
 def command_health(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ fills the slot with parameterised conditions (since, until, account), never with
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ class Report:
     time_column: str  # what --since/--until filter on
     account_column: str | None  # what --account filters on
     order: str = ""
+    json_columns: tuple[str, ...] = ()  # stored as JSON text, given back as lists
 
 
 REPORTS = {
@@ -144,6 +146,7 @@ REPORTS = {
             "x.updated_at",
             "x.people",
             "ORDER BY x.updated_at DESC",
+            json_columns=("people",),
         ),
     ]
 }
@@ -197,7 +200,8 @@ class ReportStore:
             params.append(limit)
         with self.lock:
             cursor = self.db.execute(sql, params)
-            return Table([d[0] for d in cursor.description], cursor.fetchall())
+            columns, rows = [d[0] for d in cursor.description], cursor.fetchall()
+        return Table(columns, _decode_json(columns, rows, report.json_columns))
 
     def search(self, query: str, since: datetime | None = None, limit: int = 50) -> Table:
         """Posts whose text or author match a full-text query (SQLite FTS5), best first."""
@@ -232,6 +236,16 @@ class ReportStore:
             if vacuum:
                 self.db.vacuum()
         return {"posts": posts, "runs": runs}
+
+
+def _decode_json(columns: list[str], rows: list[tuple], json_columns: tuple[str, ...]) -> list[tuple]:
+    positions = [columns.index(name) for name in json_columns]
+    if not positions:
+        return rows
+    return [
+        tuple(json.loads(v) if i in positions and v is not None else v for i, v in enumerate(row))
+        for row in rows
+    ]
 
 
 _NEAR = re.compile(r"(\S+)\s+NEAR(?:/(\d+))?\s+(\S+)")

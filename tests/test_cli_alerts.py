@@ -3,12 +3,14 @@ logs and the database when channels fail."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 import run_bot
 from config import ConfigError, load_settings
 from storage import Store
-from tests.conftest import DEMO_FEED, replay_config
+from tests.conftest import DEMO_FEED, post_record, replay_config
 from tests.receiver import Receiver, status
 
 WEBHOOK = '\n[[channels]]\nname = "hook"\ntype = "webhook"\n'
@@ -95,3 +97,22 @@ def test_a_bad_mute_duration_is_one_line_and_exit_code_2(tmp_path, write_config,
     config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
     assert run_bot.main(["--config", str(config), "mute", "--rule", "cage-fight", "--for", "soon"]) == 2
     assert capsys.readouterr().err.startswith("ringside: error: --for: expected a duration")
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31mI'm up for a cage match\r\tif he is\nlol"
+
+
+def control_characters(text: str) -> set[str]:
+    """The control characters in `text` a terminal would act on (newline and tab are layout, not commands)."""
+    return {c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"}
+
+
+def test_console_alerts_strip_terminal_control_characters_and_keep_the_highlight(
+    tmp_path, write_config, write_feed, capsys
+):
+    feed = write_feed([post_record("1", HOSTILE)])
+    config = write_config(replay_config(feed, tmp_path / "r.db"))
+    code, out = run(capsys, "--config", str(config), "once")
+    assert code == 0
+    assert control_characters(out) == set()
+    assert "]0;pwned[2J31mI'm up for a **cage match**\tif he is\n   lol" in out

@@ -7,14 +7,18 @@ import csv
 import io
 import json
 import sqlite3
+import subprocess
+import sys
+import unicodedata
 
 import pytest
+import wcwidth
 import yaml
 
 import run_bot
 from storage import Store
 from storage.reports import REPORTS
-from tests.conftest import DEMO_FEED, ROOT, replay_config
+from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
 from tests.test_exchanges import PEOPLE
 
 PEOPLE_TOML = """
@@ -57,6 +61,8 @@ def test_every_report_agrees_with_its_view_in_the_database(demo_db, capsys, name
     with sqlite3.connect(database) as conn:
         conn.row_factory = sqlite3.Row
         rows = [dict(r) for r in conn.execute(f"select * from {REPORTS[name].view}")]
+    for row in rows:  # the view holds JSON text where the report gives a list
+        row.update({column: json.loads(row[column]) for column in REPORTS[name].json_columns})
     assert json.loads(out) == rows
     if name != "alerts":
         assert rows, f"the demo should give {name} something to show"
@@ -230,3 +236,78 @@ def test_datasette_serves_every_canned_query(demo_db):
     results = asyncio.run(fetch_all())
     assert results["exchanges_report"]["rows"][0]["turns"] == 3
     assert results["search_posts"]["rows"]
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31mI'm up for a cage match\r\tif he is lol"
+
+
+@pytest.fixture
+def hostile_db(tmp_path, write_config, write_feed, capsys):
+    """A database holding one post whose text carries terminal escape sequences."""
+    feed = write_feed([post_record("1", HOSTILE)])
+    config = write_config(replay_config(feed, tmp_path / "hostile.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    return config
+
+
+def control_characters(text: str) -> set[str]:
+    return {c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "latest-hits"],
+        ["report", "latest-hits", "--format", "csv"],
+        ["search", "cage"],
+        ["search", "cage", "--format", "csv"],
+    ],
+)
+def test_reports_and_search_never_print_terminal_control_characters(hostile_db, capsys, args):
+    code, out, _ = cli(capsys, "--config", str(hostile_db), *args)
+    assert code == 0 and "up for a" in out
+    assert control_characters(out) == set()
+
+
+def test_json_output_keeps_the_text_exactly_as_posted(hostile_db, capsys):
+    _, out, _ = cli(capsys, "--config", str(hostile_db), "report", "latest-hits", "--format", "json")
+    assert json.loads(out)[0]["text"] == HOSTILE and control_characters(out) == set()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(demo_db):
+    config, _ = demo_db
+    command = [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), "report", "latest-hits"]
+    process = subprocess.Popen(
+        [*command, "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    process.stdout.close()  # like `| head -0`: nobody reads what it prints
+    err = process.stderr.read().decode()
+    assert process.wait() == 141 and err == ""
+
+
+def test_tables_align_columns_by_their_width_on_screen_with_emoji_and_cjk(
+    tmp_path, write_config, write_feed, capsys
+):
+    feed = write_feed(
+        [
+            post_record("1", "cage match 🥊🥊🥊 tonight", url="https://x.com/a/1"),
+            post_record("2", "cage match 今夜の試合", author="相撲", url="https://x.com/b/2"),
+            post_record("3", "cage match tonight", url="https://x.com/c/3"),
+        ]
+    )
+    config = write_config(replay_config(feed, tmp_path / "wide.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    _, out, _ = cli(capsys, "--config", str(config), "report", "latest-hits")
+    lines = out.rstrip("\n").split("\n")
+    url_columns = {wcwidth.wcswidth(line[: line.index("https://")]) for line in lines if "https://" in line}
+    assert len(lines) == 5 and len(url_columns) == 1
+
+
+def test_the_exchanges_report_gives_people_as_a_list_in_json(demo_db, capsys):
+    config, _ = demo_db
+    _, out, _ = cli(capsys, "--config", str(config), "report", "exchanges", "--format", "json")
+    assert json.loads(out)[0]["people"] == ["musk", "zuck"]
+    _, out, _ = cli(capsys, "--config", str(config), "report", "exchanges")
+    assert "musk, zuck" in out
