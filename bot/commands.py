@@ -293,7 +293,8 @@ def command_alerts(args: argparse.Namespace) -> int:
         rows = store.outbox_summary()
     print(f"{'channel':<16} {'status':<8} {'alerts':>7}  last error")
     for channel, status, count, error in rows:
-        print(f"{channel:<16} {status:<8} {count:>7}  {error if status == 'dead' and error else ''}")
+        shown = printable(error) if status == "dead" and error else ""  # a receiver's words, not commands
+        print(f"{channel:<16} {status:<8} {count:>7}  {shown}")
     return 0
 
 

@@ -116,3 +116,13 @@ def test_console_alerts_strip_terminal_control_characters_and_keep_the_highlight
     assert code == 0
     assert control_characters(out) == set()
     assert "]0;pwned[2J31mI'm up for a **cage match**\tif he is\n   lol" in out
+
+
+def test_alerts_status_strips_control_characters_from_a_receivers_error(hooked, capsys):
+    hostile = status(410, "gone\x1b]0;pwned\x07\x1b[2J", Content_Type="text/plain; charset=utf-8")
+    with Receiver(default=hostile) as receiver:
+        config = hooked(receiver)
+        run(capsys, "--config", str(config), "once")
+        code, out = run(capsys, "--config", str(config), "alerts", "status")
+    assert code == 0 and "refused (HTTP 410: gone]0;pwned[2J)" in out
+    assert control_characters(out) == set()
