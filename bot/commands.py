@@ -17,6 +17,7 @@ from pathlib import Path
 from tabulate import tabulate
 from wcwidth import wcswidth, wcwidth
 
+from bot.models import parse_account
 from bot.terminal import json_escaped, printable
 from bot.timeutil import parse_datetime, parse_duration, utcnow
 from config import DEFAULT_RULES, ConfigError, Settings, load_settings
@@ -193,6 +194,8 @@ def command_report(args: argparse.Namespace) -> int:
     if args.name not in REPORTS:
         raise UsageError(f"report {args.name!r}: no such report; run_bot.py report --list names them")
     since, until = parse_moment("--since", args.since), parse_moment("--until", args.until)
+    if args.account is not None:
+        _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
     with Store.open(load_settings(args.config).database, create=False) as store:
         table = store.report(args.name, since, until, args.account, limit)
@@ -287,6 +290,8 @@ def command_alerts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     with Store.open(settings.database, create=False) as store:
         if args.action == "retry-dead":
+            if args.channel is not None:
+                _check_channel(args.channel, settings, store)
             count = store.retry_dead(args.channel)
             print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
             return 0
@@ -298,26 +303,64 @@ def command_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_channel(name: str, settings: Settings, store: Store) -> None:
+    """UsageError unless `name` is a configured channel or one the outbox holds alerts for."""
+    known = {channel.name for channel in settings.channels} | {row[0] for row in store.outbox_summary()}
+    if name not in known:
+        raise UsageError(f"--channel {name!r}: no such channel; channels: {', '.join(sorted(known))}")
+
+
+def _check_rule(rule_id: str, settings: Settings) -> None:
+    """UsageError unless `rule_id` is a rule of the settings' rules directory (or the model's)."""
+    from difflib import get_close_matches
+
+    from bot.detect.matcher import load_rules
+    from bot.models import MODEL_RULE
+
+    known = [rule.id for rule in load_rules(settings.rules)] + [MODEL_RULE]
+    if rule_id not in known:
+        close = get_close_matches(rule_id, known, n=1)
+        raise UsageError(
+            f"--rule {rule_id!r}: no such rule in {settings.rules}"
+            + (f"; did you mean {close[0]}?" if close else "")
+        )
+
+
+def _account(option: str, value: str) -> str:
+    """How an account is shown back: "@elonmusk", or "x:elonmusk" when a platform is named."""
+    try:
+        platform, handle = parse_account(value)
+    except ValueError as error:
+        raise UsageError(f"{option} {error}") from None
+    return f"{platform}:{handle}" if platform else f"@{handle}"
+
+
 def command_mute(args: argparse.Namespace) -> int:
     try:
         until = utcnow() + timedelta(seconds=parse_duration(args.duration))
     except ValueError as error:
         raise UsageError(f"--for: {error}") from None
-    with Store.open(load_settings(args.config).database) as store:
-        if args.list:
+    settings = load_settings(args.config)
+    if args.list:
+        with Store.open(settings.database) as store:
             for kind, name, moment in store.mutes():
-                print(f"{kind} {name} muted until {moment:%Y-%m-%d %H:%M} UTC")
-            return 0
+                print(f"{kind} {printable(name)} muted until {moment:%Y-%m-%d %H:%M} UTC")
+        return 0
+    if args.rule is not None:
+        _check_rule(args.rule, settings)
+        what = f"rule {args.rule}"
+    else:
+        what = f"author {_account('--author', args.author)}"
+    with Store.open(settings.database) as store:
         store.mute(until, rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
     return 0
 
 
 def command_unmute(args: argparse.Namespace) -> int:
+    what = f"rule {args.rule}" if args.rule else f"author {_account('--author', args.author)}"
     with Store.open(load_settings(args.config).database) as store:
         ended = store.unmute(rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0
 

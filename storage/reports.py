@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import sqlite_utils
 
+from bot.models import parse_account
 from bot.timeutil import iso, utcnow
 
 X_PRICE_PER_POST = 0.005  # US dollars per post read from the X API (2026 pay-per-use)
@@ -27,10 +28,22 @@ class Report:
     description: str
     sql: str
     time_column: str  # what --since/--until filter on
-    account_column: str | None  # what --account filters on
+    account_condition: str | None  # what --account filters on: SQL reading :platform (or NULL) and :handle
     order: str = ""
     json_columns: tuple[str, ...] = ()  # stored as JSON text, given back as lists
 
+
+# --account is compared, never matched as a LIKE pattern: `%` and `_` are plain characters in a handle.
+_POST_BY = "lower(p.author) = :handle AND (:platform IS NULL OR p.platform = :platform)"
+_ALERT_FOR = (  # alerts keep the author in lower case; the platform is in the payload's post
+    "a.author = :handle AND (:platform IS NULL OR json_extract(a.payload, '$.post.platform') = :platform)"
+)
+_RUN_OF = "lower(r.feed) = :handle AND (:platform IS NULL OR r.platform = :platform)"
+_EXCHANGE_WITH = (  # a person's id, or an account that took a turn
+    "((:platform IS NULL AND EXISTS (SELECT 1 FROM json_each(x.people) WHERE lower(value) = :handle)) "
+    "OR EXISTS (SELECT 1 FROM exchange_turns t JOIN posts p ON p.key = t.post_key "
+    "WHERE t.exchange_id = x.id AND " + _POST_BY + "))"
+)
 
 REPORTS = {
     report.name: report
@@ -45,7 +58,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY day""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY day DESC",
         ),
         Report(
@@ -58,7 +71,7 @@ REPORTS = {
                WHERE (h.rule_id = 'model' OR h.category NOT IN ('response', 'veto')) AND {where}
                GROUP BY p.platform, p.author""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC, last_hit DESC",
         ),
         Report(
@@ -69,7 +82,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY h.rule_id, h.category""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC, rule",
         ),
         Report(
@@ -81,7 +94,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY h.category""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC",
         ),
         Report(
@@ -92,7 +105,7 @@ REPORTS = {
                       round(h.probability, 2) AS probability, p.text, p.url
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY p.created_at DESC, h.id DESC",
         ),
         Report(
@@ -108,7 +121,7 @@ REPORTS = {
                FROM alerts a WHERE {where}
                GROUP BY a.channel""",
             "a.created_at",
-            "a.author",
+            _ALERT_FOR,
             "ORDER BY a.channel",
         ),
         Report(
@@ -130,7 +143,7 @@ REPORTS = {
                FROM runs r WHERE {{where}}
                GROUP BY r.source, r.feed""",
             "r.started_at",
-            "r.feed",
+            _RUN_OF,
             "ORDER BY r.source, r.feed",
         ),
         Report(
@@ -144,7 +157,7 @@ REPORTS = {
                        WHERE t.exchange_id = x.id ORDER BY t.turn DESC LIMIT 1) AS last_text
                FROM exchanges x WHERE {where}""",
             "x.updated_at",
-            "x.people",
+            _EXCHANGE_WITH,
             "ORDER BY x.updated_at DESC",
             json_columns=("people",),
         ),
@@ -180,24 +193,24 @@ class ReportStore:
         account: str | None = None,
         limit: int | None = None,
     ) -> Table:
-        """Run report `name` (a key of REPORTS), filtered by time and account through parameters only."""
+        """Run report `name` (a key of REPORTS), filtered by time and account through parameters only.
+
+        `account` takes the forms rules take ("elonmusk", "@elonmusk", "x:elonmusk"); ValueError otherwise."""
         report = REPORTS[name]
-        conditions, params = ["1 = 1"], []
+        conditions, params = ["1 = 1"], {}
         if since is not None:
-            conditions.append(f"{report.time_column} >= ?")
-            params.append(iso(since))
+            conditions.append(f"{report.time_column} >= :since")
+            params["since"] = iso(since)
         if until is not None:
-            conditions.append(f"{report.time_column} < ?")
-            params.append(iso(until))
-        if account is not None and report.account_column:
-            conditions.append(f"lower({report.account_column}) LIKE ?")
-            params.append(
-                f"%{account.lower().lstrip('@')}%" if name == "exchanges" else account.lower().lstrip("@")
-            )
+            conditions.append(f"{report.time_column} < :until")
+            params["until"] = iso(until)
+        if account is not None and report.account_condition:
+            conditions.append(report.account_condition)
+            params["platform"], params["handle"] = parse_account(account)
         sql = f"{report.sql.format(where=' AND '.join(conditions))} {report.order}"
         if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+            sql += " LIMIT :limit"
+            params["limit"] = limit
         with self.lock:
             cursor = self.db.execute(sql, params)
             columns, rows = [d[0] for d in cursor.description], cursor.fetchall()

@@ -311,3 +311,55 @@ def test_the_exchanges_report_gives_people_as_a_list_in_json(demo_db, capsys):
     assert json.loads(out)[0]["people"] == ["musk", "zuck"]
     _, out, _ = cli(capsys, "--config", str(config), "report", "exchanges")
     assert "musk, zuck" in out
+
+
+@pytest.mark.parametrize("name", ["top-accounts", "latest-hits", "alerts", "exchanges"])
+@pytest.mark.parametrize("pattern", ["el%", "elonmus_", "%", "mus%"])
+def test_an_account_is_matched_literally_never_as_a_pattern(demo_db, capsys, name, pattern):
+    config, _ = demo_db
+    code, out, _ = cli(
+        capsys, "--config", str(config), "report", name, "--format", "json", "--account", pattern
+    )
+    assert code == 0 and json.loads(out) == []
+
+
+@pytest.mark.parametrize("account", ["elonmusk", "@ElonMusk", "x:elonmusk", "X:@elonmusk"])
+def test_report_account_takes_every_form_rules_take(demo_db, capsys, account):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "top-accounts", "--format", "json", "--account", account
+    )
+    assert [(r["platform"], r["author"], r["hits"]) for r in json.loads(out)] == [("x", "elonmusk", 3)]
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "exchanges", "--format", "json", "--account", account
+    )
+    assert [r["people"] for r in json.loads(out)] == [["musk", "zuck"]]
+
+
+@pytest.mark.parametrize(
+    ("account", "exchanges"), [("musk", 1), ("instagram:elonmusk", 0), ("x:zuck", 0), ("threads:zuck", 0)]
+)
+def test_exchanges_are_found_by_person_id_or_by_an_account_that_took_a_turn(
+    demo_db, capsys, account, exchanges
+):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "exchanges", "--format", "json", "--account", account
+    )
+    assert len(json.loads(out)) == exchanges
+
+
+def test_an_account_on_another_platform_matches_nothing(demo_db, capsys):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys,
+        "--config",
+        str(config),
+        "report",
+        "latest-hits",
+        "--format",
+        "json",
+        "--account",
+        "instagram:elonmusk",
+    )
+    assert json.loads(out) == []
