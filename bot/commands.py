@@ -43,7 +43,7 @@ def command_backtest(args: argparse.Namespace) -> int:
     settings = load_settings(args.config) if (args.context or args.db) else _settings_if_any(args.config)
     detector = _detector(settings, args.rules, args.model)
     if args.db:
-        with Store.open(settings.database, create=False) as store:
+        with Store.open(settings.database, create=False, readonly=True) as store:
             outcome = score_cases(cases_from_verdicts(store.verdicts()), detector)
     elif args.context:
         outcome = run_context_backtest(args.file, detector, settings.exchanges)
@@ -95,7 +95,7 @@ def command_train(args: argparse.Namespace) -> int:
     if not args.no_labels:
         settings = _settings_if_any(args.config)
         if settings and Path(settings.database).is_file():
-            with Store.open(settings.database, create=False) as store:
+            with Store.open(settings.database, create=False, readonly=True) as store:
                 verdicts = store.verdicts()
     operator = [
         Example(
@@ -197,14 +197,14 @@ def command_report(args: argparse.Namespace) -> int:
     if args.account is not None:
         _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    with Store.open(load_settings(args.config).database, create=False) as store:
+    with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
         table = store.report(args.name, since, until, args.account, limit)
     print_table(table.columns, table.rows, args.format)
     return 0
 
 
 def command_search(args: argparse.Namespace) -> int:
-    with Store.open(load_settings(args.config).database, create=False) as store:
+    with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
         table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
     print_table(table.columns, table.rows, args.format)
     return 0
@@ -288,7 +288,7 @@ def command_health(args: argparse.Namespace) -> int:
 
 def command_alerts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    with Store.open(settings.database, create=False) as store:
+    with Store.open(settings.database, create=False, readonly=args.action == "status") as store:
         if args.action == "retry-dead":
             if args.channel is not None:
                 _check_channel(args.channel, settings, store)
