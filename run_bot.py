@@ -151,7 +151,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     who = mute.add_mutually_exclusive_group(required=True)
     who.add_argument("--rule", help="a rule id")
-    who.add_argument("--author", help="an author's handle")
+    who.add_argument("--author", help="an account: elonmusk or @elonmusk (every platform), x:elonmusk (one)")
     who.add_argument("--list", action="store_true", help="show the mutes in force")
     mute.add_argument(
         "--for", dest="duration", default="1h", help="how long, such as 30m, 2h, 7d (default 1h)"
@@ -162,7 +162,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     report.add_argument("--list", action="store_true", help="name every report with a line about it")
     add_output_options(report, since_help="posts since: 7d, 12h, or a date such as 2026-01-01")
     report.add_argument("--until", help="before this: a duration ago or a date")
-    report.add_argument("--account", help="only this account (or, for source-health, this feed)")
+    report.add_argument(
+        "--account",
+        help="only this account: elonmusk, @elonmusk or x:elonmusk (exchanges: also a person's id; "
+        "source-health: a feed)",
+    )
     report.set_defaults(handler=command_report)
     search = commands.add_parser(
         "search", help="full-text search of stored posts: 'cage NEAR fight', \"send me\""

@@ -38,7 +38,10 @@ _POST_BY = "lower(p.author) = :handle AND (:platform IS NULL OR p.platform = :pl
 _ALERT_FOR = (  # alerts keep the author in lower case; the platform is in the payload's post
     "a.author = :handle AND (:platform IS NULL OR json_extract(a.payload, '$.post.platform') = :platform)"
 )
-_RUN_OF = "lower(r.feed) = :handle AND (:platform IS NULL OR r.platform = :platform)"
+_RUN_OF = (  # a feed by its name as written (an X batch is "batch:a,b"), or the account it polls
+    "(lower(r.feed) = :account "
+    "OR (lower(r.feed) = :handle AND (:platform IS NULL OR r.platform = :platform)))"
+)
 _EXCHANGE_WITH = (  # a person's id, or an account that took a turn
     "((:platform IS NULL AND EXISTS (SELECT 1 FROM json_each(x.people) WHERE lower(value) = :handle)) "
     "OR EXISTS (SELECT 1 FROM exchange_turns t JOIN posts p ON p.key = t.post_key "
@@ -207,6 +210,7 @@ class ReportStore:
         if account is not None and report.account_condition:
             conditions.append(report.account_condition)
             params["platform"], params["handle"] = parse_account(account)
+            params["account"] = account.strip().lower()
         sql = f"{report.sql.format(where=' AND '.join(conditions))} {report.order}"
         if limit is not None:
             sql += " LIMIT :limit"

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import unicodedata
+from datetime import UTC, datetime
 
 import pytest
 import wcwidth
@@ -363,3 +364,12 @@ def test_an_account_on_another_platform_matches_nothing(demo_db, capsys):
         "instagram:elonmusk",
     )
     assert json.loads(out) == []
+
+
+def test_source_health_finds_a_batch_feed_by_its_name_colon_and_all(store):
+    started = datetime(2026, 11, 1, tzinfo=UTC)
+    store.save_failed_poll("x", "batch:elonmusk,finkd", started, "X server error (503)", platform="x")
+    store.save_failed_poll("x", "elonmusk", started, "X server error (503)", platform="x")
+    feeds = [row[1] for row in store.report("source-health", account="batch:elonmusk,finkd").rows]
+    assert feeds == ["batch:elonmusk,finkd"]
+    assert [row[1] for row in store.report("source-health", account="x:elonmusk").rows] == ["elonmusk"]
