@@ -44,14 +44,22 @@ EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
      (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`)
-  2  bad settings, rules, input or database"""
+  2  bad settings, rules, input or database
+  141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away is seen below
+        return code
+    except BrokenPipeError:
+        # `report ... | head -1`: the reader has what it wanted. Quietly, as a Unix tool stopped by SIGPIPE;
+        # stdout goes to devnull so Python's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (ConfigError, DatabaseError, UsageError, QueryError, ModelError, CorpusError, LabelError) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
@@ -155,7 +163,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     who = mute.add_mutually_exclusive_group(required=True)
     who.add_argument("--rule", help="a rule id")
-    who.add_argument("--author", help="an author's handle")
+    who.add_argument("--author", help="an account: elonmusk or @elonmusk (every platform), x:elonmusk (one)")
     who.add_argument("--list", action="store_true", help="show the mutes in force")
     mute.add_argument(
         "--for", dest="duration", default="1h", help="how long, such as 30m, 2h, 7d (default 1h)"
@@ -166,7 +174,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     report.add_argument("--list", action="store_true", help="name every report with a line about it")
     add_output_options(report, since_help="posts since: 7d, 12h, or a date such as 2026-01-01")
     report.add_argument("--until", help="before this: a duration ago or a date")
-    report.add_argument("--account", help="only this account (or, for source-health, this feed)")
+    report.add_argument(
+        "--account",
+        help="only this account: elonmusk, @elonmusk or x:elonmusk (exchanges: also a person's id; "
+        "source-health: a feed)",
+    )
     report.set_defaults(handler=command_report)
     search = commands.add_parser(
         "search", help="full-text search of stored posts: 'cage NEAR fight', \"send me\""

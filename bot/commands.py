@@ -14,6 +14,11 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from tabulate import tabulate
+from wcwidth import wcswidth, wcwidth
+
+from bot.models import parse_account
+from bot.terminal import json_escaped, printable
 from bot.timeutil import parse_datetime, parse_duration, utcnow
 from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import Store
@@ -38,7 +43,7 @@ def command_backtest(args: argparse.Namespace) -> int:
     settings = load_settings(args.config) if (args.context or args.db) else _settings_if_any(args.config)
     detector = _detector(settings, args.rules, args.model)
     if args.db:
-        with Store.open(settings.database, create=False) as store:
+        with Store.open(settings.database, create=False, readonly=True) as store:
             outcome = score_cases(cases_from_verdicts(store.verdicts()), detector)
     elif args.context:
         outcome = run_context_backtest(args.file, detector, settings.exchanges)
@@ -90,7 +95,7 @@ def command_train(args: argparse.Namespace) -> int:
     if not args.no_labels:
         settings = _settings_if_any(args.config)
         if settings and Path(settings.database).is_file():
-            with Store.open(settings.database, create=False) as store:
+            with Store.open(settings.database, create=False, readonly=True) as store:
                 verdicts = store.verdicts()
     operator = [
         Example(
@@ -189,15 +194,17 @@ def command_report(args: argparse.Namespace) -> int:
     if args.name not in REPORTS:
         raise UsageError(f"report {args.name!r}: no such report; run_bot.py report --list names them")
     since, until = parse_moment("--since", args.since), parse_moment("--until", args.until)
+    if args.account is not None:
+        _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    with Store.open(load_settings(args.config).database, create=False) as store:
+    with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
         table = store.report(args.name, since, until, args.account, limit)
     print_table(table.columns, table.rows, args.format)
     return 0
 
 
 def command_search(args: argparse.Namespace) -> int:
-    with Store.open(load_settings(args.config).database, create=False) as store:
+    with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
         table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
     print_table(table.columns, table.rows, args.format)
     return 0
@@ -218,37 +225,56 @@ def command_prune(args: argparse.Namespace) -> int:
 
 
 def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
-    """Rows as an aligned table for a terminal, or clean CSV or JSON for pipes."""
+    """Rows as a table for a terminal (columns aligned by their width on screen), or CSV or JSON for pipes.
+
+    Table and CSV cells lose control characters (a post cannot drive the terminal); JSON keeps every
+    character, escaped."""
     if form == "json":
-        print(
-            json.dumps([dict(zip(columns, row, strict=True)) for row in rows], ensure_ascii=False, indent=1)
-        )
+        document = [dict(zip(columns, row, strict=True)) for row in rows]
+        print(json_escaped(json.dumps(document, ensure_ascii=False, indent=1)))
         return
     if form == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows([_csv_cell(value) for value in row] for row in rows)
         return
-    cells = [columns] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    numeric = [
-        all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(columns))
-    ]
-    for index, row in enumerate(cells):
-        print(
-            "  ".join(
-                c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)
-            ).rstrip()
-        )
-        if index == 0:
-            print("  ".join("-" * w for w in widths))
+    cells = [[_cell(value) for value in row] for row in rows]
+    # A column is numeric when SQLite gave numbers, never because some text looks like one.
+    text_columns = [i for i in range(len(columns)) if not all(_is_number(row[i]) for row in rows)]
+    print(
+        tabulate(cells, headers=columns, tablefmt="simple", numalign="right", disable_numparse=text_columns)
+    )
     if not rows:
         print("(no rows)")
 
 
-def _cell(value: object, width: int = 60) -> str:
-    text = "" if value is None else " ".join(str(value).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _cell(value: object, width: int = 60) -> object:
+    """A table cell: numbers as they are (tabulate right-aligns them); text on one line, at most `width`
+    columns on screen; a list as its items."""
+    if value is None or isinstance(value, int | float):
+        return value
+    if isinstance(value, list):
+        value = ", ".join(str(item) for item in value)
+    text = " ".join(printable(str(value)).split())
+    if wcswidth(text) <= width:
+        return text
+    clipped, used = [], 1  # the ellipsis takes one column
+    for char in text:
+        used += max(wcwidth(char), 0)
+        if used > width:
+            break
+        clipped.append(char)
+    return "".join(clipped) + "…"
+
+
+def _is_number(value: object) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False)
+    return printable(value) if isinstance(value, str) else value
 
 
 def command_health(args: argparse.Namespace) -> int:
@@ -262,8 +288,10 @@ def command_health(args: argparse.Namespace) -> int:
 
 def command_alerts(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    with Store.open(settings.database, create=False) as store:
+    with Store.open(settings.database, create=False, readonly=args.action == "status") as store:
         if args.action == "retry-dead":
+            if args.channel is not None:
+                _check_channel(args.channel, settings, store)
             count = store.retry_dead(args.channel)
             print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
             return 0
@@ -277,7 +305,8 @@ def command_alerts(args: argparse.Namespace) -> int:
             error = paused[channel]
         elif status != "dead":
             error = ""
-        print(f"{channel:<16} {status:<8} {count:>7}  {error or ''}")
+        shown = printable(error) if error else ""  # a receiver's words, not commands
+        print(f"{channel:<16} {status:<8} {count:>7}  {shown}")
     return 0
 
 
@@ -292,26 +321,64 @@ def _resume(store: Store, channel: str | None) -> int:
     return 0
 
 
+def _check_channel(name: str, settings: Settings, store: Store) -> None:
+    """UsageError unless `name` is a configured channel or one the outbox holds alerts for."""
+    known = {channel.name for channel in settings.channels} | {row[0] for row in store.outbox_summary()}
+    if name not in known:
+        raise UsageError(f"--channel {name!r}: no such channel; channels: {', '.join(sorted(known))}")
+
+
+def _check_rule(rule_id: str, settings: Settings) -> None:
+    """UsageError unless `rule_id` is a rule of the settings' rules directory (or the model's)."""
+    from difflib import get_close_matches
+
+    from bot.detect.matcher import load_rules
+    from bot.models import MODEL_RULE
+
+    known = [rule.id for rule in load_rules(settings.rules)] + [MODEL_RULE]
+    if rule_id not in known:
+        close = get_close_matches(rule_id, known, n=1)
+        raise UsageError(
+            f"--rule {rule_id!r}: no such rule in {settings.rules}"
+            + (f"; did you mean {close[0]}?" if close else "")
+        )
+
+
+def _account(option: str, value: str) -> str:
+    """How an account is shown back: "@elonmusk", or "x:elonmusk" when a platform is named."""
+    try:
+        platform, handle = parse_account(value)
+    except ValueError as error:
+        raise UsageError(f"{option} {error}") from None
+    return f"{platform}:{handle}" if platform else f"@{handle}"
+
+
 def command_mute(args: argparse.Namespace) -> int:
     try:
         until = utcnow() + timedelta(seconds=parse_duration(args.duration))
     except ValueError as error:
         raise UsageError(f"--for: {error}") from None
-    with Store.open(load_settings(args.config).database) as store:
-        if args.list:
+    settings = load_settings(args.config)
+    if args.list:
+        with Store.open(settings.database) as store:
             for kind, name, moment in store.mutes():
-                print(f"{kind} {name} muted until {moment:%Y-%m-%d %H:%M} UTC")
-            return 0
+                print(f"{kind} {printable(name)} muted until {moment:%Y-%m-%d %H:%M} UTC")
+        return 0
+    if args.rule is not None:
+        _check_rule(args.rule, settings)
+        what = f"rule {args.rule}"
+    else:
+        what = f"author {_account('--author', args.author)}"
+    with Store.open(settings.database) as store:
         store.mute(until, rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
     return 0
 
 
 def command_unmute(args: argparse.Namespace) -> int:
+    what = f"rule {args.rule}" if args.rule else f"author {_account('--author', args.author)}"
     with Store.open(load_settings(args.config).database) as store:
         ended = store.unmute(rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
     print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0
 

@@ -36,6 +36,21 @@ class Post:
         return f"{self.platform}:{self.id}"
 
 
+def parse_account(text: str) -> tuple[str | None, str]:
+    """An account as rules, people and the command line write it: "elonmusk", "@ElonMusk" or "x:elonmusk",
+    as (platform or None, handle), lower case, without @. A platform name holds no ':' (the first colon
+    splits).
+
+    Raises ValueError when the handle (or a platform before a colon) is empty."""
+    platform, colon, handle = text.strip().lower().partition(":")
+    if not colon:
+        platform, handle = "", platform
+    handle = handle.strip().lstrip("@")
+    if not handle or (colon and not platform.strip()):
+        raise ValueError(f"{text!r}: expected an account such as elonmusk, @elonmusk or x:elonmusk")
+    return platform.strip() or None, handle
+
+
 @dataclass(frozen=True)
 class Span:
     """Half-open [start, end) offsets into the post's original text, and the rule term that matched there."""

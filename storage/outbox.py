@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from bot.models import Hit
+from bot.models import Hit, parse_account
 from bot.timeutil import iso, parse_datetime, utcnow
 
 # The next attempt of a paused channel's alerts: never, until `alerts resume` makes them due. A moment
@@ -78,7 +78,10 @@ class Outbox:
             if payload is None:
                 continue
             author = authors.get(hit.post_key, "")
-            muted = hit.rule_id in muted_rules or author in muted_authors
+            platform = hit.post_key.partition(":")[0]
+            muted = hit.rule_id in muted_rules or not muted_authors.isdisjoint(
+                {author, f"{platform}:{author}"}
+            )
             for channel in channels:
                 group = (channel, hit.rule_id, author)
                 if throttle > 0 and not muted:
@@ -269,26 +272,33 @@ class Outbox:
     # -- mutes -----------------------------------------------------------------------------------------
 
     def mute(self, until: datetime, rule_id: str | None = None, author: str | None = None) -> None:
+        """Mute a rule, or an author: "elonmusk" on every platform, "x:elonmusk" on one (the forms rules take;
+        ValueError for others)."""
         if (rule_id is None) == (author is None):
             raise ValueError("mute takes a rule or an author")
         with self.lock, self.db.atomic():
             self.db["mutes"].insert(
                 {
                     "rule_id": rule_id,
-                    "author": author.lower().lstrip("@") if author else None,
+                    "author": _muted_name(author) if author else None,
                     "until": iso(until),
                     "created_at": iso(utcnow()),
                 }
             )
 
     def unmute(self, rule_id: str | None = None, author: str | None = None) -> int:
-        """End the mutes of a rule or an author now; returns how many were active."""
+        """End the mutes of a rule, or every mute that silences the author (on its platform, or on all of them
+        when no platform is named); returns how many were active."""
+        now = iso(utcnow())
         with self.lock, self.db.atomic():
-            cursor = self.db.execute(
-                "UPDATE mutes SET until = ? WHERE until > ? AND (rule_id = ? OR author = ?)",
-                [iso(utcnow()), iso(utcnow()), rule_id, author.lower().lstrip("@") if author else None],
-            )
-            return cursor.rowcount
+            active = self.db.execute(
+                "SELECT id, rule_id, author FROM mutes WHERE until > ?", [now]
+            ).fetchall()
+            ended = [i for i, rule, name in active if (rule_id and rule == rule_id) or _covers(name, author)]
+            if ended:
+                marks = ",".join("?" * len(ended))
+                self.db.execute(f"UPDATE mutes SET until = ? WHERE id IN ({marks})", [now, *ended])
+            return len(ended)
 
     def mutes(self) -> list[tuple[str, str, datetime]]:
         """Active mutes as (kind, name, until)."""
@@ -303,6 +313,20 @@ class Outbox:
     def _active_mutes(self, now: datetime) -> tuple[set[str], set[str]]:
         rows = self.db.execute("SELECT rule_id, author FROM mutes WHERE until > ?", [iso(now)]).fetchall()
         return {r for r, _ in rows if r}, {a for _, a in rows if a}
+
+
+def _muted_name(author: str) -> str:
+    """How a muted author is stored: "elonmusk" (every platform) or "x:elonmusk"."""
+    platform, handle = parse_account(author)
+    return f"{platform}:{handle}" if platform else handle
+
+
+def _covers(muted: str | None, author: str | None) -> bool:
+    """Whether a stored author mute and an account named to unmute are about the same account."""
+    if not muted or not author:
+        return False
+    (muted_platform, muted_handle), (platform, handle) = parse_account(muted), parse_account(author)
+    return muted_handle == handle and (None in (muted_platform, platform) or muted_platform == platform)
 
 
 def _alert_row(

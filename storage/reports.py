@@ -6,6 +6,7 @@ fills the slot with parameterised conditions (since, until, account), never with
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 
 import sqlite_utils
 
+from bot.models import parse_account
 from bot.timeutil import iso, utcnow
 
 X_PRICE_PER_POST = 0.005  # US dollars per post read from the X API (2026 pay-per-use)
@@ -26,9 +28,25 @@ class Report:
     description: str
     sql: str
     time_column: str  # what --since/--until filter on
-    account_column: str | None  # what --account filters on
+    account_condition: str | None  # what --account filters on: SQL reading :platform (or NULL) and :handle
     order: str = ""
+    json_columns: tuple[str, ...] = ()  # stored as JSON text, given back as lists
 
+
+# --account is compared, never matched as a LIKE pattern: `%` and `_` are plain characters in a handle.
+_POST_BY = "lower(p.author) = :handle AND (:platform IS NULL OR p.platform = :platform)"
+_ALERT_FOR = (  # alerts keep the author in lower case; the platform is in the payload's post
+    "a.author = :handle AND (:platform IS NULL OR json_extract(a.payload, '$.post.platform') = :platform)"
+)
+_RUN_OF = (  # a feed by its name as written (an X batch is "batch:a,b"), or the account it polls
+    "(lower(r.feed) = :account "
+    "OR (lower(r.feed) = :handle AND (:platform IS NULL OR r.platform = :platform)))"
+)
+_EXCHANGE_WITH = (  # a person's id, or an account that took a turn
+    "((:platform IS NULL AND EXISTS (SELECT 1 FROM json_each(x.people) WHERE lower(value) = :handle)) "
+    "OR EXISTS (SELECT 1 FROM exchange_turns t JOIN posts p ON p.key = t.post_key "
+    "WHERE t.exchange_id = x.id AND " + _POST_BY + "))"
+)
 
 REPORTS = {
     report.name: report
@@ -43,7 +61,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY day""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY day DESC",
         ),
         Report(
@@ -56,7 +74,7 @@ REPORTS = {
                WHERE (h.rule_id = 'model' OR h.category NOT IN ('response', 'veto')) AND {where}
                GROUP BY p.platform, p.author""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC, last_hit DESC",
         ),
         Report(
@@ -67,7 +85,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY h.rule_id, h.category""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC, rule",
         ),
         Report(
@@ -79,7 +97,7 @@ REPORTS = {
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
                GROUP BY h.category""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY hits DESC",
         ),
         Report(
@@ -92,7 +110,7 @@ REPORTS = {
                LEFT JOIN post_versions v ON v.post_key = h.post_key AND v.version = h.version
                WHERE {where}""",
             "p.created_at",
-            "p.author",
+            _POST_BY,
             "ORDER BY p.created_at DESC, h.id DESC",
         ),
         Report(
@@ -108,7 +126,7 @@ REPORTS = {
                FROM alerts a WHERE {where}
                GROUP BY a.channel""",
             "a.created_at",
-            "a.author",
+            _ALERT_FOR,
             "ORDER BY a.channel",
         ),
         Report(
@@ -130,7 +148,7 @@ REPORTS = {
                FROM runs r WHERE {{where}}
                GROUP BY r.source, r.feed""",
             "r.started_at",
-            "r.feed",
+            _RUN_OF,
             "ORDER BY r.source, r.feed",
         ),
         Report(
@@ -144,8 +162,9 @@ REPORTS = {
                        WHERE t.exchange_id = x.id ORDER BY t.turn DESC LIMIT 1) AS last_text
                FROM exchanges x WHERE {where}""",
             "x.updated_at",
-            "x.people",
+            _EXCHANGE_WITH,
             "ORDER BY x.updated_at DESC",
+            json_columns=("people",),
         ),
         Report(
             "quarantine",
@@ -188,27 +207,29 @@ class ReportStore:
         account: str | None = None,
         limit: int | None = None,
     ) -> Table:
-        """Run report `name` (a key of REPORTS), filtered by time and account through parameters only."""
+        """Run report `name` (a key of REPORTS), filtered by time and account through parameters only.
+
+        `account` takes the forms rules take ("elonmusk", "@elonmusk", "x:elonmusk"); ValueError otherwise."""
         report = REPORTS[name]
-        conditions, params = ["1 = 1"], []
+        conditions, params = ["1 = 1"], {}
         if since is not None:
-            conditions.append(f"{report.time_column} >= ?")
-            params.append(iso(since))
+            conditions.append(f"{report.time_column} >= :since")
+            params["since"] = iso(since)
         if until is not None:
-            conditions.append(f"{report.time_column} < ?")
-            params.append(iso(until))
-        if account is not None and report.account_column:
-            conditions.append(f"lower({report.account_column}) LIKE ?")
-            params.append(
-                f"%{account.lower().lstrip('@')}%" if name == "exchanges" else account.lower().lstrip("@")
-            )
+            conditions.append(f"{report.time_column} < :until")
+            params["until"] = iso(until)
+        if account is not None and report.account_condition:
+            conditions.append(report.account_condition)
+            params["platform"], params["handle"] = parse_account(account)
+            params["account"] = account.strip().lower()
         sql = f"{report.sql.format(where=' AND '.join(conditions))} {report.order}"
         if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+            sql += " LIMIT :limit"
+            params["limit"] = limit
         with self.lock:
             cursor = self.db.execute(sql, params)
-            return Table([d[0] for d in cursor.description], cursor.fetchall())
+            columns, rows = [d[0] for d in cursor.description], cursor.fetchall()
+        return Table(columns, _decode_json(columns, rows, report.json_columns))
 
     def search(self, query: str, since: datetime | None = None, limit: int = 50) -> Table:
         """Posts whose text or author match a full-text query (SQLite FTS5), best first. A query longer than
@@ -252,6 +273,16 @@ class ReportStore:
             if vacuum:
                 self.db.vacuum()
         return {"posts": posts, "runs": runs}
+
+
+def _decode_json(columns: list[str], rows: list[tuple], json_columns: tuple[str, ...]) -> list[tuple]:
+    positions = [columns.index(name) for name in json_columns]
+    if not positions:
+        return rows
+    return [
+        tuple(json.loads(v) if i in positions and v is not None else v for i, v in enumerate(row))
+        for row in rows
+    ]
 
 
 # A search is typed by a person; a longer query is a mistake or an attack, and FTS5 would parse all of it.

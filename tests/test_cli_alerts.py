@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import unicodedata
 
 import pytest
 
@@ -162,3 +163,80 @@ def test_once_with_a_paced_slack_channel_says_how_long_it_will_take_and_shows_pr
     assert "delivering 12 alert(s) to slack, one every 0.5 s: about 6 s" in result.stderr
     # 12 messages half a second apart take at least 5.5 s, more than the 5 s between two progress lines
     assert re.search(r"delivering: \d+/12 sent to slack, about \d+ s left", result.stderr)
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31mI'm up for a cage match\r\tif he is\nlol"
+
+
+def control_characters(text: str) -> set[str]:
+    """The control characters in `text` a terminal would act on (newline and tab are layout, not commands)."""
+    return {c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"}
+
+
+def test_console_alerts_strip_terminal_control_characters_and_keep_the_highlight(
+    tmp_path, write_config, write_feed, capsys
+):
+    feed = write_feed([post_record("1", HOSTILE)])
+    config = write_config(replay_config(feed, tmp_path / "r.db"))
+    code, out = run(capsys, "--config", str(config), "once")
+    assert code == 0
+    assert control_characters(out) == set()
+    assert "]0;pwned[2J31mI'm up for a **cage match**\tif he is\n   lol" in out
+
+
+def test_alerts_status_strips_control_characters_from_a_receivers_error(hooked, capsys):
+    hostile = status(410, "gone\x1b]0;pwned\x07\x1b[2J", Content_Type="text/plain; charset=utf-8")
+    with Receiver(default=hostile) as receiver:
+        config = hooked(receiver)
+        run(capsys, "--config", str(config), "once")
+        code, out = run(capsys, "--config", str(config), "alerts", "status")
+    assert code == 0 and "refused (HTTP 410: gone]0;pwned[2J)" in out
+    assert control_characters(out) == set()
+
+
+@pytest.mark.parametrize("account", ["x:elonmusk", "X:@ElonMusk"])
+def test_mute_takes_an_account_with_its_platform_as_rules_do(tmp_path, write_config, capsys, account):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    code, out = run(capsys, "--config", str(config), "mute", "--author", account)
+    assert code == 0 and out.startswith("author x:elonmusk muted until ")
+    _, printed = run(capsys, "--config", str(config), "once")
+    assert "@elonmusk" not in printed and "@actu_tech_fr" in printed
+    assert run(capsys, "--config", str(config), "unmute", "--author", "@elonmusk")[1] == (
+        "author @elonmusk: 1 mute(s) ended\n"
+    )
+    store = Store.open(tmp_path / "r.db")
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status = 'muted'").fetchone() == (3,)
+    store.close()
+
+
+def test_a_mute_on_another_platform_leaves_the_account_alerting(tmp_path, write_config, capsys):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    run(capsys, "--config", str(config), "mute", "--author", "instagram:elonmusk")
+    _, printed = run(capsys, "--config", str(config), "once")
+    assert "@elonmusk" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mute", "--rule", "no-such-rule"], "--rule 'no-such-rule': no such rule in "),
+        (["mute", "--rule", "cage-figth"], "did you mean cage-fight?"),
+        (["mute", "--author", "x:"], "--author 'x:': expected an account such as elonmusk"),
+        (
+            ["alerts", "retry-dead", "--channel", "nosuch"],
+            "--channel 'nosuch': no such channel; channels: console",
+        ),
+        (["report", "top-accounts", "--account", "@"], "--account '@': expected an account such as elonmusk"),
+    ],
+)
+def test_unknown_rules_channels_and_malformed_accounts_are_refused(
+    tmp_path, write_config, capsys, args, message
+):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    run(capsys, "--config", str(config), "once")
+    code = run_bot.main(["--config", str(config), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    store = Store.open(tmp_path / "r.db")
+    assert store.mutes() == []
+    store.close()

@@ -114,3 +114,18 @@ def test_an_empty_text_is_a_post_with_no_words_not_a_missing_field(write_feed, c
         posts = read_posts(feed)
     assert [(p.id, p.text) for p in posts] == [("1", "")]
     assert [r.getMessage() for r in caplog.records] == [f"{feed}:2: skipped: missing field 'text'"]
+
+
+def test_a_platform_name_with_a_colon_is_refused_so_post_keys_never_collide(write_feed, caplog):
+    feed = write_feed(
+        [
+            {**post_record("2", "from platform x:1"), "platform": "x:1"},
+            post_record("1:2", "from platform x"),
+        ]
+    )
+    with caplog.at_level(logging.WARNING):
+        posts = read_posts(feed)
+    assert [(p.platform, p.id, p.key) for p in posts] == [("x", "1:2", "x:1:2")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{feed}:1: skipped: field 'platform' must not contain ':' (a post key is platform:id), got 'x:1'"
+    ]

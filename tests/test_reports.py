@@ -7,14 +7,19 @@ import csv
 import io
 import json
 import sqlite3
+import subprocess
+import sys
+import unicodedata
+from datetime import UTC, datetime
 
 import pytest
+import wcwidth
 import yaml
 
 import run_bot
 from storage import Store
 from storage.reports import REPORTS
-from tests.conftest import DEMO_FEED, ROOT, replay_config
+from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
 from tests.test_exchanges import PEOPLE
 
 PEOPLE_TOML = """
@@ -57,6 +62,8 @@ def test_every_report_agrees_with_its_view_in_the_database(demo_db, capsys, name
     with sqlite3.connect(database) as conn:
         conn.row_factory = sqlite3.Row
         rows = [dict(r) for r in conn.execute(f"select * from {REPORTS[name].view}")]
+    for row in rows:  # the view holds JSON text where the report gives a list
+        row.update({column: json.loads(row[column]) for column in REPORTS[name].json_columns})
     assert json.loads(out) == rows
     if name not in ("alerts", "quarantine"):  # the demo feed has no broken record
         assert rows, f"the demo should give {name} something to show"
@@ -247,3 +254,139 @@ def test_datasette_serves_every_canned_query(demo_db):
     results = asyncio.run(fetch_all())
     assert results["exchanges_report"]["rows"][0]["turns"] == 3
     assert results["search_posts"]["rows"]
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31mI'm up for a cage match\r\tif he is lol"
+
+
+@pytest.fixture
+def hostile_db(tmp_path, write_config, write_feed, capsys):
+    """A database holding one post whose text carries terminal escape sequences."""
+    feed = write_feed([post_record("1", HOSTILE)])
+    config = write_config(replay_config(feed, tmp_path / "hostile.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    return config
+
+
+def control_characters(text: str) -> set[str]:
+    return {c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["report", "latest-hits"],
+        ["report", "latest-hits", "--format", "csv"],
+        ["search", "cage"],
+        ["search", "cage", "--format", "csv"],
+    ],
+)
+def test_reports_and_search_never_print_terminal_control_characters(hostile_db, capsys, args):
+    code, out, _ = cli(capsys, "--config", str(hostile_db), *args)
+    assert code == 0 and "up for a" in out
+    assert control_characters(out) == set()
+
+
+def test_json_output_keeps_the_text_exactly_as_posted(hostile_db, capsys):
+    _, out, _ = cli(capsys, "--config", str(hostile_db), "report", "latest-hits", "--format", "json")
+    assert json.loads(out)[0]["text"] == HOSTILE and control_characters(out) == set()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(demo_db):
+    config, _ = demo_db
+    command = [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), "report", "latest-hits"]
+    process = subprocess.Popen(
+        [*command, "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    process.stdout.close()  # like `| head -0`: nobody reads what it prints
+    err = process.stderr.read().decode()
+    assert process.wait() == 141 and err == ""
+
+
+def test_tables_align_columns_by_their_width_on_screen_with_emoji_and_cjk(
+    tmp_path, write_config, write_feed, capsys
+):
+    feed = write_feed(
+        [
+            post_record("1", "cage match 🥊🥊🥊 tonight", url="https://x.com/a/1"),
+            post_record("2", "cage match 今夜の試合", author="相撲", url="https://x.com/b/2"),
+            post_record("3", "cage match tonight", url="https://x.com/c/3"),
+        ]
+    )
+    config = write_config(replay_config(feed, tmp_path / "wide.db"))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    capsys.readouterr()
+    _, out, _ = cli(capsys, "--config", str(config), "report", "latest-hits")
+    lines = out.rstrip("\n").split("\n")
+    url_columns = {wcwidth.wcswidth(line[: line.index("https://")]) for line in lines if "https://" in line}
+    assert len(lines) == 5 and len(url_columns) == 1
+
+
+def test_the_exchanges_report_gives_people_as_a_list_in_json(demo_db, capsys):
+    config, _ = demo_db
+    _, out, _ = cli(capsys, "--config", str(config), "report", "exchanges", "--format", "json")
+    assert json.loads(out)[0]["people"] == ["musk", "zuck"]
+    _, out, _ = cli(capsys, "--config", str(config), "report", "exchanges")
+    assert "musk, zuck" in out
+
+
+@pytest.mark.parametrize("name", ["top-accounts", "latest-hits", "alerts", "exchanges"])
+@pytest.mark.parametrize("pattern", ["el%", "elonmus_", "%", "mus%"])
+def test_an_account_is_matched_literally_never_as_a_pattern(demo_db, capsys, name, pattern):
+    config, _ = demo_db
+    code, out, _ = cli(
+        capsys, "--config", str(config), "report", name, "--format", "json", "--account", pattern
+    )
+    assert code == 0 and json.loads(out) == []
+
+
+@pytest.mark.parametrize("account", ["elonmusk", "@ElonMusk", "x:elonmusk", "X:@elonmusk"])
+def test_report_account_takes_every_form_rules_take(demo_db, capsys, account):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "top-accounts", "--format", "json", "--account", account
+    )
+    assert [(r["platform"], r["author"], r["hits"]) for r in json.loads(out)] == [("x", "elonmusk", 3)]
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "exchanges", "--format", "json", "--account", account
+    )
+    assert [r["people"] for r in json.loads(out)] == [["musk", "zuck"]]
+
+
+@pytest.mark.parametrize(
+    ("account", "exchanges"), [("musk", 1), ("instagram:elonmusk", 0), ("x:zuck", 0), ("threads:zuck", 0)]
+)
+def test_exchanges_are_found_by_person_id_or_by_an_account_that_took_a_turn(
+    demo_db, capsys, account, exchanges
+):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys, "--config", str(config), "report", "exchanges", "--format", "json", "--account", account
+    )
+    assert len(json.loads(out)) == exchanges
+
+
+def test_an_account_on_another_platform_matches_nothing(demo_db, capsys):
+    config, _ = demo_db
+    _, out, _ = cli(
+        capsys,
+        "--config",
+        str(config),
+        "report",
+        "latest-hits",
+        "--format",
+        "json",
+        "--account",
+        "instagram:elonmusk",
+    )
+    assert json.loads(out) == []
+
+
+def test_source_health_finds_a_batch_feed_by_its_name_colon_and_all(store):
+    started = datetime(2026, 11, 1, tzinfo=UTC)
+    store.save_failed_poll("x", "batch:elonmusk,finkd", started, "X server error (503)", platform="x")
+    store.save_failed_poll("x", "elonmusk", started, "X server error (503)", platform="x")
+    feeds = [row[1] for row in store.report("source-health", account="batch:elonmusk,finkd").rows]
+    assert feeds == ["batch:elonmusk,finkd"]
+    assert [row[1] for row in store.report("source-health", account="x:elonmusk").rows] == ["elonmusk"]

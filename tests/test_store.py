@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlite_utils
 
+import run_bot
 from bot.models import Fetch, Hit, Post, Rejected, Span
 from storage import SCHEMA_VERSION, DatabaseError, Store
 from storage.schema import MIGRATIONS, migrate
+from tests.conftest import DEMO_FEED, ROOT, replay_config
 
 STARTED = datetime(2023, 6, 21, 3, 0, tzinfo=UTC)
 
@@ -268,3 +276,113 @@ def test_a_label_given_through_an_alert_is_on_the_text_the_alert_showed(store):
     verdict = store.save_label(post_key, "flag", "challenge", source="alert", version=version)
     assert verdict.text == challenge.text
     assert store.save_label(post_key, "none").text == edit.text  # by key: the current text
+
+
+# -- damaged and read-only files -------------------------------------------------------------------------
+
+COMMANDS = [
+    ["once"],
+    ["report", "latest-hits"],
+    ["search", "cage"],
+    ["alerts", "status"],
+    ["mute", "--rule", "cage-fight"],
+    ["prune", "--older-than", "90d"],
+    ["label", "x:1671370010000000004", "flag"],
+]
+
+
+@pytest.fixture(scope="module")
+def demo_database(tmp_path_factory) -> Path:
+    """The demo feed stored once, checkpointed into one file, for each test to copy and spoil."""
+    folder = tmp_path_factory.mktemp("demo")
+    config = folder / "ringside.toml"
+    config.write_text(replay_config(DEMO_FEED, folder / "r.db"), encoding="utf-8")
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    with sqlite3.connect(folder / "r.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return folder / "r.db"
+
+
+def spoil(path: Path, how: str) -> None:
+    if how == "random bytes":
+        path.write_bytes(random.Random(7).randbytes(path.stat().st_size))
+    elif how == "truncated":
+        with path.open("r+b") as file:
+            file.truncate(path.stat().st_size // 2)
+    else:  # one page of the posts table overwritten, the header and schema intact
+        with sqlite3.connect(path) as conn:
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+            (page,) = conn.execute("SELECT max(pageno) FROM dbstat WHERE name = 'posts'").fetchone()
+        conn.close()
+        with path.open("r+b") as file:
+            file.seek((page - 1) * size + 8)
+            file.write(b"\xff" * (size - 8))
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("random bytes", "not an SQLite database"),
+        ("truncated", "damaged"),
+        ("a damaged page", "damaged"),
+    ],
+)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_spoiled_database_is_one_line_naming_the_file_and_exit_2_for_every_command(
+    demo_database, tmp_path, capsys, how, said, command
+):
+    path = tmp_path / "r.db"
+    shutil.copy(demo_database, path)
+    spoil(path, how)
+    config = tmp_path / "ringside.toml"
+    config.write_text(replay_config(DEMO_FEED, path), encoding="utf-8")
+    code = run_bot.main(["--config", str(config), *command])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"ringside: error: {path}: {said}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def without_write_permission(*args: str, config: Path) -> subprocess.CompletedProcess:
+    """run_bot.py in a subprocess bound by file permissions, even when the tests run as root."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root ignores file permissions, and setpriv (util-linux) is not here to drop that")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    command = [*prefix, sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+@pytest.fixture(params=["read-only file", "read-only directory"])
+def read_only_database(request, demo_database, tmp_path):
+    """A copy of the demo database that this user may read but not write; its settings file."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "r.db"
+    shutil.copy(demo_database, path)
+    config = tmp_path / "ringside.toml"
+    config.write_text(replay_config(DEMO_FEED, path), encoding="utf-8")
+    path.chmod(0o444)
+    if request.param == "read-only directory":
+        folder.chmod(0o555)
+    yield path, config
+    folder.chmod(0o755)
+
+
+def test_reports_and_search_read_a_read_only_database(read_only_database):
+    path, config = read_only_database
+    report = without_write_permission("report", "top-accounts", "--format", "json", config=config)
+    assert report.returncode == 0, report.stderr
+    assert [r["author"] for r in json.loads(report.stdout)] == ["elonmusk", "actu_tech_fr"]
+    search = without_write_permission("search", "cage", "--format", "json", config=config)
+    assert search.returncode == 0 and json.loads(search.stdout), search.stderr
+    assert sorted(p.name for p in path.parent.iterdir()) in (["r.db"], ["r.db", "r.db-shm", "r.db-wal"])
+
+
+@pytest.mark.parametrize("command", [["once"], ["mute", "--rule", "cage-fight"]], ids=" ".join)
+def test_a_command_that_writes_says_the_database_is_read_only(read_only_database, command):
+    path, config = read_only_database
+    result = without_write_permission(*command, config=config)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"ringside: error: {path}: read-only")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ from bot.alerts import (
     posted_at,
     why_line,
 )
+from bot.terminal import printable_payload
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -31,7 +32,8 @@ class ConsoleNotifier:
         return cls(config.name, color=config.options.get("color", True))
 
     def send(self, alert: Alert) -> None:
-        payload = alert.payload
+        """Print the alert; control characters from posts or remote errors never reach the terminal."""
+        payload = printable_payload(alert.payload)
         if payload.get("kind") == "watchdog":
             state = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
             text = f"{state} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"

@@ -142,6 +142,11 @@ def post_from_record(record: Any) -> Post:
     kind = record.get("kind", "post")
     if kind not in KINDS:
         raise ValueError(f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    if ":" in str(record["platform"]):
+        # x:1 with id 2 and x with id 1:2 would share the key x:1:2; stored keys split at the first colon.
+        raise ValueError(
+            f"field 'platform' must not contain ':' (a post key is platform:id), got {record['platform']!r}"
+        )
     return Post(
         platform=str(record["platform"]).lower(),
         id=str(record["id"]),
