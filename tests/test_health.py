@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 
+import yaml
+
 import run_bot
 from bot.app import build_pipeline
 from bot.health import Health, check_heartbeat, heartbeat_path
@@ -258,8 +260,6 @@ def database_text(tmp_path) -> str:
 
 
 def test_the_compose_file_runs_the_service_with_a_named_volume_an_env_file_and_restarts():
-    import yaml
-
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["ringside"]
     assert service["restart"] == "unless-stopped"
@@ -272,3 +272,44 @@ def test_the_compose_file_runs_the_service_with_a_named_volume_an_env_file_and_r
         and "HEALTHCHECK" in dockerfile
         and 'CMD ["python", "run_bot.py", "health"]' in dockerfile
     )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one; Compose refuses)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        assert not duplicates, f"duplicate key(s) {duplicates} at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def compose_with_the_x_example() -> str:
+    """docker-compose.yml with the lines its X example says to uncomment uncommented."""
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    return "\n".join(
+        line.replace("# ", "", 1) if line.rstrip().endswith("# X example") else line for line in lines
+    )
+
+
+def test_uncommenting_the_compose_x_example_gives_one_environment_and_one_volumes_key():
+    text = compose_with_the_x_example()
+    assert text.count("\n") == (ROOT / "docker-compose.yml").read_text().count("\n") - 1
+    assert text != "\n".join((ROOT / "docker-compose.yml").read_text().splitlines())
+    service = yaml.load(text, Loader=UniqueKeyLoader)["services"]["ringside"]
+    assert service["environment"] == {"LOG_FORMAT": "json", "RINGSIDE_CONFIG": "/app/config/mine.toml"}
+    assert service["volumes"] == ["ringside-data:/data", "./config/mine.toml:/app/config/mine.toml:ro"]
+
+
+def test_the_compose_service_runs_read_only_without_capabilities_and_rotates_its_logs():
+    service = yaml.load((ROOT / "docker-compose.yml").read_text(), Loader=UniqueKeyLoader)["services"][
+        "ringside"
+    ]
+    assert service["read_only"] is True and any(t.startswith("/tmp") for t in service["tmpfs"])
+    assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+    assert service["logging"]["options"]["max-size"] and service["logging"]["options"]["max-file"]
+
+
+def test_only_the_shipped_settings_file_enters_the_docker_build():
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored.index("config/*.toml") < ignored.index("!config/ringside.toml")
