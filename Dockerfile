@@ -28,6 +28,9 @@ COPY config/ringside.toml config/webhook.schema.json config/
 COPY config/rules config/rules
 COPY config/replay config/replay
 COPY config/model config/model
+# Datasette's metadata and search plugin, for images built with EXTRAS=datasette (see the README).
+COPY config/datasette.yml config/
+COPY config/datasette_plugins config/datasette_plugins
 # The labelled corpus, so `run_bot.py train --out /data/scorer.json` can retrain with the operator's labels
 # (build with EXTRAS=train for scikit-learn).
 COPY corpus/train corpus/train

@@ -181,7 +181,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     report.set_defaults(handler=command_report)
     search = commands.add_parser(
-        "search", help="full-text search of stored posts: 'cage NEAR fight', \"send me\""
+        "search", help="full-text search of stored posts: 'cage NEAR/3 match', \"send me\""
     )
     search.add_argument("query", help='FTS5 syntax: words, "phrases", OR, NOT, prefix*, a NEAR/n b')
     add_output_options(search, since_help="posted since: 7d or a date")

@@ -1,12 +1,13 @@
 """Prometheus metrics (prometheus-client), in one registry that the /metrics endpoint serves.
 
-Counters are bumped where the work happens; gauges that describe stored state (the outbox backlog, dead
-alerts) are read from the database when scraped, so they are right even after a restart.
+Counters are bumped where the work happens. The gauges of stored state (the outbox backlog, dead alerts) are
+set by each channel's deliver job from the database, so they are right after a restart from its first run
+on; a scrape reads only memory and never waits for the database.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -39,4 +40,8 @@ X_REQUESTS = Counter(
 )
 X_POSTS_READ = Counter(
     "ringside_x_posts_read", "Posts read from the X API (billed per post)", registry=REGISTRY
+)
+OUTBOX_BACKLOG = Gauge("ringside_outbox_backlog", "Alerts waiting to be sent", ["channel"], registry=REGISTRY)
+ALERTS_DEAD = Gauge(
+    "ringside_alerts_dead", "Alerts given up on (retry-dead requeues)", ["channel"], registry=REGISTRY
 )

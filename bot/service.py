@@ -6,12 +6,14 @@ import contextlib
 import logging
 import threading
 from datetime import UTC
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
 from bot.health import Health, HealthServer
+from bot.notifiers import Notifier
 from bot.pipeline import Pipeline
 from bot.timeutil import utcnow
 from config import Settings
@@ -33,7 +35,7 @@ class Service:
             },
             timezone=UTC,
         )
-        self.health = Health(settings, pipeline.store, self.scheduler_state)
+        self.health = Health(settings, self.scheduler_state)
 
     def scheduler_state(self) -> str:
         return {STATE_RUNNING: "running", STATE_PAUSED: "paused"}.get(self.scheduler.state, "stopped")
@@ -63,7 +65,7 @@ class Service:
         )
         for notifier in self.pipeline.notifiers:
             self.scheduler.add_job(
-                self.pipeline.deliver,
+                self.deliver,
                 "interval",
                 seconds=self.settings.deliver_every,
                 args=[notifier],
@@ -74,9 +76,23 @@ class Service:
 
     def poll(self, source_name: str, feed: str) -> None:
         saved = self.pipeline.poll(source_name, feed)
-        self.health.poll_finished()
+        self.health.poll_finished(self.feed_health(source_name, feed))
         if saved and saved.alerts:
             self.wake_delivery()
+
+    def deliver(self, notifier: Notifier) -> None:
+        self.pipeline.deliver(notifier)
+        try:
+            self.health.outbox_seen(notifier.name, *self.pipeline.store.backlog(notifier.name))
+        except Exception as error:  # /healthz keeps the last count; the next delivery tries again
+            log.warning("%s: cannot count the outbox for /healthz: %s", notifier.name, error)
+
+    def feed_health(self, source_name: str, feed: str) -> dict[str, Any] | None:
+        """The feed's row for /healthz, read here in the poll job: /healthz never reads the database."""
+        try:
+            return self.pipeline.store.feed_health(source_name, feed)
+        except Exception:  # the poll itself already logged what is wrong with the database
+            return None
 
     def wake_delivery(self) -> None:
         """Run every channel's deliver job now rather than at its next interval."""

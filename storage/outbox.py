@@ -265,6 +265,18 @@ class Outbox:
                 "FROM alerts a GROUP BY channel, status ORDER BY 1, 2"
             ).fetchall()
 
+    def backlog(self, channel: str) -> tuple[int, int]:
+        """The channel's pending and dead alerts, counted on the (channel, status) index alone."""
+        with self.lock:
+            counts = dict(
+                self.db.execute(
+                    "SELECT status, count(*) FROM alerts WHERE channel = ? AND status IN ('pending', 'dead') "
+                    "GROUP BY status",
+                    [channel],
+                ).fetchall()
+            )
+        return counts.get("pending", 0), counts.get("dead", 0)
+
     def alert_counts(self) -> dict[str, int]:
         with self.lock:
             return dict(self.db.execute("SELECT status, count(*) FROM alerts GROUP BY status").fetchall())

@@ -14,9 +14,11 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 
+import yaml
+
 import run_bot
 from bot.app import build_pipeline
-from bot.health import Health, check_heartbeat, heartbeat_path
+from bot.health import Health, HealthServer, check_heartbeat, heartbeat_path
 from bot.pipeline import Pipeline
 from bot.service import Service
 from bot.timeutil import iso, utcnow
@@ -106,17 +108,73 @@ def test_a_missing_or_stale_heartbeat_is_unhealthy(tmp_path):
             {"healthy_until": iso(utcnow() - timedelta(seconds=1)), "scheduler": "running", "last_poll": None}
         )
     )
-    assert check_heartbeat(path) == (False, "unhealthy: scheduler running, last poll None")
+    assert check_heartbeat(path) == (False, "unhealthy: no poll finished yet (scheduler running)")
 
 
-def test_health_is_false_before_any_poll_finished(tmp_path, write_config):
+def test_the_health_command_and_healthz_agree_before_and_after_the_first_poll(tmp_path, write_config):
     settings = load_settings(write_config(replay_config(DEMO_FEED, tmp_path / "r.db")), environ={})
+    health = Health(settings, lambda: "running")
+    path = heartbeat_path(settings.database)
+    health.beat()
+    assert check_heartbeat(path) == (False, "unhealthy: no poll finished yet (scheduler running)")
+    assert health.report()["healthy"] is False and health.report()["status"] == check_heartbeat(path)[1]
+    health.poll_finished()  # no heartbeat in between: the first poll is published at once to both
+    assert check_heartbeat(path)[0] is True
+    assert health.report()["healthy"] is True and health.report()["status"] == check_heartbeat(path)[1]
+
+
+def start_service(tmp_path, write_config, port: int) -> tuple[Store, threading.Event, threading.Thread]:
+    """The demo replayed by a running service serving /healthz on `port`; set the event to stop it."""
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db") + f"\n[service]\nhttp_port = {port}\n")
+    settings = load_settings(config, environ={})
     store = Store.open(settings.database)
-    health = Health(settings, store, lambda: "running")
-    assert not health.healthy()
-    health.poll_finished()
-    assert health.healthy()
-    store.close()
+    service = Service(settings, build_pipeline(settings, store))
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run_until, args=[stop])
+    runner.start()
+    return store, stop, runner
+
+
+def test_healthz_and_metrics_answer_while_the_pipeline_holds_the_database(tmp_path, write_config):
+    port = free_port()
+    store, stop, runner = start_service(tmp_path, write_config, port)
+    try:
+        assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200)
+        assert wait_for(lambda: "ringside_outbox_backlog{" in get(f"http://127.0.0.1:{port}/metrics")[1])
+        with store.lock:  # as a long poll or a report does
+            health_status, body = get(f"http://127.0.0.1:{port}/healthz")
+            metrics_status, metrics = get(f"http://127.0.0.1:{port}/metrics")
+        assert health_status == 200 and json.loads(body)["feeds"][0]["last_success"]
+        assert metrics_status == 200 and 'ringside_outbox_backlog{channel="console"}' in metrics
+    finally:
+        stop.set()
+        runner.join(15)
+        store.close()
+    assert not runner.is_alive()
+
+
+def test_the_health_server_keeps_a_fixed_pool_and_drops_idle_clients(tmp_path, write_config):
+    settings = load_settings(write_config(replay_config(DEMO_FEED, tmp_path / "r.db")), environ={})
+    server = HealthServer(Health(settings, lambda: "running"), "127.0.0.1", 0, workers=2, timeout=1.0)
+    server.start()
+    threads = threading.active_count()
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(12)]
+        answers = [read_until_closed(sock) for sock in idle]  # the server closes every one of them
+        assert sum(answer.startswith(b"HTTP/1.0 503") for answer in answers) >= 10  # the pool was full
+        assert threading.active_count() == threads
+        assert get(f"http://127.0.0.1:{server.port}/healthz")[0] == 503  # nothing published: not healthy
+    finally:
+        server.stop()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (raises if it never does)."""
+    received = b""
+    with sock:
+        while chunk := sock.recv(4096):
+            received += chunk
+    return received
 
 
 # -- watchdog -------------------------------------------------------------------------------------------
@@ -258,8 +316,6 @@ def database_text(tmp_path) -> str:
 
 
 def test_the_compose_file_runs_the_service_with_a_named_volume_an_env_file_and_restarts():
-    import yaml
-
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     service = compose["services"]["ringside"]
     assert service["restart"] == "unless-stopped"
@@ -272,3 +328,44 @@ def test_the_compose_file_runs_the_service_with_a_named_volume_an_env_file_and_r
         and "HEALTHCHECK" in dockerfile
         and 'CMD ["python", "run_bot.py", "health"]' in dockerfile
     )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one; Compose refuses)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        assert not duplicates, f"duplicate key(s) {duplicates} at line {node.start_mark.line + 1}"
+        return super().construct_mapping(node, deep=deep)
+
+
+def compose_with_the_x_example() -> str:
+    """docker-compose.yml with the lines its X example says to uncomment uncommented."""
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    return "\n".join(
+        line.replace("# ", "", 1) if line.rstrip().endswith("# X example") else line for line in lines
+    )
+
+
+def test_uncommenting_the_compose_x_example_gives_one_environment_and_one_volumes_key():
+    text = compose_with_the_x_example()
+    assert text.count("\n") == (ROOT / "docker-compose.yml").read_text().count("\n") - 1
+    assert text != "\n".join((ROOT / "docker-compose.yml").read_text().splitlines())
+    service = yaml.load(text, Loader=UniqueKeyLoader)["services"]["ringside"]
+    assert service["environment"] == {"LOG_FORMAT": "json", "RINGSIDE_CONFIG": "/app/config/mine.toml"}
+    assert service["volumes"] == ["ringside-data:/data", "./config/mine.toml:/app/config/mine.toml:ro"]
+
+
+def test_the_compose_service_runs_read_only_without_capabilities_and_rotates_its_logs():
+    service = yaml.load((ROOT / "docker-compose.yml").read_text(), Loader=UniqueKeyLoader)["services"][
+        "ringside"
+    ]
+    assert service["read_only"] is True and any(t.startswith("/tmp") for t in service["tmpfs"])
+    assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+    assert service["logging"]["options"]["max-size"] and service["logging"]["options"]["max-file"]
+
+
+def test_only_the_shipped_settings_file_enters_the_docker_build():
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored.index("config/*.toml") < ignored.index("!config/ringside.toml")

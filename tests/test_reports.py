@@ -11,6 +11,7 @@ import subprocess
 import sys
 import unicodedata
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pytest
 import wcwidth
@@ -21,6 +22,9 @@ from storage import Store
 from storage.reports import REPORTS
 from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
 from tests.test_exchanges import PEOPLE
+
+if TYPE_CHECKING:
+    from datasette.app import Datasette
 
 PEOPLE_TOML = """
 [[people]]
@@ -233,12 +237,28 @@ def test_prune_removes_old_posts_without_hits_and_keeps_hits_alerts_and_exchange
     after.close()
 
 
-def test_datasette_serves_every_canned_query(demo_db):
+def readme_datasette_command() -> list[str]:
+    """The Datasette command line the README gives, split into words."""
+    (line,) = [
+        line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("**Datasette**")
+    ]
+    return line.split("`")[3].split()
+
+
+def readme_datasette(database) -> Datasette:
+    """Datasette as the README's command starts it (metadata and plugins directory), on `database`."""
     from datasette.app import Datasette
 
+    words = readme_datasette_command()
+    metadata = yaml.safe_load((ROOT / words[words.index("-m") + 1]).read_text())
+    plugins = ROOT / words[words.index("--plugins-dir") + 1]
+    return Datasette([str(database)], metadata=metadata, plugins_dir=str(plugins))
+
+
+def test_datasette_serves_every_canned_query(demo_db):
     _, database = demo_db
     metadata = yaml.safe_load((ROOT / "config" / "datasette.yml").read_text())
-    datasette = Datasette([str(database)], metadata=metadata)
+    datasette = readme_datasette(database)
 
     async def fetch_all() -> dict[str, dict]:
         results = {}
@@ -390,3 +410,52 @@ def test_source_health_finds_a_batch_feed_by_its_name_colon_and_all(store):
     feeds = [row[1] for row in store.report("source-health", account="batch:elonmusk,finkd").rows]
     assert feeds == ["batch:elonmusk,finkd"]
     assert [row[1] for row in store.report("source-health", account="x:elonmusk").rows] == ["elonmusk"]
+
+
+def test_the_readme_datasette_command_runs_from_the_virtual_environment():
+    assert readme_datasette_command()[0] == ".venv/bin/datasette"
+
+
+def test_the_datasette_search_page_loads_without_an_error_before_any_query(demo_db):
+    _, database = demo_db
+    datasette = readme_datasette(database)
+
+    async def first_load() -> tuple[int, str, dict]:
+        page = await datasette.client.get("/ringside/search_posts")
+        answer = await datasette.client.get("/ringside/search_posts.json?_shape=objects&query=")
+        return page.status_code, page.text, answer.json()
+
+    status, html, answer = asyncio.run(first_load())
+    assert status == 200 and "syntax error" not in html
+    assert answer["ok"] and answer["rows"] == []
+
+
+def test_the_datasette_search_reads_near_as_the_cli_does(demo_db, capsys):
+    config, database = demo_db
+    datasette = readme_datasette(database)
+    code, out, _ = cli(capsys, "--config", str(config), "search", "cage NEAR/3 match", "--format", "json")
+    assert code == 0
+    from_cli = {row["url"] for row in json.loads(out)}
+
+    async def search() -> dict:
+        answer = await datasette.client.get(
+            "/ringside/search_posts.json?_shape=objects&query=cage%20NEAR/3%20match"
+        )
+        return answer.json()
+
+    answer = asyncio.run(search())
+    assert answer.get("ok", True), answer
+    assert from_cli and {row["url"] for row in answer["rows"]} == from_cli
+
+
+def test_every_search_example_in_the_readme_finds_posts_in_the_demo_data(demo_db, capsys):
+    config, _ = demo_db
+    examples = {
+        line.split("search '")[1].split("'")[0]
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if "run_bot.py search '" in line
+    }
+    assert examples
+    for query in examples:
+        code, out, _ = cli(capsys, "--config", str(config), "search", query, "--format", "json")
+        assert code == 0 and json.loads(out), query
