@@ -245,8 +245,9 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
         log.info("database: %s", settings.database)
-        service.run_until(stop_on_signals())
-        if service.scheduler.running:  # a job outlived the grace: it holds the database; leave it to the OS
+        # A job that outlived the grace holds the database, and its worker thread would keep the interpreter
+        # from exiting (the scheduler is no longer "running" by then): leave it to the OS.
+        if not service.run_until(stop_on_signals()):
             log.info("stopped")
             logging.shutdown()
             os._exit(0)

@@ -24,7 +24,7 @@ from config.settings import Delivery
 from storage import Store
 from storage.store import Alert
 from tests.conftest import DEMO_FEED, ROOT
-from tests.receiver import DROP, HANG, Receiver, status
+from tests.receiver import DROP, HANG, Answer, Receiver, status
 
 SECRET = "whsec-test-signing-secret"
 SCHEMA = json.loads((ROOT / "config" / "webhook.schema.json").read_text())
@@ -98,7 +98,9 @@ def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(
 def test_retry_after_is_honoured_from_the_header_or_discords_json(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(429, "slow down", Retry_After="120"))
-        pipeline = demo(store, detector, webhook(receiver))
+        pipeline = demo(
+            store, detector, webhook(receiver), delivery=Delivery(retry_base=0.01, retry_max=3600)
+        )
         pipeline.deliver_all()
         (head, *_) = store.pending_alerts("hook")
         assert head.next_attempt_at >= utcnow() + timedelta(seconds=118)
@@ -121,6 +123,42 @@ def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_late
         make_due(store)
         pipeline.deliver_all()
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_a_receiver_that_drip_feeds_its_answer_is_cut_off_at_the_channels_timeout(store, detector):
+    # A byte every 50 ms never trips a per-read timeout of 0.5 s; the answer would take about 8 s in all.
+    with Receiver() as receiver:
+        receiver.answer(Answer(body="x" * 100, drip=0.05))
+        pipeline = demo(store, detector, webhook(receiver, timeout=0.5))
+        assert pipeline.deliver_all()["hook"].failed == 1
+    assert store.db.execute("SELECT status, last_error FROM alerts WHERE attempts = 1").fetchone() == (
+        "pending",
+        "no answer within 0.5s (timeout)",
+    )
+
+
+def test_of_an_answer_of_gigabytes_only_the_start_is_read(store, detector):
+    with Receiver() as receiver:
+        receiver.answer(Answer(status=500, huge=3 * 2**30))
+        pipeline = demo(store, detector, webhook(receiver))
+        assert pipeline.deliver_all()["hook"].failed == 1
+    (error,) = store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone()
+    assert error.startswith("HTTP 500: xxxxxxxx") and len(error) <= 300
+    assert receiver.received[0].body_bytes_sent < 64 * 2**20  # what socket buffers took before the hang-up
+
+
+@pytest.mark.parametrize(
+    "value", ["inf", "1e400", "-30", "soon", "3153600000", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_a_retry_after_of_nonsense_or_of_years_waits_no_longer_than_retry_max(store, detector, caplog, value):
+    with Receiver() as receiver:
+        receiver.answer(status(429, "slow down", Retry_After=value))
+        pipeline = demo(store, detector, webhook(receiver))
+        with caplog.at_level(logging.WARNING):
+            assert pipeline.deliver_all()["hook"].failed == 1
+    (head, *_) = store.pending_alerts("hook")
+    assert head.attempts == 1 and head.next_attempt_at <= utcnow() + timedelta(seconds=FAST.retry_max)
+    assert "Traceback" not in caplog.text and "unexpected" not in caplog.text
 
 
 def test_a_dropped_connection_is_retried(store, detector):

@@ -20,6 +20,7 @@ from bot.alerts import (
     why_line,
 )
 from bot.notifiers import http
+from bot.redact import Redactor
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -42,7 +43,8 @@ class SlackNotifier:
         self._url = url
         self.timeout = timeout
         self.min_interval = min_interval
-        self.session = session or requests.Session()
+        self.session = session or http.session()
+        self._redact = Redactor([url])
 
     @classmethod
     def from_config(cls, config: ChannelConfig) -> SlackNotifier:
@@ -58,7 +60,7 @@ class SlackNotifier:
         response = http.post(
             self.session, self._url, body, {"Content-Type": "application/json"}, self.timeout
         )
-        http.check(response, receiver="Slack")
+        http.check(response, receiver="Slack", redact=self._redact)
 
 
 def slack_message(alert: Alert) -> dict[str, Any]:
