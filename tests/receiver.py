@@ -107,8 +107,9 @@ class Receiver:
                 length = answer.huge or len(payload)
                 head = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
                 head += [f"{name}: {value}" for name, value in answer.headers]
+                head += [f"Content-Length: {length}"]
                 head += [answer.raw_header] if answer.raw_header else []
-                head += [f"Content-Length: {length}", "", ""]
+                head += ["", ""]
                 if answer.drip:
                     for byte in "\r\n".join(head).encode() + payload:
                         self.wfile.write(bytes([byte]))

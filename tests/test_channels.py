@@ -161,6 +161,22 @@ def test_a_retry_after_of_nonsense_or_of_years_waits_no_longer_than_retry_max(st
     assert "Traceback" not in caplog.text and "unexpected" not in caplog.text
 
 
+class Crashing:
+    """A channel with a bug: it raises a long, unexpected error instead of DeliveryError."""
+
+    name = "crashing"
+    min_interval = 0.0
+
+    def send(self, alert: Alert) -> None:
+        raise RuntimeError("line of a huge dump " * 500)
+
+
+def test_a_stored_error_is_cut_to_a_few_hundred_characters(store, detector):
+    demo(store, detector, Crashing()).deliver_all()
+    (error,) = store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone()
+    assert error.startswith("RuntimeError: line of a huge dump") and len(error) == 300
+
+
 def test_a_dropped_connection_is_retried(store, detector):
     with Receiver() as receiver:
         receiver.answer(DROP)
