@@ -264,6 +264,60 @@ def test_a_long_post_is_cut_to_slacks_3000_characters_with_an_ellipsis_and_close
     assert body.count("*") % 2 == 0 and not body.rstrip("*…").endswith("&am")
 
 
+def mrkdwn_texts(message: dict) -> list[dict]:
+    """Every mrkdwn text object of a Block Kit message."""
+    found = [block["text"] for block in message["blocks"] if block.get("text", {}).get("type") == "mrkdwn"]
+    return found + [
+        e for block in message["blocks"] for e in block.get("elements", []) if e["type"] == "mrkdwn"
+    ]
+
+
+def literal(char: str) -> str:
+    """How the Slack message spells a formatting character of a post: a date Slack cannot format, whose
+    fallback Slack shows as the plain character."""
+    return f"<!date^0^{{_}}|{char}>"
+
+
+@pytest.mark.parametrize(
+    ("url", "link"),
+    [
+        ("https://x.com/a|<!channel>", "<https://x.com/a%7C%3C!channel%3E|open the post>"),
+        ("https://x.com/a?b=1&c=2", "<https://x.com/a?b=1&amp;c=2|open the post>"),
+        ("javascript:alert(1)", None),
+        ("https://x.com/a b", None),
+        ("<!channel>", None),
+    ],
+)
+def test_a_post_url_is_linked_only_when_it_is_http_and_then_escaped(url, link):
+    alert = slack_alert("cage match", [[0, 10, "cage match"]])
+    alert.payload["post"]["url"] = url
+    footer = slack_message(alert)["blocks"][3]["elements"][0]["text"]
+    assert footer == "rule `cage-fight`" + (f" · {link}" if link else "")
+    assert "<!channel>" not in json.dumps(slack_message(alert))
+
+
+def test_post_text_cannot_turn_into_slack_formatting_mentions_or_a_quote():
+    text = "> *free* _money_ ~now~ `run` <!channel> @here cage match"
+    message = slack_message(slack_alert(text, [[len(text) - 10, len(text), "cage match"]]))
+    section = message["blocks"][2]["text"]["text"]
+    assert section == (
+        "\u00ad&gt; "
+        + " ".join(
+            f"{literal(m)}{word}{literal(m)}" for m, word in [("*", "free"), ("_", "money"), ("~", "now")]
+        )
+        + f" {literal('`')}run{literal('`')} &lt;!channel&gt; @here *cage match*"
+    )
+    assert all(text["verbatim"] is True for text in mrkdwn_texts(message))
+    assert "<!channel>" not in json.dumps(message) and message["text"].count("&lt;!channel&gt;") == 1
+
+
+def test_the_fallback_text_is_cut_between_entities_never_inside_one():
+    message = slack_message(slack_alert("x" + "&" * 5000, [[0, 1, "x"]]))
+    fallback = message["text"]
+    assert len(fallback) <= SECTION_LIMIT and fallback.endswith("&amp;…")
+    assert fallback.startswith("Challenge by @elonmusk on X: x&amp;&amp;")
+
+
 def test_a_slack_digest_stays_within_50_blocks():
     items = [
         {"payload": slack_alert(f"cage match {i}", [[0, 10, "cage match"]]).payload, "folded": 0}
