@@ -7,11 +7,13 @@ import hmac
 import itertools
 import json
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
 import pytest
+import responses
 
 from bot.delivery import Courier
 from bot.notifiers.apprise import AppriseNotifier
@@ -23,7 +25,7 @@ from bot.timeutil import iso, utcnow
 from config.settings import Delivery
 from storage import Store
 from storage.store import Alert
-from tests.conftest import DEMO_FEED, ROOT
+from tests.conftest import DEMO_FEED, ROOT, post_record
 from tests.receiver import DROP, HANG, Answer, Receiver, status
 
 SECRET = "whsec-test-signing-secret"
@@ -356,11 +358,15 @@ def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, d
 # -- apprise --------------------------------------------------------------------------------------------
 
 
+def json_url(receiver: Receiver) -> str:
+    """Apprise's json:// target: the title and body POSTed as JSON to the receiver."""
+    return receiver.url.replace("http://", "json://")
+
+
 def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(500))
-        url = receiver.url.replace("http://", "json://")
-        pipeline = demo(store, detector, AppriseNotifier("apprise", url))
+        pipeline = demo(store, detector, AppriseNotifier("apprise", json_url(receiver)))
         assert pipeline.deliver_all()["apprise"].failed == 1
         make_due(store)
         pipeline.deliver_all()
@@ -368,6 +374,42 @@ def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, det
     bodies = [r.json for r in receiver.accepted()]
     assert bodies[0]["title"] == "Challenge · severity 4/5"
     assert "I'm up for a **cage match** if he is lol" in bodies[0]["message"]
+
+
+MASS_MENTIONS = "@everyone @here <@80351110224678912> <@&41771983423143936> <!channel> @room cage match"
+
+
+def still_pings(text: str) -> list[str]:
+    """The mention tokens of Discord, Slack, Matrix and Apprise's Discord ping detection left in `text`."""
+    return re.findall(r"@(?:everyone|here|room|\d+)\b|<[@!#]", text)
+
+
+def test_mass_mentions_in_a_post_reach_apprise_targets_broken(store, detector, write_feed):
+    feed = write_feed([post_record("1", MASS_MENTIONS)])
+    with Receiver() as receiver:
+        pipeline = Pipeline(
+            store, detector, {"f": ReplaySource("f", feed)}, [AppriseNotifier("apprise", json_url(receiver))]
+        )
+        pipeline.poll("f", feed.name)
+        pipeline.deliver_all()
+    (sent,) = [r.json for r in receiver.accepted()]
+    assert "**cage match**" in sent["message"] and "@\u200beveryone @\u200bhere <\u200b@" in sent["message"]
+    assert still_pings(sent["message"]) == [] and still_pings(sent["title"]) == []
+
+
+@pytest.mark.parametrize("options", ["", "?format=markdown"])
+def test_discord_through_apprise_gets_no_mention_it_would_ping(store, detector, write_feed, options):
+    feed = write_feed([post_record("1", MASS_MENTIONS)])
+    with responses.RequestsMock() as discord:
+        discord.post(re.compile(r"https://discord\.com/api/webhooks/.*"), status=204)
+        channel = AppriseNotifier("discord", "discord://1234567890/abcdefghijklmnopqrstuvwxyz" + options)
+        pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [channel])
+        pipeline.poll("f", feed.name)
+        assert pipeline.deliver_all()["discord"].sent == 1
+        (call,) = discord.calls
+    sent = json.loads(call.request.body)
+    assert "cage match" in json.dumps(sent, ensure_ascii=False)
+    assert still_pings(json.dumps(sent, ensure_ascii=False)) == [] and "allow_mentions" not in sent
 
 
 def test_an_apprise_url_apprise_does_not_know_is_a_config_error():
