@@ -16,7 +16,7 @@ import pytest
 import responses
 
 from bot.delivery import Courier
-from bot.notifiers.apprise import AppriseNotifier
+from bot.notifiers.apprise import AppriseNotifier, apprise_message
 from bot.notifiers.slack import BLOCK_LIMIT, SECTION_LIMIT, SlackNotifier, slack_message
 from bot.notifiers.webhook import WebhookNotifier
 from bot.pipeline import Pipeline
@@ -410,6 +410,14 @@ def test_discord_through_apprise_gets_no_mention_it_would_ping(store, detector, 
     sent = json.loads(call.request.body)
     assert "cage match" in json.dumps(sent, ensure_ascii=False)
     assert still_pings(json.dumps(sent, ensure_ascii=False)) == [] and "allow_mentions" not in sent
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "https://x.com/a) [open](https://evil.example"])
+def test_apprise_shows_a_post_url_only_when_it_is_a_plain_http_link(url):
+    alert = slack_alert("cage match", [[0, 10, "cage match"]])
+    alert.payload["post"]["url"] = url
+    _, body = apprise_message(alert)
+    assert body.endswith("rule `cage-fight`") and "evil" not in body and "javascript" not in body
 
 
 def test_an_apprise_url_apprise_does_not_know_is_a_config_error():

@@ -9,7 +9,15 @@ import logging
 import re
 from typing import Any
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name, posted_at, why_line
+from bot.alerts import (
+    exchange_follow_up,
+    exchange_title,
+    highlight,
+    link_target,
+    platform_name,
+    posted_at,
+    why_line,
+)
 from bot.notifiers import DeliveryError
 from config import ChannelConfig, ConfigError
 from storage.store import Alert
@@ -88,7 +96,7 @@ def _markdown(payload: dict[str, Any], folded: int) -> str:
         highlight(post["text"], payload["spans"], "**", "**"),
         *([why] if (why := why_line(payload)) else []),
         f"rule `{rule['id']}`"
-        + (f" · {post['url']}" if post.get("url") else "")
+        + (f" · {post['url']}" if link_target(post.get("url")) else "")
         + (f" · +{folded} more like this" if folded else ""),
     ]
     return "\n".join(lines)
