@@ -123,7 +123,8 @@ def check(reply: Reply, receiver: str = "", redact: Callable[[str], str] = str) 
     status = reply.status_code
     if 200 <= status < 300:
         return
-    detail = " ".join(redact(reply.text[: REPLY_LIMIT // 16]).split())[:DETAIL_LIMIT]
+    # Redacted whole, then cut: a cut first could leave half a secret that no longer matches.
+    detail = redact(" ".join(reply.text.split()))[:DETAIL_LIMIT]
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
     prefix = f"{receiver} " if receiver else ""
     if status in RETRYABLE:
