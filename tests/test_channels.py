@@ -277,7 +277,7 @@ def mrkdwn_texts(message: dict) -> list[dict]:
 def literal(char: str) -> str:
     """How the Slack message spells a formatting character of a post: a date Slack cannot format, whose
     fallback Slack shows as the plain character."""
-    return f"<!date^0^{{_}}|{char}>"
+    return f"<!date^00000000^{{_}}|{char}>"
 
 
 @pytest.mark.parametrize(

@@ -213,7 +213,7 @@ def _literal(text: str) -> str:
         if char in _QUOTES and line_start:
             out.append("\u00ad")
         if char in _FORMATTING:
-            out.append(f"<!date^0^{{_}}|{char}>")
+            out.append(f"<!date^00000000^{{_}}|{char}>")  # jsx-slack's exact form
         else:
             out.append(_ENTITIES.get(char, char))
         line_start = char == "\n" or (line_start and char in (_OPEN, _CLOSE))
