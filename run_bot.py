@@ -32,6 +32,7 @@ from bot.commands import (
     command_unmute,
 )
 from bot.detect.errors import CorpusError, ModelError
+from bot.redact import Redactor
 from bot.timeutil import utcnow
 from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
@@ -215,8 +216,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            document["exception"] = record.exc_text
         return json.dumps(document, ensure_ascii=False)
 
 
@@ -236,18 +239,24 @@ def setup_logging(level: str) -> None:
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces every configured secret value in log records with ****, whatever logged it."""
+    """Replaces every spelling of every configured secret (see bot.redact) with ****, in the message and
+    in any traceback or stack of a log record, whatever logged it."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.redact = Redactor(secrets)
+        self.tracebacks = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "****")
-            record.msg, record.args = message, None
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info:
+            # Formatted here, once, so the handler prints the redacted text (Formatter uses exc_text).
+            record.exc_text = self.tracebacks.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
@@ -269,8 +278,9 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
         log.info("database: %s", settings.database)
-        service.run_until(stop_on_signals())
-        if service.scheduler.running:  # a job outlived the grace: it holds the database; leave it to the OS
+        # A job that outlived the grace holds the database, and its worker thread would keep the interpreter
+        # from exiting (the scheduler is no longer "running" by then): leave it to the OS.
+        if not service.run_until(stop_on_signals()):
             log.info("stopped")
             logging.shutdown()
             os._exit(0)

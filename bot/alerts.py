@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.models import MODEL_RULE, Hit, Post, span_rows
 from bot.timeutil import iso, parse_datetime
@@ -118,3 +119,18 @@ def icon(category: str) -> str:
 def posted_at(post: dict[str, Any]) -> str:
     """When a payload's post was posted, as every channel shows it: "2023-06-21 02:58 UTC"."""
     return parse_datetime(post["created_at"]).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def link_target(url: str | None) -> str | None:
+    """The post's URL if a channel may link to it: http or https, with a host, and no space or control
+    character. A feed supplies the URL, so anything else (javascript:, a Slack `<!channel>`) is no link."""
+    if not url or any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # such as an unclosed [ in the host
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return None
+    return url

@@ -278,6 +278,6 @@ def retry_delay(
     attempts: int, retry_after: float | None = None, base: float = 15.0, cap: float = 3600.0
 ) -> float:
     """Exponential backoff with jitter (between half and all of base * 2^(n-1), at most `cap`), and never
-    sooner than the channel's own Retry-After."""
+    sooner than the channel's own Retry-After, itself capped: a receiver cannot park a channel for years."""
     ceiling = min(cap, base * 2 ** (attempts - 1))
-    return max(random.uniform(ceiling / 2, ceiling), retry_after or 0.0)
+    return max(random.uniform(ceiling / 2, ceiling), min(retry_after or 0.0, cap))

@@ -101,9 +101,10 @@ class Service:
             if job is not None:
                 job.modify(next_run_time=utcnow())
 
-    def run_until(self, stop: threading.Event) -> None:
+    def run_until(self, stop: threading.Event) -> bool:
         """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
-        shutdown grace) and return. A job cut short commits nothing, so the next start redoes it."""
+        shutdown grace) and return whether they all did. A job cut short commits nothing, so the next
+        start redoes it."""
         self.schedule()
         server = None
         if self.settings.service.http_port:
@@ -127,6 +128,7 @@ class Service:
                 "at the next start",
                 self.settings.service.shutdown_grace,
             )
+        return finished
 
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""

@@ -1,5 +1,7 @@
 """A real HTTP receiver on 127.0.0.1 whose answers a test scripts: 200, 500, 429 with Retry-After, a hang past
-the client's timeout, or a dropped connection. It records every request, and which ones it accepted."""
+the client's timeout, or a dropped connection; and hostile ones: an error body echoing the request path, an
+answer drip-fed a byte at a time, a body of gigabytes (generated while it is sent, never held), a header line
+urllib3 cannot parse. It records every request, which ones it accepted, and how much body it got out."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class Received:
     body: bytes
     accepted: bool = False
     at: float = field(default_factory=time.monotonic)
+    body_bytes_sent: int = 0  # of the answer's body, before the client took no more
 
     @property
     def json(self) -> Any:
@@ -34,6 +37,10 @@ class Answer:
     hang: float = 0.0  # seconds to wait before answering
     drop: bool = False  # close the connection without answering
     processed: bool = False  # with drop: the receiver took the alert, but its reply was lost
+    echo_path: bool = False  # the body says which path was not found, as many servers' 404 pages do
+    drip: float = 0.0  # seconds between two bytes of the whole answer, status line included
+    huge: int = 0  # a body of this many bytes instead of `body`, generated as it goes out
+    raw_header: str = ""  # a header line sent as it is (one without a colon breaks urllib3's parser)
 
 
 OK = Answer()
@@ -44,6 +51,7 @@ def status(code: int, body: str = "", **headers: str) -> Answer:
 
 
 HANG = Answer(hang=3.0)
+CHUNK = b"x" * 65536
 DROP = Answer(drop=True)
 LOST_REPLY = Answer(drop=True, processed=True)
 
@@ -88,13 +96,35 @@ class Receiver:
                 if answer.hang:
                     time.sleep(answer.hang)
                 request.accepted = 200 <= answer.status < 300
-                payload = answer.body.encode()
-                self.send_response(answer.status)
-                for name, value in answer.headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.reply(request, answer)
+                except OSError:  # the client hung up: what it did not read is not our concern
+                    self.close_connection = True
+
+            def reply(self, request: Received, answer: Answer) -> None:
+                text = answer.body + (f" {request.path}" if answer.echo_path else "")
+                payload = text.encode()
+                length = answer.huge or len(payload)
+                head = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
+                head += [f"{name}: {value}" for name, value in answer.headers]
+                head += [f"Content-Length: {length}"]
+                head += [answer.raw_header] if answer.raw_header else []
+                head += ["", ""]
+                if answer.drip:
+                    for byte in "\r\n".join(head).encode() + payload:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(answer.drip)
+                    return
+                self.wfile.write("\r\n".join(head).encode())
+                if not answer.huge:
+                    self.wfile.write(payload)
+                    request.body_bytes_sent = len(payload)
+                    return
+                while request.body_bytes_sent < answer.huge:
+                    piece = CHUNK[: answer.huge - request.body_bytes_sent]
+                    self.wfile.write(piece)
+                    request.body_bytes_sent += len(piece)
 
             def log_message(self, *args: Any) -> None:
                 pass

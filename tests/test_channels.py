@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import sqlite3
 from collections import Counter
 from datetime import timedelta
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import responses
 
 from bot.delivery import REFUSALS_TO_PAUSE, Courier
-from bot.notifiers.apprise import AppriseNotifier
+from bot.notifiers.apprise import AppriseNotifier, apprise_message
 from bot.notifiers.console import ConsoleNotifier
 from bot.notifiers.slack import BLOCK_LIMIT, SECTION_LIMIT, SlackNotifier, slack_message
 from bot.notifiers.webhook import WebhookNotifier
@@ -27,8 +29,8 @@ from bot.timeutil import iso, utcnow
 from config.settings import Delivery
 from storage import Store
 from storage.store import Alert
-from tests.conftest import DEMO_FEED, ROOT
-from tests.receiver import DROP, HANG, Receiver, status
+from tests.conftest import DEMO_FEED, ROOT, post_record
+from tests.receiver import DROP, HANG, Answer, Receiver, status
 
 SECRET = "whsec-test-signing-secret"
 SCHEMA = json.loads((ROOT / "config" / "webhook.schema.json").read_text())
@@ -102,7 +104,9 @@ def test_a_500_is_retried_and_the_alert_arrives_once_with_the_same_key_and_body(
 def test_retry_after_is_honoured_from_the_header_or_discords_json(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(429, "slow down", Retry_After="120"))
-        pipeline = demo(store, detector, webhook(receiver))
+        pipeline = demo(
+            store, detector, webhook(receiver), delivery=Delivery(retry_base=0.01, retry_max=3600)
+        )
         pipeline.deliver_all()
         (head, *_) = store.pending_alerts("hook")
         assert head.next_attempt_at >= utcnow() + timedelta(seconds=118)
@@ -125,6 +129,58 @@ def test_a_receiver_that_hangs_past_the_timeout_is_a_failed_attempt_retried_late
         make_due(store)
         pipeline.deliver_all()
     assert store.alert_counts() == {"sent": store.counts()["alerts"]}
+
+
+def test_a_receiver_that_drip_feeds_its_answer_is_cut_off_at_the_channels_timeout(store, detector):
+    # A byte every 50 ms never trips a per-read timeout of 0.5 s; the answer would take about 8 s in all.
+    with Receiver() as receiver:
+        receiver.answer(Answer(body="x" * 100, drip=0.05))
+        pipeline = demo(store, detector, webhook(receiver, timeout=0.5))
+        assert pipeline.deliver_all()["hook"].failed == 1
+    assert store.db.execute("SELECT status, last_error FROM alerts WHERE attempts = 1").fetchone() == (
+        "pending",
+        "no answer within 0.5s (timeout)",
+    )
+
+
+def test_of_an_answer_of_gigabytes_only_the_start_is_read(store, detector):
+    with Receiver() as receiver:
+        receiver.answer(Answer(status=500, huge=3 * 2**30))
+        pipeline = demo(store, detector, webhook(receiver))
+        assert pipeline.deliver_all()["hook"].failed == 1
+    (error,) = store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone()
+    assert error.startswith("HTTP 500: xxxxxxxx") and len(error) <= 300
+    assert receiver.received[0].body_bytes_sent < 64 * 2**20  # what socket buffers took before the hang-up
+
+
+@pytest.mark.parametrize(
+    "value", ["inf", "1e400", "-30", "soon", "3153600000", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_a_retry_after_of_nonsense_or_of_years_waits_no_longer_than_retry_max(store, detector, caplog, value):
+    with Receiver() as receiver:
+        receiver.answer(status(429, "slow down", Retry_After=value))
+        pipeline = demo(store, detector, webhook(receiver))
+        with caplog.at_level(logging.WARNING):
+            assert pipeline.deliver_all()["hook"].failed == 1
+    (head, *_) = store.pending_alerts("hook")
+    assert head.attempts == 1 and head.next_attempt_at <= utcnow() + timedelta(seconds=FAST.retry_max)
+    assert "Traceback" not in caplog.text and "unexpected" not in caplog.text
+
+
+class Crashing:
+    """A channel with a bug: it raises a long, unexpected error instead of DeliveryError."""
+
+    name = "crashing"
+    min_interval = 0.0
+
+    def send(self, alert: Alert) -> None:
+        raise RuntimeError("line of a huge dump " * 500)
+
+
+def test_a_stored_error_is_cut_to_a_few_hundred_characters(store, detector):
+    demo(store, detector, Crashing()).deliver_all()
+    (error,) = store.db.execute("SELECT last_error FROM alerts WHERE attempts = 1").fetchone()
+    assert error.startswith("RuntimeError: line of a huge dump") and len(error) == 300
 
 
 def test_a_dropped_connection_is_retried(store, detector):
@@ -214,6 +270,60 @@ def test_a_long_post_is_cut_to_slacks_3000_characters_with_an_ellipsis_and_close
     assert body.count("*") % 2 == 0 and not body.rstrip("*…").endswith("&am")
 
 
+def mrkdwn_texts(message: dict) -> list[dict]:
+    """Every mrkdwn text object of a Block Kit message."""
+    found = [block["text"] for block in message["blocks"] if block.get("text", {}).get("type") == "mrkdwn"]
+    return found + [
+        e for block in message["blocks"] for e in block.get("elements", []) if e["type"] == "mrkdwn"
+    ]
+
+
+def literal(char: str) -> str:
+    """How the Slack message spells a formatting character of a post: a date Slack cannot format, whose
+    fallback Slack shows as the plain character."""
+    return f"<!date^00000000^{{_}}|{char}>"
+
+
+@pytest.mark.parametrize(
+    ("url", "link"),
+    [
+        ("https://x.com/a|<!channel>", "<https://x.com/a%7C%3C!channel%3E|open the post>"),
+        ("https://x.com/a?b=1&c=2", "<https://x.com/a?b=1&amp;c=2|open the post>"),
+        ("javascript:alert(1)", None),
+        ("https://x.com/a b", None),
+        ("<!channel>", None),
+    ],
+)
+def test_a_post_url_is_linked_only_when_it_is_http_and_then_escaped(url, link):
+    alert = slack_alert("cage match", [[0, 10, "cage match"]])
+    alert.payload["post"]["url"] = url
+    footer = slack_message(alert)["blocks"][3]["elements"][0]["text"]
+    assert footer == "rule `cage-fight`" + (f" · {link}" if link else "")
+    assert "<!channel>" not in json.dumps(slack_message(alert))
+
+
+def test_post_text_cannot_turn_into_slack_formatting_mentions_or_a_quote():
+    text = "> *free* _money_ ~now~ `run` <!channel> @here cage match"
+    message = slack_message(slack_alert(text, [[len(text) - 10, len(text), "cage match"]]))
+    section = message["blocks"][2]["text"]["text"]
+    assert section == (
+        "\u00ad&gt; "
+        + " ".join(
+            f"{literal(m)}{word}{literal(m)}" for m, word in [("*", "free"), ("_", "money"), ("~", "now")]
+        )
+        + f" {literal('`')}run{literal('`')} &lt;!channel&gt; @here *cage match*"
+    )
+    assert all(text["verbatim"] is True for text in mrkdwn_texts(message))
+    assert "<!channel>" not in json.dumps(message) and message["text"].count("&lt;!channel&gt;") == 1
+
+
+def test_the_fallback_text_is_cut_between_entities_never_inside_one():
+    message = slack_message(slack_alert("x" + "&" * 5000, [[0, 1, "x"]]))
+    fallback = message["text"]
+    assert len(fallback) <= SECTION_LIMIT and fallback.endswith("&amp;…")
+    assert fallback.startswith("Challenge by @elonmusk on X: x&amp;&amp;")
+
+
 def test_a_slack_digest_stays_within_50_blocks():
     items = [
         {"payload": slack_alert(f"cage match {i}", [[0, 10, "cage match"]]).payload, "folded": 0}
@@ -252,11 +362,15 @@ def test_slacks_permanent_errors_make_the_alert_dead_with_slacks_reason(store, d
 # -- apprise --------------------------------------------------------------------------------------------
 
 
+def json_url(receiver: Receiver) -> str:
+    """Apprise's json:// target: the title and body POSTed as JSON to the receiver."""
+    return receiver.url.replace("http://", "json://")
+
+
 def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, detector):
     with Receiver() as receiver:
         receiver.answer(status(500))
-        url = receiver.url.replace("http://", "json://")
-        pipeline = demo(store, detector, AppriseNotifier("apprise", url))
+        pipeline = demo(store, detector, AppriseNotifier("apprise", json_url(receiver)))
         assert pipeline.deliver_all()["apprise"].failed == 1
         make_due(store)
         pipeline.deliver_all()
@@ -264,6 +378,50 @@ def test_apprise_delivers_to_any_apprise_url_and_a_failure_is_retried(store, det
     bodies = [r.json for r in receiver.accepted()]
     assert bodies[0]["title"] == "Challenge · severity 4/5"
     assert "I'm up for a **cage match** if he is lol" in bodies[0]["message"]
+
+
+MASS_MENTIONS = "@everyone @here <@80351110224678912> <@&41771983423143936> <!channel> @room cage match"
+
+
+def still_pings(text: str) -> list[str]:
+    """The mention tokens of Discord, Slack, Matrix and Apprise's Discord ping detection left in `text`."""
+    return re.findall(r"@(?:everyone|here|room|\d+)\b|<[@!#]", text)
+
+
+def test_mass_mentions_in_a_post_reach_apprise_targets_broken(store, detector, write_feed):
+    feed = write_feed([post_record("1", MASS_MENTIONS)])
+    with Receiver() as receiver:
+        pipeline = Pipeline(
+            store, detector, {"f": ReplaySource("f", feed)}, [AppriseNotifier("apprise", json_url(receiver))]
+        )
+        pipeline.poll("f", feed.name)
+        pipeline.deliver_all()
+    (sent,) = [r.json for r in receiver.accepted()]
+    assert "**cage match**" in sent["message"] and "@\u200beveryone @\u200bhere <\u200b@" in sent["message"]
+    assert still_pings(sent["message"]) == [] and still_pings(sent["title"]) == []
+
+
+@pytest.mark.parametrize("options", ["", "?format=markdown"])
+def test_discord_through_apprise_gets_no_mention_it_would_ping(store, detector, write_feed, options):
+    feed = write_feed([post_record("1", MASS_MENTIONS)])
+    with responses.RequestsMock() as discord:
+        discord.post(re.compile(r"https://discord\.com/api/webhooks/.*"), status=204)
+        channel = AppriseNotifier("discord", "discord://1234567890/abcdefghijklmnopqrstuvwxyz" + options)
+        pipeline = Pipeline(store, detector, {"f": ReplaySource("f", feed)}, [channel])
+        pipeline.poll("f", feed.name)
+        assert pipeline.deliver_all()["discord"].sent == 1
+        (call,) = discord.calls
+    sent = json.loads(call.request.body)
+    assert "cage match" in json.dumps(sent, ensure_ascii=False)
+    assert still_pings(json.dumps(sent, ensure_ascii=False)) == [] and "allow_mentions" not in sent
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "https://x.com/a) [open](https://evil.example"])
+def test_apprise_shows_a_post_url_only_when_it_is_a_plain_http_link(url):
+    alert = slack_alert("cage match", [[0, 10, "cage match"]])
+    alert.payload["post"]["url"] = url
+    _, body = apprise_message(alert)
+    assert body.endswith("rule `cage-fight`") and "evil" not in body and "javascript" not in body
 
 
 def test_an_apprise_url_apprise_does_not_know_is_a_config_error():

@@ -3,10 +3,15 @@ logs and the database when channels fail."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import re
 import subprocess
 import sys
 import unicodedata
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -14,7 +19,7 @@ import run_bot
 from config import ConfigError, load_settings
 from storage import Store
 from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
-from tests.receiver import Receiver, status
+from tests.receiver import Answer, Receiver, status
 
 WEBHOOK = '\n[[channels]]\nname = "hook"\ntype = "webhook"\n'
 
@@ -62,6 +67,61 @@ def test_a_refusing_channel_leaves_no_url_or_secret_in_logs_output_or_database(
     for secret in ("T0SECRETPATH", "whsec-never-print-me"):
         assert secret not in caplog.text and secret not in out
         assert secret.encode() not in database
+
+
+def database_bytes(path: Path) -> bytes:
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_a_receiver_echoing_the_secret_path_leaves_it_in_no_log_stored_error_status_or_report(
+    hooked, capsys, caplog, tmp_path
+):
+    with Receiver() as receiver:
+        receiver.answer(
+            Answer(status=404, body="no route for POST", echo_path=True),
+            Answer(status=200, raw_header="a header line without a colon"),
+        )
+        config = hooked(receiver)
+        run(capsys, "--config", str(config), "--log-level", "DEBUG", "once")
+        _, status_out = run(capsys, "--config", str(config), "alerts", "status")
+        _, report_out = run(capsys, "--config", str(config), "report", "alerts", "--format", "json")
+    assert "Failed to parse headers (url=" in caplog.text  # urllib3's own warning, with its traceback
+    assert "refused (HTTP 404: no route for POST ****)" in status_out
+    assert "refused (HTTP 404: no route for POST ****)" in report_out
+    for text in (caplog.text, status_out, report_out):
+        assert "T0SECRETPATH" not in text and "whsec-never-print-me" not in text
+    assert b"T0SECRETPATH" not in database_bytes(tmp_path / "r.db")
+
+
+SLACK_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/abcdefghijklmnopqrstuvwx"
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_every_spelling_of_a_secret_url_is_redacted_in_log_lines_and_tracebacks(json_lines):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(run_bot.JsonFormatter() if json_lines else logging.Formatter("%(message)s"))
+    handler.addFilter(run_bot.RedactSecrets([SLACK_URL]))
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("Failed to parse headers (url=%s)", SLACK_URL.replace(".com/", ".com:443/"))
+        logger.warning("404: no route for %s", "/services/T0SECRET/B0SECRET/abcdefghijklmnopqrstuvwx")
+        logger.warning("proxy said: %s", quote(SLACK_URL, safe=""))
+        logger.warning("token alone: %s", "abcdefghijklmnopqrstuvwx")
+        try:
+            raise ValueError(f"cannot post to {SLACK_URL}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "T0SECRET" not in text and "abcdefghijklmnop" not in text and "hooks.slack.com" not in text
+    assert text.count("****") == 5  # four lines, and the traceback of the last one
+    if json_lines:
+        assert "ValueError: cannot post to ****" in json.loads(text.splitlines()[-1])["exception"]
 
 
 def test_alerts_status_lists_channels_and_retry_dead_requeues_them(hooked, capsys):

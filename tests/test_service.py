@@ -189,6 +189,47 @@ def test_after_sigkill_mid_delivery_every_alert_arrives_and_a_repeat_carries_the
     assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 30)]
 
 
+def test_sigterm_stops_the_service_while_a_receiver_drip_feeds_its_answer(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    from tests.receiver import Answer, Receiver
+
+    # A byte every 0.1 s: the answer would take three hours, and no read ever waits the 2 s timeout.
+    with Receiver(default=Answer(body="x" * 100_000, drip=0.1)) as receiver:
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-drip-test")
+        process = start(webhook_config(write_config, tmp_path, hit_feed(write_feed, 3)))
+        assert wait_for(lambda: len(receiver.received) >= 1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "received SIGTERM" in err and "stopped" in err
+    assert "no answer within 2s (timeout)" in err  # the attempt in flight ended at its deadline
+
+
+def test_a_stop_waits_no_longer_than_the_shutdown_grace_for_a_job_in_flight(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    from tests.receiver import Answer, Receiver
+
+    # The channel's 60 s timeout outlasts the 1 s grace: the process exits, leaving the attempt undone.
+    with Receiver(default=Answer(hang=60)) as receiver:
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-grace-test")
+        config = webhook_config(write_config, tmp_path, hit_feed(write_feed, 1))
+        config.write_text(
+            config.read_text().replace('timeout = "2s"', 'timeout = "60s"')
+            + '\n[service]\nshutdown_grace = "1s"\n'
+        )
+        process = start(config)
+        assert wait_for(lambda: len(receiver.received) >= 1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "jobs still running after 1s" in err and "stopped" in err
+    assert table(tmp_path / "r.db", "SELECT status, attempts FROM alerts") == [("pending", 0)]
+
+
 def test_a_hanging_channel_never_delays_another_in_the_running_service(tmp_path, write_config, write_feed):
     from bot.notifiers.webhook import WebhookNotifier
     from tests.receiver import Answer, Receiver

@@ -12,11 +12,16 @@ from typing import Protocol
 from config import ChannelConfig
 from storage.store import Alert
 
+MESSAGE_LIMIT = 300  # characters of a delivery error kept (logged, and stored as the alert's last_error)
+
 
 class DeliveryError(Exception):
-    """The channel did not take the alert. `retry` False means never try again (dead)."""
+    """The channel did not take the alert. `retry` False means never try again (dead). The message is cut
+    to MESSAGE_LIMIT characters: it is stored with the alert and shown by `alerts status`."""
 
     def __init__(self, message: str, retry: bool = True, retry_after: float | None = None) -> None:
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 1] + "…"
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after

@@ -6,15 +6,32 @@ success or failure, so every failure is retried on Ringside's schedule.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from bot.alerts import exchange_follow_up, exchange_title, highlight, platform_name, posted_at, why_line
+from bot.alerts import (
+    exchange_follow_up,
+    exchange_title,
+    highlight,
+    link_target,
+    platform_name,
+    posted_at,
+    why_line,
+)
 from bot.notifiers import DeliveryError
 from config import ChannelConfig, ConfigError
 from storage.store import Alert
 
 # Apprise logs the URLs it loads at DEBUG; a URL holds the service's token.
 logging.getLogger("apprise").setLevel(logging.WARNING)
+
+# A post quoted in an alert must not ping anyone: "@everyone"/"@here" (Discord), "@room" (Matrix), "@all"
+# and "@channel" (Mattermost, Rocket.Chat), "@**all**" (Zulip), and a bare "@<id>", which Apprise's Discord
+# plugin turns into a user ping. Apprise cannot pass Discord's allowed_mentions, so every @ that starts a
+# word, and every <@, <@&, <! and <# (Discord's and Slack's mention syntax), gets a zero-width space after
+# it, as discord.py's escape_mentions does: the text reads the same and matches no mention.
+_MENTION = re.compile(r"@(?=[\w*&])|<(?=[@!#])")
+ZERO_WIDTH_SPACE = "\u200b"
 
 
 class AppriseNotifier:
@@ -36,9 +53,14 @@ class AppriseNotifier:
         return cls(config.name, config.secrets["url"].reveal(), config.options["min_interval"])
 
     def send(self, alert: Alert) -> None:
-        title, body = apprise_message(alert)
+        title, body = (defuse_mentions(part) for part in apprise_message(alert))
         if not self._apprise.notify(title=title, body=body):
             raise DeliveryError("Apprise could not deliver (its own log line above says why)")
+
+
+def defuse_mentions(text: str) -> str:
+    """`text` with every mention token broken by a zero-width space (see _MENTION)."""
+    return _MENTION.sub(lambda match: match.group() + ZERO_WIDTH_SPACE, text)
 
 
 def apprise_message(alert: Alert) -> tuple[str, str]:
@@ -74,7 +96,7 @@ def _markdown(payload: dict[str, Any], folded: int) -> str:
         highlight(post["text"], payload["spans"], "**", "**"),
         *([why] if (why := why_line(payload)) else []),
         f"rule `{rule['id']}`"
-        + (f" · {post['url']}" if post.get("url") else "")
+        + (f" · {post['url']}" if link_target(post.get("url")) else "")
         + (f" · +{folded} more like this" if folded else ""),
     ]
     return "\n".join(lines)

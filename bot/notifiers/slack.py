@@ -2,10 +2,18 @@
 
 Limits: a section's text at most 3,000 characters, a header's 150, at most 50 blocks in a message; Slack
 accepts about one message per second per webhook (the channel's min_interval, 1s by default).
+
+What a feed supplies (post text, author, URL) never becomes Slack syntax: &, < and > are entities, so no
+`<!channel>` or link can be smuggled in; every mrkdwn object is `verbatim`, so Slack does not turn `@here` or
+a bare URL into a mention or link; and mrkdwn has no escape character, so each formatting character of a post
+(* _ ~ `) is sent as a date Slack cannot format, which Slack shows as its plain fallback, the character itself
+(the technique jsx-slack's <Escape> uses). A `>` opening a line follows a soft hyphen, so it is no quote.
+Cuts fall between such units, never inside an entity or a link.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import requests
@@ -15,11 +23,13 @@ from bot.alerts import (
     exchange_title,
     highlight,
     icon,
+    link_target,
     platform_name,
     posted_at,
     why_line,
 )
 from bot.notifiers import http
+from bot.redact import Redactor
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -27,6 +37,10 @@ SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 BLOCK_LIMIT = 50
 _OPEN, _CLOSE = "\x00", "\x01"  # bold markers placed before escaping, so escaping cannot touch them
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_FORMATTING = frozenset("*_~`")
+_QUOTES = frozenset(">＞")  # either opens a quote at the start of a line
+_UNIT = re.compile(r"<[^<>]*>|&(?:amp|lt|gt);|.", re.DOTALL)  # what a cut must not split
 
 
 class SlackNotifier:
@@ -42,7 +56,8 @@ class SlackNotifier:
         self._url = url
         self.timeout = timeout
         self.min_interval = min_interval
-        self.session = session or requests.Session()
+        self.session = session or http.session()
+        self._redact = Redactor([url])
 
     @classmethod
     def from_config(cls, config: ChannelConfig) -> SlackNotifier:
@@ -58,7 +73,7 @@ class SlackNotifier:
         response = http.post(
             self.session, self._url, body, {"Content-Type": "application/json"}, self.timeout
         )
-        http.check(response, receiver="Slack")
+        http.check(response, receiver="Slack", redact=self._redact)
 
 
 def slack_message(alert: Alert) -> dict[str, Any]:
@@ -67,13 +82,10 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     if payload.get("kind") == "watchdog":
         title = "⚠️ Source failing" if payload["state"] == "failing" else "✅ Source recovered"
         return {
-            "text": _escape(payload["text"]),
+            "text": _cut(_escape(payload["text"]), SECTION_LIMIT),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": title}},
-                {
-                    "type": "section",
-                    "text": {"type": "mrkdwn", "text": _truncate(_escape(payload["text"]), 3000)},
-                },
+                {"type": "section", "text": _mrkdwn(_cut(_literal(payload["text"]), SECTION_LIMIT))},
             ],
         }
     if payload.get("kind") == "exchange":
@@ -97,7 +109,7 @@ def _digest_message(items: list[dict[str, Any]]) -> dict[str, Any]:
     if shown < len(items):
         blocks.append(_context(f"…and {len(items) - shown} more (see `run_bot.py report latest-hits`)"))
     text = f"Ringside digest: {len(items)} alerts. " + " | ".join(_fallback(i["payload"]) for i in items)
-    return {"text": _truncate(text, SECTION_LIMIT), "blocks": blocks}
+    return {"text": _cut(text, SECTION_LIMIT), "blocks": blocks}
 
 
 def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +119,8 @@ def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _truncate(title, HEADER_LIMIT)}},
         _context(
-            f"thread `{payload['thread']}`"
-            + (f" · {exchange_follow_up(payload)}" if exchange_follow_up(payload) else "")
+            f"thread `{_escape(payload['thread'])}`"
+            + (f" · {_literal(exchange_follow_up(payload) or '')}" if exchange_follow_up(payload) else "")
         ),
     ]
     posts = payload["exchange"]["posts"]
@@ -119,17 +131,15 @@ def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
         post = item["post"]
         when = posted_at(post)
         who = (
-            f"*{item['turn']}. {_escape(item['name'])}* · @{_escape(post['author'])} on "
+            f"*{item['turn']}. {_literal(item['name'])}* · @{_literal(post['author'])} on "
             f"{platform_name(post['platform'])} · {when}"
         )
-        if post.get("url"):
-            who += f" · <{post['url']}|open>"
+        if link_target(post.get("url")):
+            who += f" · {_link(post['url'], 'open')}"
         blocks.append(_context(who))
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": bold_spans(post["text"], item["spans"])}}
-        )
+        blocks.append({"type": "section", "text": _mrkdwn(bold_spans(post["text"], item["spans"]))})
     text = exchange_title(payload) + ": " + " / ".join(f"{i['name']}: {i['post']['text']}" for i in posts)
-    return {"text": _truncate(_escape(text), SECTION_LIMIT), "blocks": blocks}
+    return {"text": _cut(_escape(text), SECTION_LIMIT), "blocks": blocks}
 
 
 def _header(payload: dict[str, Any]) -> dict[str, Any]:
@@ -141,53 +151,92 @@ def _header(payload: dict[str, Any]) -> dict[str, Any]:
 def _alert_blocks(payload: dict[str, Any], folded: int, title: bool = False) -> list[dict[str, Any]]:
     post, rule = payload["post"], payload["rule"]
     when = posted_at(post)
-    who = f"*@{_escape(post['author'])}* on {platform_name(post['platform'])} · {when}"
+    who = f"*@{_literal(post['author'])}* on {platform_name(post['platform'])} · {when}"
     if post.get("kind") not in (None, "post"):
         who += f" · {post['kind']}"
     if title:
         who = f"{icon(rule['category'])} *{rule['category']}* {rule['severity']}/5 · " + who
-    footer = f"rule `{_escape(rule['id'])}`"
+    footer = f"rule `{_literal(rule['id'])}`"
     why = why_line(payload)
     if why:
-        footer += f" · {_escape(why)}"
-    if post.get("url"):
-        footer += f" · <{post['url']}|open the post>"
+        footer += f" · {_literal(why)}"
+    if link_target(post.get("url")):
+        footer += f" · {_link(post['url'], 'open the post')}"
     if folded:
-        footer += f" · +{folded} more like this from @{_escape(post['author'])}"
-    section = {
-        "type": "section",
-        "text": {"type": "mrkdwn", "text": bold_spans(post["text"], payload["spans"])},
-    }
+        footer += f" · +{folded} more like this from @{_literal(post['author'])}"
+    section = {"type": "section", "text": _mrkdwn(bold_spans(post["text"], payload["spans"]))}
     return [_context(who), section, _context(footer)]
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _truncate(text, SECTION_LIMIT)}]}
+    return {"type": "context", "elements": [_mrkdwn(_cut(text, SECTION_LIMIT))]}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object; verbatim, so Slack adds no links or mentions of its own (`@here`, #channel)."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def bold_spans(text: str, spans: list[list[Any]]) -> str:
-    """The post text as Slack mrkdwn: escaped, matched spans in bold, at most 3,000 characters."""
-    marked = _escape(highlight(text, spans, _OPEN, _CLOSE))
-    if len(marked) > SECTION_LIMIT:
-        marked = marked[: SECTION_LIMIT - 2]
-        if "&" in marked[-5:] and ";" not in marked[marked.rindex("&") :]:
-            marked = marked[: marked.rindex("&")]  # never cut an entity such as &amp; in half
-        if marked.count(_OPEN) > marked.count(_CLOSE):
-            marked += _CLOSE
-        marked += "…"
-    return marked.replace(_OPEN, "*").replace(_CLOSE, "*")
+    """The post text as Slack mrkdwn showing exactly its characters (see `_literal`), matched spans in bold,
+    at most 3,000 characters."""
+    marked = _literal(highlight(text, spans, _OPEN, _CLOSE))
+    return _cut(marked.replace(_OPEN, "*").replace(_CLOSE, "*"), SECTION_LIMIT, bold=True)
+
+
+def _link(url: str, label: str) -> str:
+    """A Slack link to an http(s) URL (see link_target): entities for &, and percent-escapes for the
+    characters that would end the link or start its label."""
+    target = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return f"<{target}|{label}>"
 
 
 def _fallback(payload: dict[str, Any]) -> str:
     post, rule = payload["post"], payload["rule"]
     where = platform_name(post["platform"])
     text = f"{rule['category'].capitalize()} by @{post['author']} on {where}: {post['text']}"
-    return _truncate(_escape(text), SECTION_LIMIT)
+    return _cut(_escape(text), SECTION_LIMIT)
 
 
 def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Entities for &, < and >: enough for the plain `text` fallback, which Slack shows in notifications."""
+    return "".join(_ENTITIES.get(char, char) for char in text)
+
+
+def _literal(text: str) -> str:
+    """mrkdwn that shows `text` as it is: entities for &, < and >; each formatting character as a date Slack
+    cannot format, whose fallback (the character) Slack shows as plain text; a soft hyphen before a `>` that
+    opens a line. The bold markers _OPEN and _CLOSE pass through."""
+    out: list[str] = []
+    line_start = True
+    for char in text:
+        if char in _QUOTES and line_start:
+            out.append("\u00ad")
+        if char in _FORMATTING:
+            out.append(f"<!date^00000000^{{_}}|{char}>")  # jsx-slack's exact form
+        else:
+            out.append(_ENTITIES.get(char, char))
+        line_start = char == "\n" or (line_start and char in (_OPEN, _CLOSE))
+    return "".join(out)
+
+
+def _cut(mrkdwn: str, limit: int, bold: bool = False) -> str:
+    """At most `limit` characters, cut between units (a character, an entity, a link or date) and ended
+    with an ellipsis; with `bold`, a bold span left open by the cut is closed (every bare * is a marker)."""
+    if len(mrkdwn) <= limit:
+        return mrkdwn
+    kept: list[str] = []
+    size = 0
+    for unit in _UNIT.findall(mrkdwn):
+        if size + len(unit) > limit - 2:  # room for a closing * and the ellipsis
+            break
+        kept.append(unit)
+        size += len(unit)
+    if bold and kept.count("*") % 2:
+        kept.append("*")
+    return "".join(kept) + "…"
 
 
 def _truncate(text: str, limit: int) -> str:
+    """For plain_text (a header), where no entity or link can be split."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 
 from bot.notifiers import http
+from bot.redact import Redactor
 from config import ChannelConfig
 from storage.store import Alert
 
@@ -39,7 +40,8 @@ class WebhookNotifier:
         self._secret = secret.encode("utf-8")
         self.timeout = timeout
         self.min_interval = min_interval
-        self.session = session or requests.Session()
+        self.session = session or http.session()
+        self._redact = Redactor([url, secret])
 
     @classmethod
     def from_config(cls, config: ChannelConfig) -> WebhookNotifier:
@@ -60,7 +62,7 @@ class WebhookNotifier:
             "X-Ringside-Timestamp": timestamp,
             "X-Ringside-Signature": sign(self._secret, timestamp, body),
         }
-        http.check(http.post(self.session, self._url, body, headers, self.timeout))
+        http.check(http.post(self.session, self._url, body, headers, self.timeout), redact=self._redact)
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
