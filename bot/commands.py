@@ -172,7 +172,7 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
         pass
     try:
         return parse_datetime(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a date whose UTC time is past year 9999
         raise UsageError(
             f"{option}: expected a duration such as 7d or 12h, or a date such as 2026-01-01; got {value!r}"
         ) from None
@@ -197,8 +197,9 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_search(args: argparse.Namespace) -> int:
+    since = parse_moment("--since", args.since)
     with Store.open(load_settings(args.config).database, create=False) as store:
-        table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
+        table = store.search(args.query, since, args.limit or 50)
     print_table(table.columns, table.rows, args.format)
     return 0
 
@@ -276,9 +277,12 @@ def command_alerts(args: argparse.Namespace) -> int:
 
 def command_mute(args: argparse.Namespace) -> int:
     try:
-        until = utcnow() + timedelta(seconds=parse_duration(args.duration))
+        seconds = parse_duration(args.duration)
     except ValueError as error:
         raise UsageError(f"--for: {error}") from None
+    if seconds <= 0:
+        raise UsageError(f"--for: expected a duration above zero, got {args.duration!r}")
+    until = utcnow() + timedelta(seconds=seconds)
     with Store.open(load_settings(args.config).database) as store:
         if args.list:
             for kind, name, moment in store.mutes():

@@ -171,7 +171,7 @@ def test_after_sigkill_mid_delivery_every_alert_arrives_and_a_repeat_carries_the
     feed = hit_feed(write_feed, 30)
     with Receiver(delay=0.15) as receiver:
         monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
-        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-kill-test")
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-kill-test-0001")
         config = webhook_config(write_config, tmp_path, feed)
         first = start(config)
         assert wait_for(lambda: len(receiver.accepted()) >= 5)
