@@ -32,6 +32,7 @@ from bot.commands import (
     command_unmute,
 )
 from bot.detect.errors import CorpusError, ModelError
+from bot.lock import DatabaseInUse, ServiceLock
 from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
 from storage.labels import LabelError
@@ -45,7 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         return args.handler(args)
-    except (ConfigError, DatabaseError, UsageError, QueryError, ModelError, CorpusError, LabelError) as error:
+    except (
+        ConfigError,
+        DatabaseError,
+        DatabaseInUse,
+        UsageError,
+        QueryError,
+        ModelError,
+        CorpusError,
+        LabelError,
+    ) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
 
@@ -241,17 +251,19 @@ def command_run(args: argparse.Namespace) -> int:
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
     detector = build_detector(settings)
-    store = Store.open(settings.database)
-    try:
-        service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
-        log.info("database: %s", settings.database)
-        service.run_until(stop_on_signals())
-        if service.scheduler.running:  # a job outlived the grace: it holds the database; leave it to the OS
-            log.info("stopped")
-            logging.shutdown()
-            os._exit(0)
-    finally:
-        store.close()
+    with ServiceLock(settings.database):
+        store = Store.open(settings.database)
+        try:
+            service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
+            log.info("database: %s", settings.database)
+            if not service.run_until(stop_on_signals()):
+                # A job outlived the grace and still uses the store: closing it would fail that job midway.
+                # Leaving now is what a SIGKILL does, which loses nothing; the OS releases the lock.
+                log.info("stopped")
+                logging.shutdown()
+                os._exit(0)
+        finally:
+            store.close()
     log.info("stopped")
     return 0
 
@@ -276,7 +288,7 @@ def command_once(args: argparse.Namespace) -> int:
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
     detector = build_detector(settings)
-    with Store.open(settings.database) as store:
+    with ServiceLock(settings.database), Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         failed = [f"{s}:{f}" for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
         delivered = pipeline.deliver_all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from datetime import UTC
 
@@ -14,7 +15,7 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from bot.health import Health, HealthServer
 from bot.pipeline import Pipeline
 from bot.timeutil import utcnow
-from config import Settings
+from config import ConfigError, Settings
 
 log = logging.getLogger("ringside.service")
 MAX_WORKERS = 8
@@ -85,15 +86,14 @@ class Service:
             if job is not None:
                 job.modify(next_run_time=utcnow())
 
-    def run_until(self, stop: threading.Event) -> None:
+    def run_until(self, stop: threading.Event) -> bool:
         """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
-        shutdown grace) and return. A job cut short commits nothing, so the next start redoes it."""
+        shutdown grace) and return True if they did. False means a job still uses the store: the caller must
+        not close it under the job, but end the process; a job cut short commits nothing, so the next start
+        redoes it. ConfigError, before any job ran, if the health port cannot be opened."""
+        server = self._health_server()
         self.schedule()
-        server = None
-        if self.settings.service.http_port:
-            server = HealthServer(
-                self.health, self.settings.service.http_host, self.settings.service.http_port
-            )
+        if server is not None:
             server.start()
         self.scheduler.start()
         feeds = sum(1 for _ in self.pipeline.feeds())
@@ -111,6 +111,20 @@ class Service:
                 "at the next start",
                 self.settings.service.shutdown_grace,
             )
+        return finished
+
+    def _health_server(self) -> HealthServer | None:
+        """The /healthz and /metrics server, bound (not yet serving); None when no port is configured."""
+        host, port = self.settings.service.http_host, self.settings.service.http_port
+        if not port:
+            return None
+        try:
+            return HealthServer(self.health, host, port)
+        except OSError as error:
+            key = "http_host" if isinstance(error, socket.gaierror) else "http_port"
+            raise ConfigError(
+                f"{self.settings.path}: service.{key}: cannot listen on {host}:{port}: {error.strerror}"
+            ) from None
 
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -253,3 +254,109 @@ def test_a_rate_limited_account_waits_while_the_scheduler_keeps_polling_the_othe
     assert store.feed_state("x", "elonmusk").paused_until is not None
     assert store.db.execute("SELECT count(*) FROM posts WHERE author = 'finkd'").fetchone() == (1,)
     store.close()
+
+
+def run_once(config: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), *options, "once"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_second_service_on_the_same_database_refuses_to_start_naming_the_first(tmp_path, write_config):
+    config = paced_config(write_config, tmp_path, 30)
+    database = tmp_path / "r.db"
+    first = start(config)
+    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    second = start(config)
+    _, err = second.communicate(timeout=30)
+    once = run_once(config)
+    assert second.returncode == 2 and once.returncode == 2
+    for output in (err, once.stderr):
+        line = f"ringside: error: another Ringside service is using {database} (pid {first.pid})"
+        assert line in output and "Traceback" not in output
+    assert first.poll() is None  # the first one runs on, untouched
+
+
+def test_a_service_killed_with_sigkill_does_not_block_the_next_start(tmp_path, write_config):
+    config = paced_config(write_config, tmp_path, 30)
+    database = tmp_path / "r.db"
+    first = start(config)
+    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    assert Path(f"{database}.lock").exists()  # left behind: the OS released the lock, not the file
+    once = run_once(config)
+    assert once.returncode == 0, once.stderr
+    assert table(database, "SELECT count(*) FROM posts") == [(28,)]
+
+
+def test_read_only_commands_work_while_the_service_runs(tmp_path, write_config):
+    config = paced_config(write_config, tmp_path, 30)
+    database = tmp_path / "r.db"
+    first = start(config)
+    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    for command in (["check-config"], ["report", "latest-hits"], ["search", "cage"]):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), *command],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+    assert first.poll() is None
+
+
+def test_a_health_port_already_in_use_is_one_line_and_exit_code_2(tmp_path, write_config):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db", f"[service]\nhttp_port = {port}"))
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "run_bot.py"),
+                "--config",
+                str(config),
+                "--log-level",
+                "WARNING",
+                "run",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        STARTED.append(process)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert err.strip().splitlines() == [
+        f"ringside: error: {config}: service.http_port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    ]
+
+
+def test_sigterm_during_a_slow_delivery_never_uses_a_closed_database_and_loses_nothing(
+    tmp_path, write_config, write_feed, monkeypatch
+):
+    from tests.receiver import Receiver
+
+    feed = hit_feed(write_feed, 30)
+    with Receiver(delay=0.4) as receiver:
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-shutdown-test")
+        config = webhook_config(write_config, tmp_path, feed, extra='[service]\nshutdown_grace = "1s"\n')
+        first = start(config)
+        assert wait_for(lambda: len(receiver.accepted()) >= 3)
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=30)
+        assert first.returncode == 0, err
+        assert len(receiver.accepted()) < 30, "delivery finished before the stop; slow the receiver"
+        assert "Cannot operate on a closed database" not in err and "Traceback" not in err
+        assert run_once(config).returncode == 0
+    assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 30)]
