@@ -283,23 +283,37 @@ def command_mute(args: argparse.Namespace) -> int:
     if seconds <= 0:
         raise UsageError(f"--for: expected a duration above zero, got {args.duration!r}")
     until = utcnow() + timedelta(seconds=seconds)
+    rule, author = (None, None) if args.list else _mute_target(args)
     with Store.open(load_settings(args.config).database) as store:
         if args.list:
             for kind, name, moment in store.mutes():
                 print(f"{kind} {name} muted until {moment:%Y-%m-%d %H:%M} UTC")
             return 0
-        store.mute(until, rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
+        store.mute(until, rule_id=rule, author=author)
+    what = f"rule {rule}" if rule else f"author @{author}"
     print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
     return 0
 
 
 def command_unmute(args: argparse.Namespace) -> int:
+    rule, author = _mute_target(args)
     with Store.open(load_settings(args.config).database) as store:
-        ended = store.unmute(rule_id=args.rule, author=args.author)
-    what = f"rule {args.rule}" if args.rule else f"author @{args.author.lstrip('@')}"
+        ended = store.unmute(rule_id=rule, author=author)
+    what = f"rule {rule}" if rule else f"author @{author}"
     print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0
+
+
+def _mute_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The (rule id, author handle) that --rule or --author names, stripped; UsageError when it is empty."""
+    if args.rule is not None:
+        if not args.rule.strip():
+            raise UsageError("--rule: expected a rule id, got an empty one")
+        return args.rule.strip(), None
+    author = args.author.strip().lstrip("@").strip()
+    if not author:
+        raise UsageError(f"--author: expected an author's handle, got {args.author!r}")
+    return None, author
 
 
 def _settings_if_any(config: Path | None) -> Settings | None:

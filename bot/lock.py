@@ -11,6 +11,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from storage import DatabaseError
+
 
 class DatabaseInUse(Exception):
     """Another Ringside service holds the database's lock; the message names its pid."""
@@ -29,9 +31,13 @@ class ServiceLock:
         self._fd: int | None = None
 
     def acquire(self) -> ServiceLock:
-        """Take the lock at once, or raise DatabaseInUse naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock at once, or raise DatabaseInUse naming the process that holds it (DatabaseError
+        when the lock file cannot be made: the database's directory is not one)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise DatabaseError(f"{self.path}: cannot create the lock file: {error.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -62,7 +62,10 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
         if str(path) != ":memory:":
             if not create and not Path(path).is_file():
                 raise DatabaseError(f"{path}: no database here (has the service run? is storage.path right?)")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # a file is in the way, or no permission
+                raise DatabaseError(f"{path}: cannot create its directory: {error.strerror}") from None
         try:
             conn = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
             db = sqlite_utils.Database(conn)

@@ -261,6 +261,12 @@ BAD_INPUTS = {
     "rule of 990 NOTs": BadInput("rule r", rules=rule("NOT " * 990 + "cage")),
     "rule of 1000 parentheses": BadInput("rule r", rules=rule("(" * 1000 + "cage" + ")" * 1000)),
     "mute for 99999999d": BadInput("--for", argv=("mute", "--rule", "r", "--for", "99999999d")),
+    "mute an empty author": BadInput("--author", argv=("mute", "--author", " @", "--for", "1h")),
+    "unmute an empty rule": BadInput("--rule", argv=("unmute", "--rule", "")),
+    "database under a file": BadInput("r.db", argv=("once",), setup="database-under-a-file"),
+    "mute with the database under a file": BadInput(
+        "r.db", argv=("mute", "--rule", "r"), setup="database-under-a-file"
+    ),
     "mute for zero": BadInput("--for", argv=("mute", "--rule", "r", "--for", "0s")),
     "since garbage": BadInput("--since", argv=("report", "latest-hits", "--since", "last tuesday")),
     "since huge": BadInput("--since", argv=("report", "latest-hits", "--since", "99999999999999999999d")),
@@ -283,6 +289,9 @@ def bad_input_files(case: BadInput, tmp_path: Path) -> Path:
         else:
             (rules / "mine.toml").write_text(case.rules, encoding="utf-8")
     text = SETTINGS.format(tmp=tmp_path, rules=rules, feed=DEMO_FEED) + case.settings + "\n"
+    if case.setup == "database-under-a-file":
+        (tmp_path / "file").write_text("not a directory\n", encoding="utf-8")
+        text = text.replace(f"{tmp_path}/r.db", f"{tmp_path}/file/r.db")
     path = tmp_path / "ringside.toml"
     if case.setup == "settings-dir":
         path.mkdir()
