@@ -35,6 +35,8 @@ class Service:
             timezone=UTC,
         )
         self.health = Health(settings, pipeline.store, self.scheduler_state)
+        self.stopping = threading.Event()
+        self._waking = threading.Lock()  # a wake-up and the start of a stop never overlap
 
     def scheduler_state(self) -> str:
         return {STATE_RUNNING: "running", STATE_PAUSED: "paused"}.get(self.scheduler.state, "stopped")
@@ -80,11 +82,17 @@ class Service:
             self.wake_delivery()
 
     def wake_delivery(self) -> None:
-        """Run every channel's deliver job now rather than at its next interval."""
-        for notifier in self.pipeline.notifiers:
-            job = self.scheduler.get_job(f"deliver:{notifier.name}")
-            if job is not None:
-                job.modify(next_run_time=utcnow())
+        """Run every channel's deliver job now rather than at its next interval; nothing once stopping.
+
+        Why not once stopping: the scheduler's shutdown holds its job-store lock while it waits for the
+        jobs, so a poll asking for a job then would wait for the shutdown that waits for it."""
+        with self._waking:
+            if self.stopping.is_set():
+                return
+            for notifier in self.pipeline.notifiers:
+                job = self.scheduler.get_job(f"deliver:{notifier.name}")
+                if job is not None:
+                    job.modify(next_run_time=utcnow())
 
     def run_until(self, stop: threading.Event) -> bool:
         """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
@@ -128,6 +136,8 @@ class Service:
 
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""
+        with self._waking:
+            self.stopping.set()
         waiter = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
         waiter.join(grace)

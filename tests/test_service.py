@@ -360,3 +360,66 @@ def test_sigterm_during_a_slow_delivery_never_uses_a_closed_database_and_loses_n
         assert "Cannot operate on a closed database" not in err and "Traceback" not in err
         assert run_once(config).returncode == 0
     assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 30)]
+
+
+class HeldSource:
+    """A real replay source whose fetch waits until the test lets it go: a poll still running at a stop."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.platform = source.platform
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def feeds(self) -> list[str]:
+        return self.source.feeds()
+
+    def fetch(self, feed: str, cursor: str | None):
+        self.entered.set()
+        self.release.wait(30)
+        return self.source.fetch(feed, cursor)
+
+
+def stop_while_a_poll_is_held(config: str) -> None:
+    """Run in a child process: stop the service while a poll that will find hits is still fetching, let the
+    poll go once the stop has begun, and print whether the stop finished within the grace. It ends with
+    os._exit: a deadlocked worker thread would otherwise keep the child alive for ever."""
+    from apscheduler.schedulers.base import STATE_STOPPED
+
+    settings = load_settings(Path(config), environ={})
+    store = Store.open(settings.database)
+    console = ConsoleNotifier("console", stream=io.StringIO(), color=False)
+    pipeline = build_pipeline(settings, store, notifiers=[console])
+    held = pipeline.sources["demo"] = HeldSource(pipeline.sources["demo"])
+    service = Service(settings, pipeline)
+    stop = threading.Event()
+    finished: list[bool] = []
+    runner = threading.Thread(target=lambda: finished.append(service.run_until(stop)), daemon=True)
+    runner.start()
+    held.entered.wait(20)
+    stop.set()
+    wait_for(lambda: service.scheduler.state == STATE_STOPPED)
+    held.release.set()
+    runner.join(30)
+    print(f"alerts {store.counts()['alerts']}; stop finished {finished}", flush=True)
+    os._exit(0)
+
+
+def test_a_poll_that_finds_hits_while_stopping_does_not_hold_the_stop(tmp_path, write_config):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db", '[service]\nshutdown_grace = "5s"'))
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from tests.test_service import stop_while_a_poll_is_held as run; run({str(config)!r})",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    alerts, finished = child.stdout.strip().removeprefix("alerts ").split("; stop finished ")
+    assert int(alerts) > 0, child.stderr  # the poll stored hits and asked for a delivery at once...
+    assert finished == "[True]", (
+        child.stderr
+    )  # ... and that request did not hold the stop for the whole grace
