@@ -32,6 +32,7 @@ from bot.commands import (
     command_unmute,
 )
 from bot.detect.errors import CorpusError, ModelError
+from bot.lock import DatabaseInUse, ServiceLock
 from bot.redact import Redactor
 from bot.timeutil import utcnow
 from config import ConfigError, Settings, load_settings
@@ -61,7 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout goes to devnull so Python's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except (ConfigError, DatabaseError, UsageError, QueryError, ModelError, CorpusError, LabelError) as error:
+    except (
+        ConfigError,
+        DatabaseError,
+        DatabaseInUse,
+        UsageError,
+        QueryError,
+        ModelError,
+        CorpusError,
+        LabelError,
+    ) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
 
@@ -274,18 +284,19 @@ def command_run(args: argparse.Namespace) -> int:
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
     detector = build_detector(settings)
-    store = Store.open(settings.database)
-    try:
-        service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
-        log.info("database: %s", settings.database)
-        # A job that outlived the grace holds the database, and its worker thread would keep the interpreter
-        # from exiting (the scheduler is no longer "running" by then): leave it to the OS.
-        if not service.run_until(stop_on_signals()):
-            log.info("stopped")
-            logging.shutdown()
-            os._exit(0)
-    finally:
-        store.close()
+    with ServiceLock(settings.database):
+        store = Store.open(settings.database)
+        try:
+            service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
+            log.info("database: %s", settings.database)
+            if not service.run_until(stop_on_signals()):
+                # A job outlived the grace and still uses the store: closing it would fail that job midway.
+                # Leaving now is what a SIGKILL does, which loses nothing; the OS releases the lock.
+                log.info("stopped")
+                logging.shutdown()
+                os._exit(0)
+        finally:
+            store.close()
     log.info("stopped")
     return 0
 
@@ -311,7 +322,7 @@ def command_once(args: argparse.Namespace) -> int:
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
     detector = build_detector(settings)
-    with Store.open(settings.database) as store:
+    with ServiceLock(settings.database), Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         pipeline.courier.progress_every = PROGRESS_EVERY
         not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]

@@ -177,7 +177,7 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
         pass
     try:
         return parse_datetime(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a date whose UTC time is past year 9999
         raise UsageError(
             f"{option}: expected a duration such as 7d or 12h, or a date such as 2026-01-01; got {value!r}"
         ) from None
@@ -204,8 +204,9 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_search(args: argparse.Namespace) -> int:
+    since = parse_moment("--since", args.since)
     with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
-        table = store.search(args.query, parse_moment("--since", args.since), args.limit or 50)
+        table = store.search(args.query, since, args.limit or 50)
     print_table(table.columns, table.rows, args.format)
     return 0
 
@@ -355,32 +356,46 @@ def _account(option: str, value: str) -> str:
 
 def command_mute(args: argparse.Namespace) -> int:
     try:
-        until = utcnow() + timedelta(seconds=parse_duration(args.duration))
+        seconds = parse_duration(args.duration)
     except ValueError as error:
         raise UsageError(f"--for: {error}") from None
+    if seconds <= 0:
+        raise UsageError(f"--for: expected a duration above zero, got {args.duration!r}")
+    until = utcnow() + timedelta(seconds=seconds)
     settings = load_settings(args.config)
     if args.list:
         with Store.open(settings.database) as store:
             for kind, name, moment in store.mutes():
                 print(f"{kind} {printable(name)} muted until {moment:%Y-%m-%d %H:%M} UTC")
         return 0
-    if args.rule is not None:
-        _check_rule(args.rule, settings)
-        what = f"rule {args.rule}"
-    else:
-        what = f"author {_account('--author', args.author)}"
+    rule, author = _mute_target(args)
+    if rule is not None:
+        _check_rule(rule, settings)
     with Store.open(settings.database) as store:
-        store.mute(until, rule_id=args.rule, author=args.author)
+        store.mute(until, rule_id=rule, author=author)
+    what = f"rule {rule}" if rule else f"author {_account('--author', author)}"
     print(f"{what} muted until {until:%Y-%m-%d %H:%M} UTC: hits are stored, not sent")
     return 0
 
 
 def command_unmute(args: argparse.Namespace) -> int:
-    what = f"rule {args.rule}" if args.rule else f"author {_account('--author', args.author)}"
+    rule, author = _mute_target(args)
     with Store.open(load_settings(args.config).database) as store:
-        ended = store.unmute(rule_id=args.rule, author=args.author)
+        ended = store.unmute(rule_id=rule, author=author)
+    what = f"rule {rule}" if rule else f"author {_account('--author', author)}"
     print(f"{what}: {ended} mute(s) ended" if ended else f"{what} was not muted")
     return 0
+
+
+def _mute_target(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The (rule id, account) that --rule or --author names, stripped; UsageError when it is empty or the
+    account is not in a form rules take."""
+    if args.rule is not None:
+        if not args.rule.strip():
+            raise UsageError("--rule: expected a rule id, got an empty one")
+        return args.rule.strip(), None
+    _account("--author", args.author)
+    return None, args.author.strip()
 
 
 def _settings_if_any(config: Path | None) -> Settings | None:

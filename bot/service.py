@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from datetime import UTC
 from typing import Any
@@ -16,7 +17,7 @@ from bot.health import Health, HealthServer
 from bot.notifiers import Notifier
 from bot.pipeline import Pipeline
 from bot.timeutil import utcnow
-from config import Settings
+from config import ConfigError, Settings
 
 log = logging.getLogger("ringside.service")
 MAX_WORKERS = 8
@@ -36,6 +37,8 @@ class Service:
             timezone=UTC,
         )
         self.health = Health(settings, self.scheduler_state)
+        self.stopping = threading.Event()
+        self._waking = threading.Lock()  # a wake-up and the start of a stop never overlap
 
     def scheduler_state(self) -> str:
         return {STATE_RUNNING: "running", STATE_PAUSED: "paused"}.get(self.scheduler.state, "stopped")
@@ -95,22 +98,26 @@ class Service:
             return None
 
     def wake_delivery(self) -> None:
-        """Run every channel's deliver job now rather than at its next interval."""
-        for notifier in self.pipeline.notifiers:
-            job = self.scheduler.get_job(f"deliver:{notifier.name}")
-            if job is not None:
-                job.modify(next_run_time=utcnow())
+        """Run every channel's deliver job now rather than at its next interval; nothing once stopping.
+
+        Why not once stopping: the scheduler's shutdown holds its job-store lock while it waits for the
+        jobs, so a poll asking for a job then would wait for the shutdown that waits for it."""
+        with self._waking:
+            if self.stopping.is_set():
+                return
+            for notifier in self.pipeline.notifiers:
+                job = self.scheduler.get_job(f"deliver:{notifier.name}")
+                if job is not None:
+                    job.modify(next_run_time=utcnow())
 
     def run_until(self, stop: threading.Event) -> bool:
         """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
-        shutdown grace) and return whether they all did. A job cut short commits nothing, so the next
-        start redoes it."""
+        shutdown grace) and return True if they did. False means a job still uses the store: the caller must
+        not close it under the job, but end the process; a job cut short commits nothing, so the next start
+        redoes it. ConfigError, before any job ran, if the health port cannot be opened."""
+        server = self._health_server()
         self.schedule()
-        server = None
-        if self.settings.service.http_port:
-            server = HealthServer(
-                self.health, self.settings.service.http_host, self.settings.service.http_port
-            )
+        if server is not None:
             server.start()
         self.scheduler.start()
         feeds = sum(1 for _ in self.pipeline.feeds())
@@ -130,8 +137,23 @@ class Service:
             )
         return finished
 
+    def _health_server(self) -> HealthServer | None:
+        """The /healthz and /metrics server, bound (not yet serving); None when no port is configured."""
+        host, port = self.settings.service.http_host, self.settings.service.http_port
+        if not port:
+            return None
+        try:
+            return HealthServer(self.health, host, port)
+        except OSError as error:
+            key = "http_host" if isinstance(error, socket.gaierror) else "http_port"
+            raise ConfigError(
+                f"{self.settings.path}: service.{key}: cannot listen on {host}:{port}: {error.strerror}"
+            ) from None
+
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""
+        with self._waking:
+            self.stopping.set()
         waiter = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
         waiter.join(grace)

@@ -7,11 +7,13 @@ environment variable, and the value comes from the environment or a .env file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.detect.scanners import ENGINES
 from config.table import ConfigError, Table
@@ -23,6 +25,10 @@ DEFAULT_MODEL = CONFIG_DIR / "model" / "scorer.json"
 
 SOURCE_TYPES = ("replay", "x")
 CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
+# X's own rule for a handle; anything else would end up as operators inside the batch search query.
+X_HANDLE = re.compile(r"[A-Za-z0-9_]{1,15}")
+# HMAC-SHA256 is only as strong as its key: 16 bytes is 128 bits when random, the least to trust for signing.
+MIN_SIGNING_SECRET = 16
 
 
 class Secret:
@@ -205,7 +211,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         database=database,
         rules=matcher.get("rules", "path", DEFAULT_RULES),
         engine=_engine(matcher),
-        deliver_every=schedule.get("deliver_every", "duration", 10.0),
+        deliver_every=schedule.get("deliver_every", "interval", 10.0),
         jitter=schedule.get("jitter", "duration", 2.0),
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
         delivery=_delivery(delivery),
@@ -236,6 +242,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: config file not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{file}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: not UTF-8 text: byte {error.start} cannot be decoded") from None
     except OSError as error:
         raise ConfigError(f"{file}: cannot read: {error.strerror}") from None
 
@@ -257,7 +265,7 @@ def _source(table: Table, environ: Mapping[str, str]) -> SourceConfig:
         table.fail("type", f"unknown source type {kind!r}; expected one of: {', '.join(SOURCE_TYPES)}")
     name = table.get("name", "str", kind)
     if kind == "replay":
-        every = table.get("every", "duration", 1.0)
+        every = table.get("every", "interval", 1.0)
         options = {
             "path": table.get("path", "path"),
             "replay_seconds": table.get("replay_seconds", "duration", 0.0),
@@ -266,11 +274,9 @@ def _source(table: Table, environ: Mapping[str, str]) -> SourceConfig:
             table.fail("path", f"replay file {options['path']} not found")
         secret = None
     else:
-        every = table.get("every", "duration", 300.0)
+        every = table.get("every", "interval", 300.0)
         options = _x_options(table)
         secret = _secret(table, environ, "token_env", "X_BEARER_TOKEN", "an X API bearer token")
-    if every <= 0:
-        table.fail("every", "expected a duration above zero")
     table.finish()
     return SourceConfig(name=name, type=kind, every=every, options=options, secret=secret)
 
@@ -280,10 +286,13 @@ def _x_options(table: Table) -> dict[str, Any]:
         "accounts": table.get("accounts", "names"),
         "first_poll_limit": table.get("first_poll_limit", "int", 20),
         "batch": table.get("batch", "bool", False),
-        "timeout": table.get("timeout", "duration", 20.0),
+        "timeout": table.get("timeout", "timeout", 20.0),
     }
     if not options["accounts"]:
         table.fail("accounts", "expected at least one account name")
+    for account in options["accounts"]:
+        if not X_HANDLE.fullmatch(account):
+            table.fail("accounts", f"{account!r} is not an X handle (1-15 letters, digits or _)")
     if not 1 <= options["first_poll_limit"] <= 3200:
         table.fail("first_poll_limit", "expected a whole number from 1 to 3200")
     return options
@@ -323,9 +332,9 @@ def _engine(table: Table) -> str:
 def _delivery(table: Table) -> Delivery:
     delivery = Delivery(
         max_attempts=table.get("max_attempts", "int", 8),
-        max_age=table.get("max_age", "duration", 86400.0),
-        retry_base=table.get("retry_base", "duration", 15.0),
-        retry_max=table.get("retry_max", "duration", 3600.0),
+        max_age=table.get("max_age", "interval", 86400.0),
+        retry_base=table.get("retry_base", "interval", 15.0),
+        retry_max=table.get("retry_max", "interval", 3600.0),
         throttle=table.get("throttle", "duration", 0.0),
     )
     if delivery.max_attempts < 1:
@@ -365,8 +374,8 @@ def _exchanges(table: Table, people_tables: list[Table], rivalry_tables: list[Ta
     return Exchanges(
         people=tuple(people),
         rivalries=tuple(rivalries),
-        window=table.get("window", "duration", 72 * 3600.0),
-        cool_after=table.get("cool_after", "duration", 7 * 86400.0),
+        window=table.get("window", "interval", 72 * 3600.0),
+        cool_after=table.get("cool_after", "interval", 7 * 86400.0),
     )
 
 
@@ -384,7 +393,7 @@ def _service(table: Table, environ: Mapping[str, str]) -> Service:
     service = Service(
         http_host=environ.get("RINGSIDE_HTTP_HOST") or table.get("http_host", "str", "127.0.0.1"),
         http_port=port,
-        heartbeat_every=table.get("heartbeat_every", "duration", 10.0),
+        heartbeat_every=table.get("heartbeat_every", "interval", 10.0),
         watchdog_after=table.get("watchdog_after", "int", 3),
         shutdown_grace=table.get("shutdown_grace", "duration", 8.0),
     )
@@ -413,12 +422,16 @@ def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
     if kind == "console":
         options["color"] = table.get("color", "bool", True)
     else:
-        options["timeout"] = table.get("timeout", "duration", 10.0)
+        options["timeout"] = table.get("timeout", "timeout", 10.0)
         options["min_interval"] = table.get("min_interval", "duration", 1.0 if kind == "slack" else 0.0)
     secrets = {
         role: _secret(table, environ, key, default_env, what)
         for role, (key, default_env, what) in _CHANNEL_SECRETS[kind].items()
     }
+    if kind in ("slack", "webhook"):
+        _check_http_url(table, secrets["url"])
+    if "signing" in secrets:
+        _check_signing_secret(table, secrets["signing"])
     table.finish()
     return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
 
@@ -431,3 +444,24 @@ def _secret(table: Table, environ: Mapping[str, str], key: str, default_env: str
             key, f"the environment variable {env_name} is not set; expected {what} (environment or .env)"
         )
     return Secret(value, env_name)
+
+
+def _check_http_url(table: Table, url: Secret) -> None:
+    """The URL must be http(s) with a host (never file:// or a bare path). The message shows only the
+    scheme: the rest of a webhook URL is often its secret."""
+    parts = urlsplit(url.reveal())
+    if parts.scheme not in ("http", "https"):
+        got = f"a {parts.scheme}: URL" if parts.scheme else "no scheme"
+        table.fail("url_env", f"${url.env_name}: expected an http:// or https:// URL, got {got}")
+    if not parts.hostname:
+        table.fail("url_env", f"${url.env_name}: expected an http:// or https:// URL with a host, got none")
+
+
+def _check_signing_secret(table: Table, secret: Secret) -> None:
+    size = len(secret.reveal().encode())
+    if size < MIN_SIGNING_SECRET:
+        table.fail(
+            "secret_env",
+            f"${secret.env_name} is {size} bytes; a signing secret needs at least {MIN_SIGNING_SECRET} "
+            "(make one with: openssl rand -hex 32)",
+        )

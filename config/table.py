@@ -9,6 +9,8 @@ from typing import Any
 from bot.timeutil import parse_duration
 
 _REQUIRED = object()
+# A request unanswered in five minutes will not be answered: a longer timeout only stalls the channel's job.
+MAX_TIMEOUT = 300.0
 
 
 class ConfigError(Exception):
@@ -65,6 +67,8 @@ _KIND_TEXT = {
     "int": "a whole number",
     "bool": "true or false",
     "duration": "a duration such as 30s, 5m or 2h",
+    "interval": "a duration above zero such as 30s, 5m or 2h",
+    "timeout": f"a duration above zero and at most {MAX_TIMEOUT:.0f}s, such as 10s",
     "path": "a file path",
     "names": "a list of names",
 }
@@ -81,9 +85,19 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def _duration(value: Any, kind: str) -> float:
+    """A duration; an interval or a timeout must also be above zero (zero would spin), a timeout bounded."""
+    seconds = parse_duration(value)
+    if kind != "duration" and seconds <= 0:
+        raise ValueError(f"expected {_KIND_TEXT[kind]}, got {value!r}")
+    if kind == "timeout" and seconds > MAX_TIMEOUT:
+        raise ValueError(f"expected {_KIND_TEXT[kind]}, got {value!r}")
+    return seconds
+
+
 def _convert(value: Any, kind: str) -> Any:
-    if kind == "duration":
-        return parse_duration(value)
+    if kind in ("duration", "interval", "timeout"):
+        return _duration(value, kind)
     expected = _KIND_TEXT[kind]
     if kind in ("str", "path"):
         if not isinstance(value, str) or not value.strip():

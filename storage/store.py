@@ -80,7 +80,10 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
         if not path.is_file():
             if not create or readonly:
                 raise DatabaseError(f"{path}: no database here (has the service run? is storage.path right?)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # a file is in the way, or no permission
+                raise DatabaseError(f"{path}: cannot create its directory: {error.strerror}") from None
         try:
             if not readonly:
                 _check_writable(path)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
 
 import run_bot
-from config import DEFAULT_CONFIG, ConfigError, load_settings
+from config import DEFAULT_CONFIG, DEFAULT_RULES, ConfigError, load_settings
+from tests.conftest import DEMO_FEED
 
 X_SOURCE = """
 [[sources]]
@@ -147,3 +151,168 @@ def test_an_account_without_its_platform_is_named(write_config, write_feed):
     source = f'[[sources]]\ntype = "replay"\npath = "{write_feed([])}"\n'
     with pytest.raises(ConfigError, match=r"people\[0\]\.accounts: 'elonmusk': expected platform:handle"):
         load_settings(write_config(source + '[[people]]\nid = "musk"\naccounts = ["elonmusk"]\n'), environ={})
+
+
+# -- bad input, fuzzed: every one is one line naming what is wrong, and exit code 2 -------------------------
+
+SETTINGS = """
+[storage]
+path = "{tmp}/r.db"
+
+[matcher]
+rules = "{rules}"
+
+[detector]
+model = "off"
+
+[[sources]]
+name = "demo"
+type = "replay"
+path = "{feed}"
+"""
+WEBHOOK_ENV = {"RINGSIDE_WEBHOOK_URL": "https://hooks.example.com/h", "RINGSIDE_WEBHOOK_SECRET": "s" * 32}
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One bad input: TOML added to a valid settings file (a key alone lands in the replay source), the
+    environment, the command, and what the error line must name."""
+
+    names: str
+    settings: str = ""
+    argv: tuple[str, ...] = ("check-config",)
+    env: dict[str, str] = field(default_factory=dict)
+    rules: str | None = None  # the text of the only rule file, instead of the shipped rules
+    setup: str = ""  # "non-utf8", "settings-dir", "rule-dir": a file that cannot be read as one
+
+
+def x_source(accounts: str, extra: str = "") -> str:
+    return f'[[sources]]\nname = "x"\ntype = "x"\naccounts = {accounts}\n{extra}'
+
+
+def webhook(extra: str = "") -> str:
+    return f'[[channels]]\nname = "hook"\ntype = "webhook"\n{extra}'
+
+
+def rule(query: str) -> str:
+    return f'[[rules]]\nid = "r"\ncategory = "challenge"\nquery = "{query}"\n'
+
+
+X_TOKEN = {"X_BEARER_TOKEN": "AAAA-token"}
+BAD_INPUTS = {
+    "deliver_every nan": BadInput("schedule.deliver_every", "[schedule]\ndeliver_every = nan"),
+    "deliver_every inf": BadInput("schedule.deliver_every", "[schedule]\ndeliver_every = inf"),
+    "deliver_every zero": BadInput("schedule.deliver_every", '[schedule]\ndeliver_every = "0s"'),
+    "deliver_every negative": BadInput("schedule.deliver_every", "[schedule]\ndeliver_every = -5"),
+    "deliver_every huge": BadInput("schedule.deliver_every", '[schedule]\ndeliver_every = "99999999d"'),
+    "jitter inf": BadInput("schedule.jitter", "[schedule]\njitter = inf"),
+    "every nan": BadInput("sources[0].every", "every = nan"),
+    "every 1e300": BadInput("sources[0].every", "every = 1e300"),
+    "replay_seconds inf": BadInput("sources[0].replay_seconds", "replay_seconds = inf"),
+    "heartbeat zero": BadInput("service.heartbeat_every", "[service]\nheartbeat_every = 0"),
+    "shutdown_grace inf": BadInput("service.shutdown_grace", "[service]\nshutdown_grace = inf"),
+    "retry_base zero": BadInput("delivery.retry_base", '[delivery]\nretry_base = "0s"'),
+    "max_age 1e300": BadInput("delivery.max_age", "[delivery]\nmax_age = 1e300"),
+    "window nan": BadInput("exchanges.window", "[exchanges]\nwindow = nan"),
+    "channel timeout zero": BadInput("channels[0].timeout", webhook('timeout = "0s"'), env=WEBHOOK_ENV),
+    "channel timeout huge": BadInput("channels[0].timeout", webhook('timeout = "100000d"'), env=WEBHOOK_ENV),
+    "x timeout nan": BadInput("sources[1].timeout", x_source('["finkd"]', "timeout = nan"), env=X_TOKEN),
+    "webhook file url": BadInput(
+        "RINGSIDE_WEBHOOK_URL", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_URL": "file:///etc/passwd"}
+    ),
+    "webhook ftp url": BadInput(
+        "RINGSIDE_WEBHOOK_URL", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_URL": "ftp://example.com/h"}
+    ),
+    "webhook url without scheme": BadInput(
+        "RINGSIDE_WEBHOOK_URL", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_URL": "example.com/hook"}
+    ),
+    "webhook url without host": BadInput(
+        "RINGSIDE_WEBHOOK_URL", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_URL": "https:///hook"}
+    ),
+    "slack file url": BadInput(
+        "SLACK_WEBHOOK_URL",
+        '[[channels]]\ntype = "slack"',
+        env={"SLACK_WEBHOOK_URL": "file:///T0/B0/secret"},
+    ),
+    "signing secret of 5": BadInput(
+        "RINGSIDE_WEBHOOK_SECRET", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_SECRET": "short"}
+    ),
+    "signing secret of 15": BadInput(
+        "RINGSIDE_WEBHOOK_SECRET", webhook(), env={**WEBHOOK_ENV, "RINGSIDE_WEBHOOK_SECRET": "x" * 15}
+    ),
+    "x account with a space": BadInput("sources[1].accounts", x_source('["elon musk"]'), env=X_TOKEN),
+    "x account with a quote": BadInput("sources[1].accounts", x_source("['elon\"musk']"), env=X_TOKEN),
+    "x account OR": BadInput("sources[1].accounts", x_source('["a OR b"]'), env=X_TOKEN),
+    "x account in parentheses": BadInput("sources[1].accounts", x_source('["(finkd)"]'), env=X_TOKEN),
+    "x account too long": BadInput("sources[1].accounts", x_source('["abcdefghijklmnop"]'), env=X_TOKEN),
+    "x account operator": BadInput("sources[1].accounts", x_source('["from:finkd"]'), env=X_TOKEN),
+    "channel type a number": BadInput("channels[0].type", "[[channels]]\ntype = 5"),
+    "person id a number": BadInput("people[0].id", "[[people]]\nid = 1"),
+    "http port a string": BadInput("service.http_port", '[service]\nhttp_port = "80"'),
+    "max_attempts a float": BadInput("delivery.max_attempts", "[delivery]\nmax_attempts = 1.5"),
+    "first_poll_limit a string": BadInput(
+        "sources[1].first_poll_limit", x_source('["finkd"]', 'first_poll_limit = "20"'), env=X_TOKEN
+    ),
+    "threshold nan": BadInput("detector.threshold", setup="threshold-nan"),
+    "settings not utf-8": BadInput("ringside.toml", setup="non-utf8"),
+    "settings a directory": BadInput("ringside.toml", setup="settings-dir"),
+    "rule file a directory": BadInput("bad.toml", setup="rule-dir"),
+    "rules of strings": BadInput("rules[0]", rules='rules = ["a"]'),
+    "rule of 990 NOTs": BadInput("rule r", rules=rule("NOT " * 990 + "cage")),
+    "rule of 1000 parentheses": BadInput("rule r", rules=rule("(" * 1000 + "cage" + ")" * 1000)),
+    "mute for 99999999d": BadInput("--for", argv=("mute", "--rule", "r", "--for", "99999999d")),
+    "mute an empty author": BadInput("--author", argv=("mute", "--author", " @", "--for", "1h")),
+    "unmute an empty rule": BadInput("--rule", argv=("unmute", "--rule", "")),
+    "database under a file": BadInput("r.db", argv=("once",), setup="database-under-a-file"),
+    "mute with the database under a file": BadInput(
+        "r.db", argv=("mute", "--rule", "cage-fight"), setup="database-under-a-file"
+    ),
+    "mute for zero": BadInput("--for", argv=("mute", "--rule", "r", "--for", "0s")),
+    "since garbage": BadInput("--since", argv=("report", "latest-hits", "--since", "last tuesday")),
+    "since huge": BadInput("--since", argv=("report", "latest-hits", "--since", "99999999999999999999d")),
+    "until past year 9999": BadInput(
+        "--until", argv=("report", "latest-hits", "--until", "9999-12-31T23:00:00-14:00")
+    ),
+    "search since huge": BadInput("--since", argv=("search", "cage", "--since", "9999999999d")),
+    "prune older than huge": BadInput("--older-than", argv=("prune", "--older-than", "99999999d")),
+}
+
+
+def bad_input_files(case: BadInput, tmp_path: Path) -> Path:
+    """The settings file (and rules) for `case`, written as a user would."""
+    rules = DEFAULT_RULES
+    if case.rules is not None or case.setup == "rule-dir":
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        if case.setup == "rule-dir":
+            (rules / "bad.toml").mkdir()
+        else:
+            (rules / "mine.toml").write_text(case.rules, encoding="utf-8")
+    text = SETTINGS.format(tmp=tmp_path, rules=rules, feed=DEMO_FEED) + case.settings + "\n"
+    if case.setup == "database-under-a-file":
+        (tmp_path / "file").write_text("not a directory\n", encoding="utf-8")
+        text = text.replace(f"{tmp_path}/r.db", f"{tmp_path}/file/r.db")
+    path = tmp_path / "ringside.toml"
+    if case.setup == "settings-dir":
+        path.mkdir()
+    elif case.setup == "non-utf8":
+        path.write_bytes(text.encode() + b"# caf\xe9\n")
+    elif case.setup == "threshold-nan":
+        path.write_text(text.replace('model = "off"', 'model = "off"\nthreshold = nan'), encoding="utf-8")
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_each_bad_input_is_one_line_naming_it_and_exit_code_2(case, tmp_path, capsys, monkeypatch):
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
+    config = bad_input_files(case, tmp_path)
+    assert run_bot.main(["--config", str(config), *case.argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("ringside: error: ") and case.names in err, err
+    for secret in case.env.values():
+        assert secret not in err

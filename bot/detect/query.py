@@ -152,8 +152,11 @@ class _Parser:
 
     def parse_not(self, depth: int) -> Node:
         if self.token.kind == "op" and self.token.text == "NOT":
+            # Each NOT is a level, as a parenthesis is: a thousand of them would exhaust the recursion.
+            if depth > MAX_DEPTH:
+                raise QuerySyntaxError(f"nested deeper than {MAX_DEPTH} levels", self.token.column)
             self.take()
-            return Not(self.parse_not(depth))
+            return Not(self.parse_not(depth + 1))
         return self.parse_near(depth)
 
     def parse_near(self, depth: int) -> Node:

@@ -84,12 +84,17 @@ def rules_in_file(file: Path) -> list[Rule]:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{file}: cannot read the rule file: {error.strerror}") from None
     unknown = set(data) - {"rules"}
     if unknown:
         raise ConfigError(f"{file}: unknown key {sorted(unknown)[0]!r}; rules go in [[rules]] tables")
     tables = data.get("rules", [])
     if not isinstance(tables, list):
         raise ConfigError(f"{file}: rules: expected [[rules]] tables")
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: rules[{index}]: expected a [[rules]] table, got {table!r}")
     return [rule_from_table(table, f"{file}: rules[{index}]") for index, table in enumerate(tables)]
 
 
