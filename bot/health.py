@@ -185,11 +185,12 @@ class _PooledHTTPServer(HTTPServer):
     BUSY = b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 5\r\n\r\nbusy\n"
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int) -> None:
-        super().__init__(address, handler)
+        # Set before binding: a bind that fails (port in use) calls server_close, which needs them.
         self.workers = workers
         # At most `workers` requests are queued or in hand (the semaphore): the queue needs no bound itself.
         self.requests: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue()
         self.idle = threading.Semaphore(workers)
+        super().__init__(address, handler)
 
     def start_workers(self) -> None:
         for number in range(self.workers):

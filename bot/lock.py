@@ -7,6 +7,7 @@ lock file never blocks the next start. The file itself stays; only the lock on i
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -37,6 +38,11 @@ class ServiceLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
+            if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+                raise DatabaseError(
+                    f"{self.database}: read-only directory {self.path.parent} (cannot create the lock file "
+                    f"{self.path.name}); this command writes to the database (reports and search only read)"
+                ) from None
             raise DatabaseError(f"{self.path}: cannot create the lock file: {error.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

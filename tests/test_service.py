@@ -198,7 +198,7 @@ def test_sigterm_stops_the_service_while_a_receiver_drip_feeds_its_answer(
     # A byte every 0.1 s: the answer would take three hours, and no read ever waits the 2 s timeout.
     with Receiver(default=Answer(body="x" * 100_000, drip=0.1)) as receiver:
         monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
-        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-drip-test")
+        monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-drip-test-secret")
         process = start(webhook_config(write_config, tmp_path, hit_feed(write_feed, 3)))
         assert wait_for(lambda: len(receiver.received) >= 1)
         process.send_signal(signal.SIGTERM)
