@@ -402,3 +402,22 @@ def test_a_replay_line_whose_time_overflows_in_utc_is_quarantined_and_the_file_s
     assert saved is not None and saved.new_posts == 1
     (error,) = saved.quarantined
     assert error.startswith("line 1: ") and "out of range" in error
+
+
+@responses.activate
+def test_a_malformed_user_or_tweet_id_in_an_x_answer_quarantines_that_tweet_alone(store, detector):
+    from tests.test_x_source import TIMELINE, make_source
+
+    page = timeline(tweet("310", "I'm up for a cage match"), tweet("311", "hello"))
+    page["includes"]["users"].append({"id": "999", "name": "no username"})  # X left a field out
+    page["includes"]["tweets"] = [{"text": "an included post without an id"}]
+    page["data"].append({**tweet("312", "later"), "id": "31x"})
+    responses.get(TIMELINE, json=page)
+    saved = Pipeline(store, detector, {"x": make_source()}, []).poll("x", "elonmusk")
+    assert saved is not None and (saved.new_posts, saved.new_hits, len(saved.quarantined)) == (2, 1, 1)
+    assert store.db.execute("SELECT id, author FROM posts ORDER BY id").fetchall() == [
+        ("310", "elonmusk"),
+        ("311", "elonmusk"),
+    ]
+    (error,) = store.db.execute("SELECT error FROM quarantine").fetchone()
+    assert "id" in error and "31x" in error

@@ -184,9 +184,9 @@ class XSource:
         newest = int(cursor) if cursor else 0
         for page in pages:
             includes = page.get("includes") or {}
-            users = sanitised({u["id"]: u["username"] for u in includes.get("users", [])})
+            users = sanitised(_included_users(includes))
             # A repost's original is only in the includes of the page that holds the repost.
-            included = sanitised({t["id"]: t for t in includes.get("tweets", [])})
+            included = sanitised(_included_tweets(includes))
             convert = partial(post_from_tweet, usernames=users, included=included)
             for tweet in page.get("data") or []:
                 newest = max(newest, _tweet_id(tweet))  # past a rejected tweet too: it is not fetched again
@@ -248,6 +248,9 @@ def post_from_tweet(
     to the posts tweets refer to (both from the same answer's includes); a repost takes its original's text.
     """
     history = tweet.get("edit_history_tweet_ids") or [tweet["id"]]
+    for field, value in (("id", tweet["id"]), ("edit_history_tweet_ids", history[0])):
+        if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+            raise ValueError(f"field {field!r} must be a numeric id, got {value!r}")
     references = {ref["type"]: ref["id"] for ref in tweet.get("referenced_tweets") or []}
     kind = next((KIND_OF_REFERENCE[t] for t in KIND_OF_REFERENCE if t in references), "post")
     author = usernames.get(tweet.get("author_id", ""), tweet.get("author_id") or "unknown")
@@ -323,6 +326,19 @@ def batch_accounts(accounts: list[str], limit: int = MAX_QUERY) -> list[list[str
         else:
             groups.append([account])
     return groups
+
+
+def _included_users(includes: dict[str, Any]) -> dict[str, str]:
+    """Author ids to handles; an entry X sent without an id or a handle is left out (its posts show the
+    author's id instead)."""
+    users = [u for u in includes.get("users") or [] if isinstance(u, dict)]
+    return {u["id"]: u["username"] for u in users if u.get("id") and u.get("username")}
+
+
+def _included_tweets(includes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The posts the page's tweets refer to, by id; one without an id cannot be referred to: left out."""
+    tweets = includes.get("tweets") or []
+    return {t["id"]: t for t in tweets if isinstance(t, dict) and isinstance(t.get("id"), str)}
 
 
 def _tweet_id(tweet: Any) -> int:
