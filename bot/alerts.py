@@ -112,6 +112,13 @@ def exchange_follow_up(payload: dict[str, Any]) -> str | None:
     )
 
 
+def notice_title(payload: dict[str, Any]) -> str:
+    """The title of a watchdog notice: a feed failing or recovered, or a channel paused (source "channel")."""
+    if payload.get("source") == "channel":
+        return "Channel paused"
+    return "Source failing" if payload["state"] == "failing" else "Source recovered"
+
+
 def icon(category: str) -> str:
     return ICONS.get(category, "•")
 

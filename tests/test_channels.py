@@ -590,6 +590,7 @@ def test_a_channel_refusing_every_alert_is_paused_with_one_notice_through_the_ot
         assert kept.fetchall() == [("pending", store.counts()["alerts"] // 2)]
         assert list(store.paused_channels()) == ["hook"]
         assert out.getvalue().count("channel hook refuses every alert") == 1
+        assert "⚠️ CHANNEL PAUSED · channel:hook" in out.getvalue()
         assert "alerts resume --channel hook" in out.getvalue() and receiver.url not in out.getvalue()
         assert [r.getMessage() for r in caplog.records if "paused" in r.getMessage()] == [
             f"hook: paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: refused "
@@ -610,3 +611,12 @@ def test_a_few_refused_alerts_among_accepted_ones_are_dead_and_the_channel_goes_
         result = demo(store, detector, webhook(receiver)).deliver_all()["hook"]
     assert result.dead == 2 and result.sent == store.counts()["alerts"] - 2
     assert store.paused_channels() == {}
+
+
+def test_a_channel_pause_is_titled_as_one_on_every_chat_channel():
+    from bot.delivery import channel_paused_notice
+
+    notice = channel_paused_notice("hook", "refused (HTTP 404)", 5, "run_bot.py alerts resume --channel hook")
+    alert = Alert(1, "slack", notice["key"], notice, 0, utcnow(), utcnow())
+    assert slack_message(alert)["blocks"][0]["text"]["text"] == "⚠️ Channel paused"
+    assert apprise_message(alert)[0] == "Channel paused"

@@ -14,6 +14,7 @@ from bot.alerts import (
     exchange_title,
     highlight,
     link_target,
+    notice_title,
     platform_name,
     posted_at,
     why_line,
@@ -66,7 +67,7 @@ def defuse_mentions(text: str) -> str:
 def apprise_message(alert: Alert) -> tuple[str, str]:
     payload = alert.payload
     if payload.get("kind") == "watchdog":
-        return ("Source failing" if payload["state"] == "failing" else "Source recovered"), payload["text"]
+        return notice_title(payload), payload["text"]
     if payload.get("kind") == "exchange":
         lines = [exchange_follow_up(payload)] if exchange_follow_up(payload) else []
         for item in payload["exchange"]["posts"]:

@@ -10,6 +10,7 @@ from bot.alerts import (
     exchange_title,
     highlight,
     icon,
+    notice_title,
     platform_name,
     posted_at,
     why_line,
@@ -35,8 +36,9 @@ class ConsoleNotifier:
         """Print the alert; control characters from posts or remote errors never reach the terminal."""
         payload = printable_payload(alert.payload)
         if payload.get("kind") == "watchdog":
-            state = "⚠️ SOURCE FAILING" if payload["state"] == "failing" else "✅ SOURCE RECOVERED"
-            text = f"{state} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
+            mark = "⚠️" if payload["state"] == "failing" else "✅"
+            title = f"{mark} {notice_title(payload).upper()}"
+            text = f"{title} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
         elif payload.get("kind") == "exchange":
             text = render_exchange(payload, self.color)
         elif payload.get("kind") == "digest":

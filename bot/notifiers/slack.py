@@ -24,6 +24,7 @@ from bot.alerts import (
     highlight,
     icon,
     link_target,
+    notice_title,
     platform_name,
     posted_at,
     why_line,
@@ -80,7 +81,7 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     """The Block Kit message for an alert or a digest of alerts."""
     payload = alert.payload
     if payload.get("kind") == "watchdog":
-        title = "⚠️ Source failing" if payload["state"] == "failing" else "✅ Source recovered"
+        title = ("⚠️ " if payload["state"] == "failing" else "✅ ") + notice_title(payload)
         return {
             "text": _cut(_escape(payload["text"]), SECTION_LIMIT),
             "blocks": [
