@@ -69,6 +69,12 @@ class Courier:
         # The ids of each message a channel refused for good, in a row: cleared by an accepted one.
         self._refused: dict[str, list[list[int]]] = {n.name: [] for n in notifiers}
         self._notice_queued = False
+        self._halted = threading.Event()
+
+    def halt(self) -> None:
+        """Send nothing more: the alert in flight finishes, the rest stay pending for the next start (a stop
+        then waits for one request, not for a whole backlog)."""
+        self._halted.set()
 
     def deliver_all(self) -> dict[str, DeliveryCount]:
         """Deliver every channel once; if one was paused meanwhile, a second round sends its notice now."""
@@ -107,7 +113,7 @@ class Courier:
         """Deliver up to one batch; True when it went through the whole batch and more may be due."""
         batch = self.store.pending_alerts(notifier.name, limit=BATCH)
         for alert in batch:
-            if alert.next_attempt_at > utcnow():
+            if alert.next_attempt_at > utcnow() or self._halted.is_set():
                 return False
             if not self._attempt(notifier, alert, [alert.id], count):
                 return False
@@ -146,6 +152,8 @@ class Courier:
         if alert.attempts >= self.delivery.max_attempts:
             return self._give_up(notifier.name, alert, ids, count)
         self._pace(notifier)
+        if self._halted.is_set():  # stopped while pacing: this alert waits for the next start
+            return False
         backoff = retry_delay(alert.attempts + 1, None, self.delivery.retry_base, self.delivery.retry_max)
         self.store.begin_attempt(ids, utcnow() + timedelta(seconds=backoff))
         try:
@@ -203,7 +211,7 @@ class Courier:
         gap = getattr(notifier, "min_interval", 0.0)
         last = self._last_send.get(notifier.name)
         if gap and last is not None:
-            time.sleep(max(0.0, last + gap - time.monotonic()))
+            self._halted.wait(max(0.0, last + gap - time.monotonic()))  # a stop cuts the wait short
 
     def _failed(
         self, channel: str, alert: Alert, ids: list[int], error: Exception, count: DeliveryCount

@@ -154,6 +154,7 @@ class Service:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""
         with self._waking:
             self.stopping.set()
+        self.pipeline.courier.halt()
         waiter = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
         waiter.start()
         waiter.join(grace)
