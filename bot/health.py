@@ -50,7 +50,7 @@ class Health:
         self.stale_after = timedelta(seconds=max(3 * longest, 60.0, 3 * self.heartbeat_every))
         self.last_poll: datetime | None = None
         self.feeds: dict[tuple[str, str], dict[str, Any]] = {}
-        self.outbox: dict[str, dict[str, int]] = {}
+        self.outbox: dict[str, dict[str, Any]] = {}
         self.document: dict[str, Any] = {}
         # Publications come from several scheduler threads; one at a time keeps the file and memory in step.
         self.lock = threading.Lock()
@@ -63,12 +63,13 @@ class Health:
                 self.feeds[(feed["source"], feed["feed"])] = feed
         self.beat()
 
-    def outbox_seen(self, channel: str, pending: int, dead: int) -> None:
-        """A channel's backlog as its deliver job last counted it."""
+    def outbox_seen(self, channel: str, pending: int, dead: int, paused: bool = False) -> None:
+        """A channel's backlog as its deliver job last counted it, and whether the channel is paused."""
         with self.lock:
-            self.outbox[channel] = {"pending": pending, "dead": dead}
+            self.outbox[channel] = {"pending": pending, "dead": dead, "paused": paused}
         metrics.OUTBOX_BACKLOG.labels(channel).set(pending)
         metrics.ALERTS_DEAD.labels(channel).set(dead)
+        metrics.CHANNEL_PAUSED.labels(channel).set(int(paused))
 
     def healthy(self) -> bool:
         return vouches(self.document, utcnow())[0]
@@ -115,6 +116,7 @@ class Health:
             "outbox": {
                 "pending": sum(c["pending"] for c in backlog.values()),
                 "dead": sum(c["dead"] for c in backlog.values()),
+                "paused": sorted(name for name, c in backlog.items() if c["paused"]),
                 "channels": backlog,
             },
         }

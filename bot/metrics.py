@@ -45,3 +45,9 @@ OUTBOX_BACKLOG = Gauge("ringside_outbox_backlog", "Alerts waiting to be sent", [
 ALERTS_DEAD = Gauge(
     "ringside_alerts_dead", "Alerts given up on (retry-dead requeues)", ["channel"], registry=REGISTRY
 )
+CHANNEL_PAUSED = Gauge(
+    "ringside_channel_paused",
+    "1 while a channel is paused (it refused every alert; `alerts resume` sends what it kept)",
+    ["channel"],
+    registry=REGISTRY,
+)

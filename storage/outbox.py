@@ -265,8 +265,9 @@ class Outbox:
                 "FROM alerts a GROUP BY channel, status ORDER BY 1, 2"
             ).fetchall()
 
-    def backlog(self, channel: str) -> tuple[int, int]:
-        """The channel's pending and dead alerts, counted on the (channel, status) index alone."""
+    def backlog(self, channel: str) -> tuple[int, int, bool]:
+        """The channel's pending and dead alerts, counted on the (channel, status) index alone, and whether
+        the channel is paused (it refused every alert; its alerts are held until `alerts resume`)."""
         with self.lock:
             counts = dict(
                 self.db.execute(
@@ -275,7 +276,12 @@ class Outbox:
                     [channel],
                 ).fetchall()
             )
-        return counts.get("pending", 0), counts.get("dead", 0)
+            (paused,) = self.db.execute(
+                "SELECT EXISTS (SELECT 1 FROM alerts WHERE channel = ? AND status = 'pending' "
+                "AND next_attempt_at >= ?)",
+                [channel, iso(PAUSED)],
+            ).fetchone()
+        return counts.get("pending", 0), counts.get("dead", 0), bool(paused)
 
     def alert_counts(self) -> dict[str, int]:
         with self.lock:

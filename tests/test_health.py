@@ -66,7 +66,7 @@ def test_the_service_serves_healthz_and_metrics_and_keeps_a_heartbeat(tmp_path, 
         report = json.loads(body)
         assert report["scheduler"] == "running" and report["healthy"]
         assert report["feeds"][0]["source"] == "demo" and report["feeds"][0]["last_success"]
-        assert set(report["outbox"]) == {"pending", "dead", "channels"}
+        assert set(report["outbox"]) == {"pending", "dead", "paused", "channels"}
         assert wait_for(
             lambda: (
                 'ringside_alerts_total{channel="console",outcome="sent"}'
@@ -369,3 +369,22 @@ def test_the_compose_service_runs_read_only_without_capabilities_and_rotates_its
 def test_only_the_shipped_settings_file_enters_the_docker_build():
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored.index("config/*.toml") < ignored.index("!config/ringside.toml")
+
+
+def test_a_paused_channel_shows_in_healthz_and_metrics(tmp_path, write_config):
+    from prometheus_client import generate_latest
+
+    from bot.metrics import REGISTRY
+
+    settings = load_settings(write_config(replay_config(DEMO_FEED, tmp_path / "r.db")), environ={})
+    refusing, other = RecordingChannel("gone", failures=1_000, retry=False), RecordingChannel("other")
+    with Store.open(settings.database) as store:
+        service = Service(settings, build_pipeline(settings, store, notifiers=[refusing, other]))
+        service.poll("demo", DEMO_FEED.name)
+        service.deliver(refusing)  # three refusals in a row: paused, its alerts kept
+        service.deliver(other)
+        outbox = service.health.report()["outbox"]
+    assert refusing.attempts == 3
+    assert outbox["paused"] == ["gone"] and outbox["channels"]["gone"]["pending"] > 0
+    assert outbox["channels"]["other"]["paused"] is False
+    assert 'ringside_channel_paused{channel="gone"} 1.0' in generate_latest(REGISTRY).decode()
