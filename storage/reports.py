@@ -315,7 +315,9 @@ def _decode_json(columns: list[str], rows: list[tuple], json_columns: tuple[str,
 SEARCH_MAX_QUERY = 1_000
 # `(?<!\S)`: a left operand starts only where a word starts. Without it, a word with no NEAR after it was
 # tried again from each of its characters, each try reading to its end: quadratic in the word's length.
-_NEAR = re.compile(r"(?<!\S)(\S+)\s+NEAR(?:/(\d+))?\s+(\S+)")
+# An operand is a quoted phrase or a bare word: `"send me" NEAR location` keeps its phrase whole.
+_OPERAND = r'("[^"]*"|[^\s"]+)'
+_NEAR = re.compile(rf"(?<!\S){_OPERAND}\s+NEAR(?:/(\d+))?\s+{_OPERAND}")
 
 
 def fts_query(query: str) -> str:

@@ -218,6 +218,15 @@ def test_a_long_word_with_near_is_still_rewritten_for_fts5():
     assert fts_query(f"x{word} cage NEAR match") == f"x{word} NEAR(cage match, 10)"
 
 
+def test_a_quoted_phrase_beside_near_stays_one_phrase(demo_db, capsys):
+    config, _ = demo_db
+    code, out, err = cli(
+        capsys, "--config", str(config), "search", '"send me" NEAR/2 location', "--format", "json"
+    )
+    assert code == 0, err
+    assert {row["author"] for row in json.loads(out)} == {"zuck", "sf_techmeetups"}
+
+
 def test_prune_removes_old_posts_without_hits_and_keeps_hits_alerts_and_exchanges(demo_db, capsys):
     config, database = demo_db
     before = Store.open(database)
