@@ -152,6 +152,8 @@ class Settings:
             "detector": {
                 "model": str(self.detector.model) if self.detector.model else "off",
                 "threshold": "auto" if self.detector.threshold is None else self.detector.threshold,
+                "max_text": self.detector.max_text,
+                "max_positions": self.detector.max_positions,
             },
             "schedule": {
                 "deliver_every": self.deliver_every,

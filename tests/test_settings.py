@@ -119,6 +119,7 @@ def test_check_config_prints_settings_with_the_secret_masked(write_config, capsy
     out = capsys.readouterr()
     assert "$X_BEARER_TOKEN (set, ****)" in out.out
     assert "very-secret" not in out.out + out.err
+    assert '"max_text": 50000,\n    "max_positions": 1000' in out.out  # the limits a post is matched under
 
 
 def test_ringside_config_in_the_environment_names_the_settings_file(write_config, write_feed):
