@@ -7,15 +7,15 @@ environment variable, and the value comes from the environment or a .env file.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from bot.detect.scanners import ENGINES
+from config.secrets import Secret, check_http_url, required_secret
+from config.sources import SourceConfig, source_from_table
 from config.table import ConfigError, Table
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -23,37 +23,9 @@ DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
 DEFAULT_RULES = CONFIG_DIR / "rules"
 DEFAULT_MODEL = CONFIG_DIR / "model" / "scorer.json"
 
-SOURCE_TYPES = ("replay", "x")
 CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
-# X's own rule for a handle; anything else would end up as operators inside the batch search query.
-X_HANDLE = re.compile(r"[A-Za-z0-9_]{1,15}")
 # HMAC-SHA256 is only as strong as its key: 16 bytes is 128 bits when random, the least to trust for signing.
 MIN_SIGNING_SECRET = 16
-
-
-class Secret:
-    """A value that must not be printed: its repr and str are masked."""
-
-    def __init__(self, value: str, env_name: str) -> None:
-        self._value = value
-        self.env_name = env_name
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret(${self.env_name}=****)"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    type: str
-    every: float
-    options: dict[str, Any] = field(default_factory=dict)
-    secret: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -140,8 +112,8 @@ class Settings:
 
     def secrets(self) -> list[Secret]:
         """Every secret these settings hold, so logs can be scrubbed of them."""
-        found = [s.secret for s in self.sources if s.secret is not None]
-        return found + [secret for c in self.channels for secret in c.secrets.values()]
+        parts = [*self.sources, *self.channels]
+        return [secret for part in parts for secret in part.secrets.values()]
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets shown only as the variable that holds them."""
@@ -179,11 +151,7 @@ class Settings:
 def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, Any]:
     shown: dict[str, Any] = {"name": part.name, "type": part.type, **extra}
     shown.update({k: str(v) if isinstance(v, Path) else v for k, v in part.options.items()})
-    if isinstance(part, ChannelConfig):
-        secrets = part.secrets
-    else:
-        secrets = {"token": part.secret} if part.secret else {}
-    for key, secret in secrets.items():
+    for key, secret in part.secrets.items():
         shown[key] = f"${secret.env_name} (set, ****)"
     return shown
 
@@ -219,7 +187,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         delivery=_delivery(delivery),
         service=_service(service, environ),
         exchanges=_exchanges(exchange_table, top.tables("people"), top.tables("rivalries")),
-        sources=_unique("sources", [_source(t, environ) for t in top.tables("sources")], file),
+        sources=_unique("sources", [source_from_table(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
         detector=_detector(detector),
     )
@@ -259,45 +227,6 @@ def _unique(what: str, parts: list[Any], file: Path) -> tuple[Any, ...]:
             )
         seen.add(part.name)
     return tuple(parts)
-
-
-def _source(table: Table, environ: Mapping[str, str]) -> SourceConfig:
-    kind = table.get("type", "str")
-    if kind not in SOURCE_TYPES:
-        table.fail("type", f"unknown source type {kind!r}; expected one of: {', '.join(SOURCE_TYPES)}")
-    name = table.get("name", "str", kind)
-    if kind == "replay":
-        every = table.get("every", "interval", 1.0)
-        options = {
-            "path": table.get("path", "path"),
-            "replay_seconds": table.get("replay_seconds", "duration", 0.0),
-        }
-        if not options["path"].is_file():
-            table.fail("path", f"replay file {options['path']} not found")
-        secret = None
-    else:
-        every = table.get("every", "interval", 300.0)
-        options = _x_options(table)
-        secret = _secret(table, environ, "token_env", "X_BEARER_TOKEN", "an X API bearer token")
-    table.finish()
-    return SourceConfig(name=name, type=kind, every=every, options=options, secret=secret)
-
-
-def _x_options(table: Table) -> dict[str, Any]:
-    options = {
-        "accounts": table.get("accounts", "names"),
-        "first_poll_limit": table.get("first_poll_limit", "int", 20),
-        "batch": table.get("batch", "bool", False),
-        "timeout": table.get("timeout", "timeout", 20.0),
-    }
-    if not options["accounts"]:
-        table.fail("accounts", "expected at least one account name")
-    for account in options["accounts"]:
-        if not X_HANDLE.fullmatch(account):
-            table.fail("accounts", f"{account!r} is not an X handle (1-15 letters, digits or _)")
-    if not 1 <= options["first_poll_limit"] <= 3200:
-        table.fail("first_poll_limit", "expected a whole number from 1 to 3200")
-    return options
 
 
 def _detector(table: Table) -> DetectorSettings:
@@ -427,36 +356,15 @@ def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
         options["timeout"] = table.get("timeout", "timeout", 10.0)
         options["min_interval"] = table.get("min_interval", "duration", 1.0 if kind == "slack" else 0.0)
     secrets = {
-        role: _secret(table, environ, key, default_env, what)
+        role: required_secret(table, environ, key, default_env, what)
         for role, (key, default_env, what) in _CHANNEL_SECRETS[kind].items()
     }
     if kind in ("slack", "webhook"):
-        _check_http_url(table, secrets["url"])
+        check_http_url(table, secrets["url"])
     if "signing" in secrets:
         _check_signing_secret(table, secrets["signing"])
     table.finish()
     return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
-
-
-def _secret(table: Table, environ: Mapping[str, str], key: str, default_env: str, what: str) -> Secret:
-    env_name = table.get(key, "str", default_env)
-    value = environ.get(env_name, "").strip()
-    if not value:
-        table.fail(
-            key, f"the environment variable {env_name} is not set; expected {what} (environment or .env)"
-        )
-    return Secret(value, env_name)
-
-
-def _check_http_url(table: Table, url: Secret) -> None:
-    """The URL must be http(s) with a host (never file:// or a bare path). The message shows only the
-    scheme: the rest of a webhook URL is often its secret."""
-    parts = urlsplit(url.reveal())
-    if parts.scheme not in ("http", "https"):
-        got = f"a {parts.scheme}: URL" if parts.scheme else "no scheme"
-        table.fail("url_env", f"${url.env_name}: expected an http:// or https:// URL, got {got}")
-    if not parts.hostname:
-        table.fail("url_env", f"${url.env_name}: expected an http:// or https:// URL with a host, got none")
 
 
 def _check_signing_secret(table: Table, secret: Secret) -> None:
