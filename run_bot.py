@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bot.app import build_detector, build_pipeline
 from bot.commands import (
@@ -51,7 +52,10 @@ EXIT_CODES = """exit codes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a bad argument (2, its one line already printed)
+        return exit.code if isinstance(exit.code, int) else 2
     setup_logging(args.log_level)
     try:
         code = args.handler(args)
@@ -76,8 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (`ringside: error: ...`, exit 2) like every other error;
+    `--help` still shows the usage. Subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("run_bot.py").strip()
+        self.exit(2, f"ringside: error: {command + ': ' if command else ''}{message}\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --limit: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above zero, got {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="run_bot.py",
         description="Ringside watches public feeds for challenges and rivalries, keeps every hit in SQLite\n"
         "and alerts your channels. With no command it runs the service.",
@@ -386,7 +410,7 @@ def command_check_config(args: argparse.Namespace) -> int:
 def add_output_options(parser: argparse.ArgumentParser, since_help: str) -> None:
     parser.add_argument("--since", help=since_help)
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    parser.add_argument("--limit", type=positive_int, default=None, help="at most this many rows")
 
 
 if __name__ == "__main__":

@@ -216,6 +216,8 @@ def command_prune(args: argparse.Namespace) -> int:
         older_than = timedelta(seconds=parse_duration(args.older_than))
     except ValueError as error:
         raise UsageError(f"--older-than: {error}") from None
+    if not older_than:
+        raise UsageError("--older-than: expected a duration above zero (0 would prune every post not hit)")
     with Store.open(load_settings(args.config).database, create=False) as store:
         removed = store.prune(older_than, vacuum=args.vacuum)
     print(

@@ -269,6 +269,10 @@ BAD_INPUTS = {
         "r.db", argv=("mute", "--rule", "cage-fight"), setup="database-under-a-file"
     ),
     "mute for zero": BadInput("--for", argv=("mute", "--rule", "r", "--for", "0s")),
+    "limit below one": BadInput("--limit", argv=("report", "latest-hits", "--limit", "-5")),
+    "limit not a number": BadInput("--limit", argv=("search", "cage", "--limit", "abc")),
+    "an unknown option": BadInput("--bogus", argv=("report", "latest-hits", "--bogus")),
+    "prune everything": BadInput("--older-than", argv=("prune", "--older-than", "0s")),
     "since garbage": BadInput("--since", argv=("report", "latest-hits", "--since", "last tuesday")),
     "since huge": BadInput("--since", argv=("report", "latest-hits", "--since", "99999999999999999999d")),
     "until past year 9999": BadInput(
