@@ -35,6 +35,7 @@ from bot.commands import (
 from bot.detect.errors import CorpusError, ModelError
 from bot.lock import DatabaseInUse, ServiceLock
 from bot.redact import Redactor
+from bot.terminal import printable
 from bot.timeutil import utcnow
 from config import ConfigError, Settings, load_settings
 from storage import DatabaseError, Store
@@ -274,7 +275,8 @@ def setup_logging(level: str) -> None:
 
 class RedactSecrets(logging.Filter):
     """Replaces every spelling of every configured secret (see bot.redact) with ****, in the message and
-    in any traceback or stack of a log record, whatever logged it."""
+    in any traceback or stack of a log record, whatever logged it, and drops the message's control
+    characters."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -282,7 +284,9 @@ class RedactSecrets(logging.Filter):
         self.tracebacks = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.redact(record.getMessage()), None
+        # printable: a log line may quote a feed or a receiver, whose control characters would drive the
+        # operator's terminal; newlines and tabs stay.
+        record.msg, record.args = printable(self.redact(record.getMessage())), None
         if record.exc_info:
             # Formatted here, once, so the handler prints the redacted text (Formatter uses exc_text).
             record.exc_text = self.tracebacks.formatException(record.exc_info)

@@ -2,8 +2,8 @@
 
 A webhook URL is a secret, and it reaches text in more spellings than the one configured: urllib3 writes it
 with the default port added (`https://hooks.slack.com:443/services/...`), a receiver echoes the request path
-alone (`/services/...`), a proxy or a log percent-encodes it. Each of these is redacted, not only the one
-configured.
+alone (`/services/...`) or as JSON writes it (`\\/services\\/...`), a proxy or a log percent-encodes it. Each
+of these is redacted, not only the one configured.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def secret_forms(secret: str) -> set[str]:
     if parts.scheme and parts.netloc:
         forms |= _url_forms(secret)
     forms |= {quote(form, safe="") for form in list(forms)} | {quote(form) for form in list(forms)}
+    forms |= {form.replace("/", "\\/") for form in list(forms) if "/" in form}  # as JSON may write it
     return {form for form in forms if len(form) >= SHORTEST}
 
 
@@ -56,6 +57,10 @@ def _url_forms(url: str) -> set[str]:
         forms.add(parts.password)
     pieces = parts.path.split("/") + re.split(r"[&=]", parts.query)
     forms |= {piece for piece in pieces if len(piece) >= TOKEN_PART}
+    # A webhook URL ends in its token (Discord's, a self-hosted hook's), however short the rest of it is.
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if len(last) >= SHORTEST_PART:
+        forms.add(last)
     return {form for form in forms if form}
 
 

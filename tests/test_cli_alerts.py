@@ -124,6 +124,28 @@ def test_every_spelling_of_a_secret_url_is_redacted_in_log_lines_and_tracebacks(
         assert "ValueError: cannot post to ****" in json.loads(text.splitlines()[-1])["exception"]
 
 
+def test_a_secret_echoed_as_json_or_ending_in_a_short_token_is_redacted_too():
+    from bot.redact import Redactor
+
+    redact = Redactor(["https://hooks.example.com/api/webhooks/1234567890/s3cr3tT0k3nXY"])
+    echoed = '{"path":"\\/api\\/webhooks\\/1234567890\\/s3cr3tT0k3nXY"}'  # as PHP's json_encode writes it
+    assert redact(echoed) == '{"path":"****"}'
+    assert redact("no hook named s3cr3tT0k3nXY") == "no hook named ****"
+
+
+def test_a_receivers_control_characters_never_reach_the_log_or_the_stored_error(hooked, capsys, caplog):
+    with Receiver() as receiver:
+        receiver.answer(status(500, "oops \x1b]0;OWNED\x07\x1b[2J"))
+        config = hooked(receiver)
+        run(capsys, "--config", str(config), "once")
+    err = caplog.text
+    store = Store.open(load_settings(config).database)
+    (error,) = store.db.execute("SELECT last_error FROM alerts WHERE channel = 'hook' LIMIT 1").fetchone()
+    store.close()
+    assert "oops ]0;OWNED" in error and "\x1b" not in error and "\x07" not in error
+    assert "oops" in err and "\x1b" not in err and "\x07" not in err
+
+
 def test_alerts_status_lists_channels_and_retry_dead_requeues_them(hooked, capsys):
     with Receiver() as receiver:
         receiver.answer(status(410, "gone"))

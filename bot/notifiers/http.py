@@ -30,6 +30,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from bot import __version__
 from bot.notifiers import DeliveryError
+from bot.terminal import printable
 from bot.timeutil import utcnow
 
 USER_AGENT = f"Ringside/{__version__} (+https://github.com/ringside)"
@@ -124,7 +125,8 @@ def check(reply: Reply, receiver: str = "", redact: Callable[[str], str] = str) 
     if 200 <= status < 300:
         return
     # Redacted whole, then cut: a cut first could leave half a secret that no longer matches.
-    detail = redact(" ".join(reply.text.split()))[:DETAIL_LIMIT]
+    # printable: the receiver's words reach the operator's terminal through the log.
+    detail = printable(redact(" ".join(reply.text.split())))[:DETAIL_LIMIT]
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
     prefix = f"{receiver} " if receiver else ""
     if status in RETRYABLE:
