@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -78,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         LabelError,
     ) as error:
         print(f"ringside: error: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as error:
+        # A writer (the service, a prune --vacuum) kept the database longer than the 10 s a command waits.
+        busy = "locked" in str(error) or "busy" in str(error)
+        hint = ": another process kept it busy for 10 s; try again" if busy else ""
+        print(f"ringside: error: the database: {error}{hint}", file=sys.stderr)
         return 2
 
 

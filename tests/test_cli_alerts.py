@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
 import unicodedata
@@ -322,3 +323,20 @@ def test_unknown_rules_channels_and_malformed_accounts_are_refused(
     store = Store.open(tmp_path / "r.db")
     assert store.mutes() == []
     store.close()
+
+
+def test_an_admin_command_that_finds_the_database_busy_says_so_in_one_line(tmp_path, write_config, capsys):
+    config = write_config(replay_config(DEMO_FEED, tmp_path / "r.db"))
+    assert run(capsys, "--config", str(config), "once")[0] == 0
+    writer = sqlite3.connect(tmp_path / "r.db")
+    writer.execute("BEGIN IMMEDIATE")  # a long write elsewhere, as a `prune --vacuum` would hold
+    try:
+        code = run_bot.main(["--config", str(config), "mute", "--rule", "cage-fight", "--for", "1h"])
+    finally:
+        writer.rollback()
+        writer.close()
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.splitlines() == [
+        "ringside: error: the database: database is locked: another process kept it busy for 10 s; try again"
+    ]
