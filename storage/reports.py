@@ -173,7 +173,7 @@ REPORTS = {
             "Records a source could not use: when first seen, source and feed, why, the record as received",
             """SELECT q.first_seen, q.source, q.feed, q.error, q.record FROM quarantine q WHERE {where}""",
             "q.first_seen",
-            "q.feed",
+            "(lower(q.feed) = :account OR lower(q.source) = :account)",  # a feed or a source, by name
             "ORDER BY q.first_seen DESC, q.id DESC",
         ),
     ]

@@ -387,6 +387,14 @@ def test_a_broken_replay_line_is_quarantined_and_the_quarantine_report_shows_it(
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["source"], row["feed"]) == ("demo", feed.name)
     assert "garbage" in row["record"] and "line 1" in row["error"]
+    for account, rows in ((feed.name, 1), ("demo", 1), ("elsewhere", 0)):
+        assert (
+            run_bot.main(
+                ["--config", str(config), "report", "quarantine", "--format", "json", "--account", account]
+            )
+            == 0
+        )
+        assert len(json.loads(capsys.readouterr().out)) == rows, account
 
 
 def test_a_replay_line_whose_time_overflows_in_utc_is_quarantined_and_the_file_still_replays(
