@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,8 +74,16 @@ def _quoted(phrases: Sequence[str]) -> str:
     return ", ".join(f"'{phrase}'" for phrase in unique) or "-"
 
 
-def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str) -> str:
-    """`text` with each [start, end) span wrapped in `before`/`after`; overlapping spans are merged."""
+def highlight(
+    text: str,
+    spans: Sequence[Sequence[Any]],
+    before: str,
+    after: str,
+    escape: Callable[[str], str] = str,
+) -> str:
+    """`text` with each [start, end) span wrapped in `before`/`after`; overlapping spans are merged. Each
+    piece of the text goes through `escape` (the markers do not), so a channel's markup cannot come from a
+    post."""
     merged: list[list[int]] = []
     for start, end, *_ in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -84,9 +92,9 @@ def highlight(text: str, spans: Sequence[Sequence[Any]], before: str, after: str
             merged.append([start, end])
     out, position = [], 0
     for start, end in merged:
-        out += [text[position:start], before, text[start:end], after]
+        out += [escape(text[position:start]), before, escape(text[start:end]), after]
         position = end
-    out.append(text[position:])
+    out.append(escape(text[position:]))
     return "".join(out)
 
 

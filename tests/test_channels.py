@@ -397,8 +397,17 @@ def test_mass_mentions_in_a_post_reach_apprise_targets_broken(store, detector, w
         pipeline.poll("f", feed.name)
         pipeline.deliver_all()
     (sent,) = [r.json for r in receiver.accepted()]
-    assert "**cage match**" in sent["message"] and "@\u200beveryone @\u200bhere <\u200b@" in sent["message"]
+    assert "**cage match**" in sent["message"] and "@\u200beveryone @\u200bhere \\<\u200b@" in sent["message"]
     assert still_pings(sent["message"]) == [] and still_pings(sent["title"]) == []
+
+
+def test_apprise_shows_a_posts_markdown_as_text_and_leaves_links_and_addresses_whole():
+    text = "cage match? [verify your account](https://evil.example/login) *now* mail me@example.com"
+    text += " or see https://www.threads.net/@zuck"
+    _, body = apprise_message(slack_alert(text, [[0, 10, "cage match"]]))
+    assert "**cage match**?" in body
+    assert "\\[verify your account\\]\\(https://evil.example/login\\) \\*now\\*" in body
+    assert "me@example.com" in body and "https://www.threads.net/@zuck" in body
 
 
 @pytest.mark.parametrize("options", ["", "?format=markdown"])

@@ -30,8 +30,11 @@ logging.getLogger("apprise").setLevel(logging.WARNING)
 # and "@channel" (Mattermost, Rocket.Chat), "@**all**" (Zulip), and a bare "@<id>", which Apprise's Discord
 # plugin turns into a user ping. Apprise cannot pass Discord's allowed_mentions, so every @ that starts a
 # word, and every <@, <@&, <! and <# (Discord's and Slack's mention syntax), gets a zero-width space after
-# it, as discord.py's escape_mentions does: the text reads the same and matches no mention.
-_MENTION = re.compile(r"@(?=[\w*&])|<(?=[@!#])")
+# it, as discord.py's escape_mentions does: the text reads the same and matches no mention. An @ inside a
+# word or a link (name@example.com, threads.net/@zuck) is no mention and is left whole.
+_MENTION = re.compile(r"(?<![\w/.])@(?=[\w*&])|<(?=[@!#])")
+# Markdown a post could use to disguise a link or restyle the alert; each is shown as itself, escaped.
+_MARKDOWN = re.compile(r"([\\`*_~\[\]()<>#|])")
 ZERO_WIDTH_SPACE = "\u200b"
 
 
@@ -54,7 +57,7 @@ class AppriseNotifier:
         return cls(config.name, config.secrets["url"].reveal(), config.options["min_interval"])
 
     def send(self, alert: Alert) -> None:
-        title, body = (defuse_mentions(part) for part in apprise_message(alert))
+        title, body = apprise_message(alert)
         if not self._apprise.notify(title=title, body=body):
             raise DeliveryError("Apprise could not deliver (its own log line above says why)")
 
@@ -64,18 +67,23 @@ def defuse_mentions(text: str) -> str:
     return _MENTION.sub(lambda match: match.group() + ZERO_WIDTH_SPACE, text)
 
 
+def quoted(text: str) -> str:
+    """Words from a post or a remote server, as Markdown that shows them as they are and pings nobody."""
+    return _MARKDOWN.sub(r"\\\1", defuse_mentions(text))
+
+
 def apprise_message(alert: Alert) -> tuple[str, str]:
     payload = alert.payload
     if payload.get("kind") == "watchdog":
-        return notice_title(payload), payload["text"]
+        return notice_title(payload), quoted(payload["text"])
     if payload.get("kind") == "exchange":
         lines = [exchange_follow_up(payload)] if exchange_follow_up(payload) else []
         for item in payload["exchange"]["posts"]:
             post = item["post"]
             lines.append(
-                f"{item['turn']}. **{item['name']}** (@{post['author']} on "
+                f"{item['turn']}. **{quoted(item['name'])}** ({quoted('@' + post['author'])} on "
                 f"{platform_name(post['platform'])}, {posted_at(post)}): "
-                + highlight(post["text"], item["spans"], "**", "**")
+                + highlight(post["text"], item["spans"], "**", "**", escape=quoted)
             )
         return exchange_title(payload), "\n\n".join(lines)
     if payload.get("kind") == "digest":
@@ -93,8 +101,8 @@ def _markdown(payload: dict[str, Any], folded: int) -> str:
     post, rule = payload["post"], payload["rule"]
     when = posted_at(post)
     lines = [
-        f"**@{post['author']}** on {platform_name(post['platform'])} · {when}",
-        highlight(post["text"], payload["spans"], "**", "**"),
+        f"**{quoted('@' + post['author'])}** on {platform_name(post['platform'])} · {when}",
+        highlight(post["text"], payload["spans"], "**", "**", escape=quoted),
         *([why] if (why := why_line(payload)) else []),
         f"rule `{rule['id']}`"
         + (f" · {post['url']}" if link_target(post.get("url")) else "")
