@@ -18,13 +18,14 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot import metrics
 from bot.notifiers import DeliveryError, Notifier
 from bot.timeutil import iso, utcnow
 from config.settings import Delivery
+from storage.outbox import REFUSED
 from storage.store import Alert, Store
 
 log = logging.getLogger("ringside.delivery")
@@ -40,11 +41,22 @@ class DeliveryCount:
     sent: int = 0
     failed: int = 0
     dead: int = 0
+    dead_ids: list[int] = field(default_factory=list, repr=False)  # which ones, should a pause revive them
 
     def add(self, other: DeliveryCount) -> None:
         self.sent += other.sent
         self.failed += other.failed
         self.dead += other.dead
+        self.dead_ids += other.dead_ids
+
+    def died(self, ids: list[int]) -> None:
+        self.dead += len(ids)
+        self.dead_ids += ids
+
+    def revived(self, ids: list[int]) -> None:
+        back = set(ids) & set(self.dead_ids)
+        self.dead -= len(back)
+        self.dead_ids = [i for i in self.dead_ids if i not in back]
 
 
 class Courier:
@@ -66,8 +78,6 @@ class Courier:
         self._progress: dict[str, list[float]] = {}  # channel -> [alerts due at the start, last line's time]
         self._locks = {n.name: threading.Lock() for n in notifiers}
         self._last_send: dict[str, float] = {}
-        # The ids of each message a channel refused for good, in a row: cleared by an accepted one.
-        self._refused: dict[str, list[list[int]]] = {n.name: [] for n in notifiers}
         self._notice_queued = False
         self._halted = threading.Event()
 
@@ -163,7 +173,6 @@ class Courier:
         finally:
             self._last_send[notifier.name] = time.monotonic()
         self.store.mark_sent(*ids)
-        self._refused[notifier.name].clear()
         count.sent += len(ids)
         metrics.ALERTS.labels(notifier.name, "sent").inc(len(ids))
         self._report(notifier, count)
@@ -202,7 +211,7 @@ class Courier:
         error = f"gave up: {alert.attempts} attempt(s) made, none recorded as accepted"
         log.error("%s: alert %s is dead: %s", channel, alert.key, error)
         self.store.mark_failed(ids, error, retry_at=None)
-        count.dead += len(ids)
+        count.died(ids)
         metrics.ALERTS.labels(channel, "dead").inc(len(ids))
         return True
 
@@ -223,15 +232,17 @@ class Courier:
         attempts = alert.attempts + 1
         age = (utcnow() - alert.created_at).total_seconds()
         if not error.retry:
-            self._refused[channel].append(ids)
-            if len(self._refused[channel]) >= REFUSALS_TO_PAUSE:
-                self._pause(channel, error, count)
+            # Read from the outbox, not kept in memory: cron's `once` runs, each with an alert or two, and a
+            # restarted service count the same streak.
+            earlier = self.store.refused_in_a_row(channel)
+            if len(earlier) + len(ids) >= REFUSALS_TO_PAUSE:
+                self._pause(channel, error, count, earlier + ids)
                 return False
         if not error.retry or attempts >= self.delivery.max_attempts or age >= self.delivery.max_age:
             why = "refused" if not error.retry else f"after {attempts} attempt(s) over {age / 60:.0f} min"
             log.error("%s: alert %s is dead (%s): %s", channel, alert.key, why, error)
-            self.store.mark_failed(ids, str(error), retry_at=None)
-            count.dead += len(ids)
+            self.store.mark_failed(ids, str(error) if error.retry else refusal(error), retry_at=None)
+            count.died(ids)
             metrics.ALERTS.labels(channel, "dead").inc(len(ids))
             return True
         delay = retry_delay(attempts, error.retry_after, self.delivery.retry_base, self.delivery.retry_max)
@@ -248,20 +259,25 @@ class Courier:
         metrics.ALERTS.labels(channel, "failed").inc(len(ids))
         return False
 
-    def _pause(self, channel: str, error: DeliveryError, count: DeliveryCount) -> None:
+    def _pause(self, channel: str, error: DeliveryError, count: DeliveryCount, refused: list[int]) -> None:
         """Hold the channel's alerts, the refused ones brought back from dead, and tell the other channels
         once."""
-        messages, self._refused[channel] = self._refused[channel], []
-        refused = [i for ids in messages for i in ids]
-        count.dead = max(0, count.dead - (len(refused) - len(messages[-1])))  # the last was never dead
+        count.revived(refused)
         resume = f"run_bot.py alerts resume --channel {channel}"
-        reason = f"paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: {error})"
+        # Cut so that the stored reason, with the resume hint, stays within MESSAGE_LIMIT.
+        reason = f"paused after {REFUSALS_TO_PAUSE} alerts in a row were refused (last: {str(error)[:160]})"
         kept = self.store.pause_channel(channel, f"{reason}; fix it, then {resume}", refused)
         log.error("%s: %s; its %d pending alert(s) are kept: fix it, then %s", channel, reason, kept, resume)
         others = [n.name for n in self.notifiers if n.name != channel]
         if others:
             self.store.queue_notice(others, channel_paused_notice(channel, str(error), kept, resume))
             self._notice_queued = True
+
+
+def refusal(error: DeliveryError) -> str:
+    """How a permanent refusal is stored: marked, whatever channel said it, so refused_in_a_row finds it."""
+    text = str(error)
+    return text if REFUSED in text else f"{REFUSED}{text})"
 
 
 def channel_paused_notice(channel: str, error: str, kept: int, resume: str) -> dict:

@@ -24,6 +24,9 @@ from bot.timeutil import iso, parse_datetime, utcnow
 # The next attempt of a paused channel's alerts: never, until `alerts resume` makes them due. A moment
 # rather than a status or a column, so a paused alert is an ordinary pending one, held in its place.
 PAUSED = datetime(9999, 12, 31, tzinfo=UTC)
+# How a permanent refusal reads in last_error (bot.notifiers.http.check writes "... refused (HTTP 404 ...)").
+REFUSED = "refused ("
+REFUSAL_STREAK_LIMIT = 100  # a streak is only ever compared with a handful
 _COLUMNS = "id, channel, key, payload, attempts, next_attempt_at, created_at, folded, digest_key"
 
 
@@ -195,6 +198,23 @@ class Outbox:
                 [iso(utcnow()), channel, channel],
             )
             return cursor.rowcount
+
+    def refused_in_a_row(self, channel: str) -> list[int]:
+        """The channel's newest dead alerts that it refused for good, back to the last one it accepted or
+        the first that died for another reason (alerts go out in id order, so this is their order too)."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT id, last_error FROM alerts WHERE channel = ? AND status IN ('dead', 'sent') "
+                "AND id > coalesce((SELECT max(id) FROM alerts WHERE channel = ? AND status = 'sent'), 0) "
+                "ORDER BY id DESC LIMIT ?",
+                [channel, channel, REFUSAL_STREAK_LIMIT],
+            ).fetchall()
+        streak = []
+        for alert_id, error in rows:
+            if REFUSED not in (error or ""):
+                break
+            streak.append(alert_id)
+        return streak[::-1]
 
     def pause_channel(self, channel: str, reason: str, refused_ids: Sequence[int]) -> int:
         """Hold every pending alert of the channel until resume_channel, the refused ones (`refused_ids`)

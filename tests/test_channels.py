@@ -629,3 +629,20 @@ def test_a_channel_pause_is_titled_as_one_on_every_chat_channel():
     alert = Alert(1, "slack", notice["key"], notice, 0, utcnow(), utcnow())
     assert slack_message(alert)["blocks"][0]["text"]["text"] == "⚠️ Channel paused"
     assert apprise_message(alert)[0] == "Channel paused"
+
+
+def test_refusals_count_across_runs_so_cron_once_runs_of_one_alert_each_pause_the_channel(
+    store, detector, write_feed
+):
+    with Receiver(default=status(404, "no_service")) as receiver:
+        for number in range(1, 6):  # five `once` runs, each its own process and courier, one new alert each
+            feed = write_feed([post_record(str(number), f"cage match #{number}", author=f"f{number}")])
+            pipeline = Pipeline(
+                store, detector, {"f": ReplaySource("f", feed)}, [webhook(receiver)], delivery=FAST
+            )
+            pipeline.poll("f", feed.name)
+            pipeline.deliver_all()
+        assert len(receiver.received) == REFUSALS_TO_PAUSE  # the third refusal paused it; no more were sent
+    assert list(store.paused_channels()) == ["hook"]
+    statuses = store.db.execute("SELECT status, count(*) FROM alerts GROUP BY status").fetchall()
+    assert statuses == [("pending", 5)]  # the refused ones too: nothing dead, nothing lost
