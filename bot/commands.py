@@ -299,6 +299,8 @@ def command_alerts(args: argparse.Namespace) -> int:
             print(f"requeued {count} dead alert(s)" + (f" of channel {args.channel}" if args.channel else ""))
             return 0
         if args.action == "resume":
+            if args.channel is not None:
+                _check_channel(args.channel, settings, store)
             return _resume(store, args.channel)
         rows = store.outbox_summary()
         paused = store.paused_channels()

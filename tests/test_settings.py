@@ -9,6 +9,7 @@ import pytest
 
 import run_bot
 from config import DEFAULT_CONFIG, DEFAULT_RULES, ConfigError, load_settings
+from storage import Store
 from tests.conftest import DEMO_FEED
 
 X_SOURCE = """
@@ -273,6 +274,9 @@ BAD_INPUTS = {
     "limit not a number": BadInput("--limit", argv=("search", "cage", "--limit", "abc")),
     "an unknown option": BadInput("--bogus", argv=("report", "latest-hits", "--bogus")),
     "prune everything": BadInput("--older-than", argv=("prune", "--older-than", "0s")),
+    "resume an unknown channel": BadInput(
+        "nosuch", argv=("alerts", "resume", "--channel", "nosuch"), setup="db"
+    ),
     "since garbage": BadInput("--since", argv=("report", "latest-hits", "--since", "last tuesday")),
     "since huge": BadInput("--since", argv=("report", "latest-hits", "--since", "99999999999999999999d")),
     "until past year 9999": BadInput(
@@ -297,6 +301,8 @@ def bad_input_files(case: BadInput, tmp_path: Path) -> Path:
     if case.setup == "database-under-a-file":
         (tmp_path / "file").write_text("not a directory\n", encoding="utf-8")
         text = text.replace(f"{tmp_path}/r.db", f"{tmp_path}/file/r.db")
+    if case.setup == "db":  # a database to find: the input is wrong, not the file missing
+        Store.open(tmp_path / "r.db").close()
     path = tmp_path / "ringside.toml"
     if case.setup == "settings-dir":
         path.mkdir()
