@@ -12,7 +12,6 @@ other channels, and `alerts resume --channel NAME` sends them once it is fixed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -23,7 +22,8 @@ from datetime import timedelta
 
 from bot import metrics
 from bot.notifiers import DeliveryError, Notifier
-from bot.timeutil import iso, utcnow
+from bot.timeutil import utcnow
+from bot.watchdog import notice
 from config.settings import Delivery
 from storage.outbox import REFUSED
 from storage.store import Alert, Store
@@ -283,19 +283,9 @@ def refusal(error: DeliveryError) -> str:
 def channel_paused_notice(channel: str, error: str, kept: int, resume: str) -> dict:
     """A watchdog message (the kind every channel renders) saying the channel is paused and how to resume it,
     under a key of its own for each pause."""
-    since = utcnow()
-    key = hashlib.sha256(f"channel\x00{channel}\x00{iso(since)}".encode()).hexdigest()[:32]
-    return {
-        "kind": "watchdog",
-        "key": f"rs1w-{key}",
-        "state": "failing",
-        "source": "channel",
-        "feed": channel,
-        "since": iso(since),
-        "last_error": error,
-        "text": f"channel {channel} refuses every alert ({error}): paused, its {kept} alert(s) are kept; "
-        f"fix it, then {resume}",
-    }
+    text = f"channel {channel} refuses every alert ({error}): paused, its {kept} alert(s) are kept; "
+    text += f"fix it, then {resume}"
+    return notice("failing", "channel", channel, utcnow(), error, text=text)
 
 
 def retry_delay(

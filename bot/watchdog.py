@@ -43,13 +43,16 @@ def watch(
     store.set_watchdog_state(source, feed, since, alerted)
 
 
-def notice(state: str, source: str, feed: str, since: datetime, error: str | None) -> dict:
-    """The payload of a watchdog message; its key is stable for one failure episode."""
+def notice(
+    state: str, source: str, feed: str, since: datetime, error: str | None, text: str | None = None
+) -> dict:
+    """The payload of a watchdog message (a feed failing or recovered; `text` for other notices, such as a
+    paused channel's); its key is stable for one failure episode."""
     key = hashlib.sha256(f"{source}\x00{feed}\x00{iso(since)}\x00{state}".encode()).hexdigest()[:32]
     when = since.strftime("%Y-%m-%d %H:%M UTC")
-    if state == "failing":
+    if text is None and state == "failing":
         text = f"{source}:{feed} failing since {when}, last error: {error}"
-    else:
+    elif text is None:
         text = f"{source}:{feed} is polling again (it had been failing since {when})"
     return {
         "kind": "watchdog",
