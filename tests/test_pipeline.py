@@ -192,7 +192,7 @@ def test_a_refused_alert_is_dead_with_its_reason_and_the_next_one_goes_out(store
     result = pipeline.deliver(channel)
     assert result.dead == 1 and result.sent == store.counts()["alerts"] - 1
     assert store.db.execute("SELECT last_error FROM alerts WHERE status = 'dead'").fetchall() == [
-        ("receiver answered 500",)
+        ("refused (receiver answered 500)",)  # marked: a refusal streak counts it
     ]
 
 
