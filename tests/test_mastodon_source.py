@@ -353,3 +353,21 @@ def test_source_health_shows_a_mastodon_feeds_last_success_and_its_rate_limit(st
     assert "429" in row["last_error"] and "2031-01-01T00:05:00" in row["last_error"]
     assert store.feed_state("fedi", ACCOUNT).paused_until == datetime(2031, 1, 1, 0, 5, tzinfo=UTC)
     assert pipeline.poll("fedi", ACCOUNT) is None and len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_failing_instance_stops_only_its_own_account_and_a_bad_status_is_quarantined(store, detector):
+    other = "someone@hachyderm.io"
+    responses.get("https://hachyderm.io/api/v1/accounts/42/statuses", status=503, body="down")
+    broken = status("701", "<p>no time</p>") | {"created_at": None}
+    responses.get(STATUSES, json=[status("702", "<p>fine</p>"), broken])
+    clients = {host: make_client(host, None, 10.0) for host in (INSTANCE, "hachyderm.io")}
+    source = MastodonSource("fedi", clients, [other, ACCOUNT], known_ids={ACCOUNT: ACCOUNT_ID, other: "42"})
+    pipeline = Pipeline(store, detector, {"fedi": source}, [])
+    failed, polled = (pipeline.poll(name, feed) for name, feed in pipeline.feeds())
+    assert failed is None and polled is not None and polled.new_posts == 1
+    assert store.feed_state("fedi", ACCOUNT).cursor == "702"
+    assert store.db.execute("SELECT text FROM posts").fetchall() == [("fine",)]
+    (reason,) = store.db.execute("SELECT error FROM quarantine").fetchone()
+    assert reason == "field 'created_at' must be a time, got None"
+    assert "503" in store.db.execute("SELECT error FROM runs WHERE feed = ?", [other]).fetchone()[0]

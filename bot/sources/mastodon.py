@@ -24,6 +24,7 @@ from bot.models import Fetch, Post, Rejected
 from bot.sources import RateLimited, SourceError, post_or_rejected
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
+from config.secrets import Secret
 
 log = logging.getLogger("ringside.mastodon")
 
@@ -86,7 +87,7 @@ class MastodonSource:
         if account in self.ids:
             return ()
         try:
-            found = _call(client, account, client.account_lookup, acct=account.partition("@")[0])
+            found = _call(client, instance_of(account), client.account_lookup, acct=account.partition("@")[0])
         except NotFound:
             raise SourceError(
                 f"no Mastodon account named @{account} (check the name in the settings)"
@@ -151,7 +152,7 @@ class MastodonSource:
         )
 
 
-def make_client(instance: str, token: Any, timeout: float) -> Mastodon:
+def make_client(instance: str, token: Secret | None, timeout: float) -> Mastodon:
     """A client of one instance that never sleeps on a rate limit ("throw") and gives up after `timeout`."""
     return Mastodon(
         api_base_url=f"https://{instance}",
