@@ -238,8 +238,9 @@ def test_a_server_error_fails_only_this_poll():
 
 
 @responses.activate
-def test_a_body_that_is_not_json_fails_the_poll_with_a_clear_message():
-    responses.get(STATUSES, body="<html>not json</html>", content_type="application/json")
+@pytest.mark.parametrize("body", ["<html>not json</html>", '{"error": "an object where a list belongs"}'])
+def test_a_body_that_is_not_a_list_of_statuses_fails_the_poll_with_a_clear_message(body):
+    responses.get(STATUSES, body=body, content_type="application/json")
     with pytest.raises(SourceError, match=r"^mastodon\.social: "):
         make_source().fetch(ACCOUNT, None)
 

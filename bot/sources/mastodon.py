@@ -106,10 +106,9 @@ class MastodonSource:
         for _ in range(MAX_PAGES):
             size = PAGE_SIZE if wanted is None else min(PAGE_SIZE, wanted - len(statuses))
             page = _call(client, instance, client.account_statuses, id=account_id, max_id=max_id, limit=size)
-            if not isinstance(page, list):
-                raise SourceError(
-                    f"{instance} answered {type(page).__name__} where a list of statuses belongs"
-                )
+            # Mastodon.py turns a JSON object where a list belongs into the list of its keys: not statuses.
+            if not isinstance(page, list) or (page and not any(isinstance(s, dict) for s in page)):
+                raise SourceError(f"{instance}: the instance answered something else than a list of statuses")
             statuses += page
             oldest = min((_status_id(s) for s in page), key=id_order, default="")
             # No "next" link (Mastodon.py keeps it as _pagination_next): the account has nothing older.
@@ -179,15 +178,8 @@ def post_from_status(status: dict[str, Any], instance: str, feed: str) -> Post:
     original = status.get("reblog")
     shown = original if isinstance(original, dict) else status
     quoted = _quoted_id(shown)
-    kind = (
-        "repost"
-        if shown is not status
-        else "quote"
-        if quoted
-        else "reply"
-        if status.get("in_reply_to_id")
-        else "post"
-    )
+    kind = _kind(status, shown is not status, quoted)
+    referenced = original["id"] if kind == "repost" else quoted  # a boost refers to what it boosts
     text = status_text(shown)
     if kind == "repost":
         text = f"RT @{_author(shown, instance, feed)}: {text}"
@@ -204,14 +196,19 @@ def post_from_status(status: dict[str, Any], instance: str, feed: str) -> Post:
         lang=shown.get("language"),
         kind=kind,
         reply_to=_local(instance, status["in_reply_to_id"]) if status.get("in_reply_to_id") else None,
-        quote_of=_local(instance, original["id"])
-        if kind == "repost"
-        else _local(instance, quoted)
-        if quoted
-        else None,
+        quote_of=_local(instance, referenced) if referenced else None,
         mentions=_mentions(status, shown, instance, feed),
         raw=dict(status),
     )
+
+
+def _kind(status: dict[str, Any], reblog: bool, quoted: str | None) -> str:
+    """A boost is a repost; then a quote (even when it also replies), a reply, or a plain post."""
+    if reblog:
+        return "repost"
+    if quoted:
+        return "quote"
+    return "reply" if status.get("in_reply_to_id") else "post"
 
 
 def status_text(status: dict[str, Any]) -> str:
