@@ -40,6 +40,8 @@ OptionsReader = Callable[[Table, Mapping[str, str]], SourceOptions]
 
 # X's own rule for a handle; anything else would end up as operators inside the batch search query.
 X_HANDLE = re.compile(r"[A-Za-z0-9_]{1,15}")
+# user@instance: Mastodon's username characters, then a host name with at least one dot (and maybe a port).
+MASTODON_ACCOUNT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")
 
 
 def source_from_table(table: Table, environ: Mapping[str, str]) -> SourceConfig:
@@ -82,8 +84,35 @@ def x_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
     return SourceOptions(options, {"token": token})
 
 
+def mastodon_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
+    """Accounts as `user@instance`; `tokens` maps an instance to the variable holding its access token
+    (optional: public statuses need none)."""
+    options = {
+        "accounts": table.get("accounts", "names"),
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "timeout": table.get("timeout", "timeout", 20.0),
+    }
+    if not options["accounts"]:
+        table.fail("accounts", "expected at least one account such as Gargron@mastodon.social")
+    for account in options["accounts"]:
+        if not MASTODON_ACCOUNT.fullmatch(account):
+            table.fail("accounts", f"{account!r} is not a Mastodon account such as Gargron@mastodon.social")
+    if not 1 <= options["first_poll_limit"] <= 200:
+        table.fail("first_poll_limit", "expected a whole number from 1 to 200")
+    instances = {account.rpartition("@")[2].lower() for account in options["accounts"]}
+    tokens = table.table("tokens")
+    secrets = {}
+    for instance in tokens.data:
+        if instance.lower() not in instances:
+            tokens.fail(instance, "no account in `accounts` is on this instance")
+        what = f"an access token for {instance}"
+        secrets[f"token:{instance.lower()}"] = required_secret(tokens, environ, instance, "", what)
+    return SourceOptions(options, secrets)
+
+
 # type -> (its options reader, its default `every` in seconds)
 SOURCE_OPTIONS: dict[str, tuple[OptionsReader, float]] = {
     "replay": (replay_options, 1.0),
     "x": (x_options, 300.0),
+    "mastodon": (mastodon_options, 300.0),
 }
