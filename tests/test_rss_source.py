@@ -5,21 +5,29 @@ where); the small feeds built here exercise one case each."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import subprocess
+import sys
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 import responses
 
+import run_bot
 from bot.detect.detector import Detector
 from bot.pipeline import Pipeline
-from bot.sources import RateLimited, SourceError
+from bot.sources import RateLimited, SourceError, build_source
 from bot.sources.rss import MAX_FEED_BYTES, RssSource
 from bot.timeutil import utcnow
+from config import load_settings
+from tests.conftest import ROOT
 
 RECORDED = Path(__file__).parent / "data" / "rss"
 LE_MONDE = "https://www.lemonde.fr/international/rss_full.xml"
@@ -211,6 +219,16 @@ def test_when_a_whole_poll_is_new_the_next_pages_are_followed():
 
 
 @responses.activate
+def test_a_next_page_on_another_host_is_never_fetched():
+    responses.get(FEED, body=atom(entry("tag:a,1", "old")))
+    first = source().fetch(FEED, None)
+    elsewhere = '<link rel="next" href="http://169.254.169.254/latest/meta-data/"/>'
+    responses.replace(responses.GET, FEED, body=atom(entry("tag:a,2", "new"), links=elsewhere))
+    assert [p.text for p in source().fetch(FEED, first.cursor).posts] == ["new"]
+    assert len(responses.calls) == 2
+
+
+@responses.activate
 def test_a_broken_entry_is_quarantined_and_the_rest_of_the_feed_is_stored():
     far = item("a-2", "Futur", date="Fri, 31 Dec 9999 23:00:00 GMT")
     empty = "<item><guid>a-3</guid></item>"
@@ -219,7 +237,8 @@ def test_a_broken_entry_is_quarantined_and_the_rest_of_the_feed_is_stored():
     assert [p.text for p in fetch.posts] == ["Un"]
     assert sorted(r.error for r in fetch.rejected) == [
         "entry has no title and no text",
-        "field 'created_at' is 9999-12-31T23:00:00.000+00:00: before 1970 or in the future, not a post's time",
+        "field 'created_at' is 9999-12-31T23:00:00.000+00:00: before 1970 or in the future, not a post's "
+        "time",
     ]
     assert sorted(r.record["id"] for r in fetch.rejected) == ["a-2", "a-3"]  # the entries as received
 
@@ -301,6 +320,50 @@ def test_a_body_naming_a_local_file_is_parsed_as_a_body_and_never_opened(tmp_pat
         source().fetch(FEED, None)
 
 
+class _DripFeed(BaseHTTPRequestHandler):
+    """A feed server sending its answer a byte every 50 ms (until `done`): no single read times out."""
+
+    BODY = rss(item("a-1", "slow")).encode()
+    done = threading.Event()
+    sent = 0  # bytes of BODY sent when the client gave up
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for byte in self.BODY:
+                if self.done.wait(0.05):
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                type(self).sent += 1
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_that_drips_its_feed_is_cut_off_at_the_timeout():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DripFeed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/feed.xml"
+    try:
+        with pytest.raises(SourceError, match=r"no answer within 0\.5s \(timeout\)"):
+            source(url, timeout=0.5).fetch(url, None)
+        assert _DripFeed.sent < len(_DripFeed.BODY)  # given up mid-answer, not after reading it all
+    finally:
+        _DripFeed.done.set()
+        server.shutdown()
+        server.server_close()
+
+
+@responses.activate
+def test_a_feed_that_moved_is_followed_to_its_new_address():
+    responses.get(FEED, status=301, headers={"Location": "https://press.example/new.xml"})
+    responses.get("https://press.example/new.xml", body=rss(item("a-1", "Déménagé")))
+    assert [p.text for p in source().fetch(FEED, None).posts] == ["Déménagé"]
+
+
 @responses.activate
 def test_an_unreachable_server_fails_the_poll_naming_its_host():
     responses.get(FEED, body=requests.ConnectionError("refused"))
@@ -328,3 +391,73 @@ def test_a_poll_through_the_pipeline_stores_a_challenge_as_a_hit_and_source_heal
     assert store.feed_state("press", FEED).paused_until > utcnow()
     (hit_row,) = store.report("latest-hits").rows
     assert "cage match" in str(hit_row)
+
+
+RSS_SETTINGS = """
+[storage]
+path = "{tmp}/ringside.db"
+
+[[sources]]
+name = "press"
+type = "rss"
+author = "presse"
+feeds = [
+    "https://www.lemonde.fr/international/rss_full.xml",
+    {url = "https://www.theverge.com/rss/index.xml", author = "theverge"},
+]
+"""
+
+
+def test_rss_settings_give_each_feed_its_author_and_a_polite_default_interval(write_config):
+    settings = load_settings(write_config(RSS_SETTINGS), environ={})
+    (config,) = settings.sources
+    assert config.every == 900.0 and config.options["first_poll_limit"] == 20
+    assert config.options["feeds"] == (
+        {"url": LE_MONDE, "author": "presse"},
+        {"url": VERGE, "author": "theverge"},
+    )
+    built = build_source(config, {})
+    assert built.feeds() == [LE_MONDE, VERGE] and built.platform == "rss"
+
+
+@pytest.mark.parametrize(
+    ("feeds", "says"),
+    [
+        (
+            '["file:///etc/passwd"]',
+            "sources[0].feeds[0].url: expected an http:// or https:// URL with a host",
+        ),
+        (
+            '["https://a.example/f", "ftp://b.example/f"]',
+            "sources[0].feeds[1].url: expected an http:// or https",
+        ),
+        (
+            '["https://a.example/f", "https://a.example/f"]',
+            "sources[0].feeds[1].url: 'https://a.example/f' is listed twice",
+        ),
+        ("[]", "sources[0].feeds: expected a list of feed URLs"),
+        ('"https://a.example/f"', "sources[0].feeds: expected a list of feed URLs"),
+        ('[{url = "https://a.example/f", auteur = "x"}]', "sources[0].feeds[0].auteur: unknown key"),
+        ("[42]", "sources[0].feeds[0].url: expected a string, got a number 42"),
+    ],
+)
+def test_a_bad_feed_setting_is_refused_in_one_line_naming_it(write_config, capsys, feeds, says):
+    path = write_config(f'[[sources]]\ntype = "rss"\nfeeds = {feeds}\n')
+    assert run_bot.main(["--config", str(path), "check-config"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ringside: error: {path}: {says}")
+
+
+def test_check_config_shows_each_feed_with_its_author(write_config):
+    path = write_config(RSS_SETTINGS)
+    done = subprocess.run(
+        [sys.executable, "run_bot.py", "--config", str(path), "check-config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (shown,) = json.loads(done.stdout)["sources"]
+    assert (shown["type"], shown["every"], shown["timeout"]) == ("rss", 900.0, 20.0)
+    assert [(f["url"], f["author"]) for f in shown["feeds"]] == [(LE_MONDE, "presse"), (VERGE, "theverge")]

@@ -45,6 +45,8 @@ log = logging.getLogger("ringside.rss")
 MAX_FEED_BYTES = 4 * 1024 * 1024  # the largest real feeds are a few hundred KiB; more is not a feed
 SEEN_LIMIT = 500  # entry keys kept in a cursor: more than any feed shows at once
 MAX_PAGES = 5  # RFC 5005 `next` pages followed in one poll when a whole page was new
+READ_SIZE = 16 * 1024  # read at a time; decompressed, one piece stays a few MiB at worst
+MAX_REDIRECTS = 5  # feeds move (http to https, a new path); a longer chain is a loop
 CONNECT_TIMEOUT = 5.0
 DEFAULT_PAUSE = timedelta(minutes=30)  # a 429 that did not say how long
 LONGEST_PAUSE = timedelta(hours=24)  # a Retry-After beyond this is taken as a day
@@ -99,6 +101,7 @@ class RssSource:
         self.first_poll_limit = first_poll_limit
         self.timeout = timeout
         self.session = session()
+        self.session.max_redirects = MAX_REDIRECTS
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> RssSource:
@@ -181,16 +184,18 @@ class RssSource:
         entries: list[Any] = []
         page = parsed
         for _ in range(MAX_PAGES - 1):
-            link = _next_link(page)
-            if link is None or not _all_new(page.entries, state, feed):
+            if not _all_new(page.entries, state, feed):
                 break
-            answer = self._get(urljoin(feed, link), None)
+            link = _next_link(page, feed)
+            if link is None:
+                break
+            answer = self._get(link, None)
             if answer is None:
                 break
             page = answer[0]
             entries += list(page.entries)
         else:
-            if _next_link(page) and _all_new(page.entries, state, feed):
+            if _all_new(page.entries, state, feed) and _next_link(page, feed):
                 log.warning(
                     "%s: more than %d pages of new entries; older ones are not fetched", feed, MAX_PAGES
                 )
@@ -210,7 +215,9 @@ class RssSource:
             with deadline:
                 status, answer_headers, body = self._request(url, headers)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            if deadline.expired or isinstance(error, requests.Timeout | urllib3.exceptions.TimeoutError):
+            if deadline.expired or isinstance(
+                error, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError
+            ):
                 raise SourceError(f"no answer within {self.timeout:g}s (timeout)") from None
             raise SourceError(f"cannot reach {urlsplit(url).hostname}: {type(error).__name__}") from None
         if deadline.expired:
@@ -221,6 +228,7 @@ class RssSource:
         return parse_feed(body, answer_headers), answer_headers
 
     def _request(self, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        deadline = time.monotonic() + self.timeout
         response = self.session.get(
             url, headers=headers, timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout), stream=True
         )
@@ -228,22 +236,29 @@ class RssSource:
             answer_headers = {k.lower(): v for k, v in response.headers.items()}
             if response.status_code != 200:
                 return response.status_code, answer_headers, b""  # only the status and headers matter
-            return 200, answer_headers, _read_capped(response)
+            return 200, answer_headers, _read_capped(response, deadline)
         finally:
             response.close()
 
 
-def _read_capped(response: requests.Response) -> bytes:
-    """The body, decompressed, refused past MAX_FEED_BYTES (a compressed bomb stops there too)."""
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
+    """The body, decompressed, refused past MAX_FEED_BYTES (a compressed bomb stops there too) or once the
+    monotonic clock passes `deadline`.
+
+    Read a piece at a time as it arrives (read1): a server that drip-feeds its answer never trips a per-read
+    timeout, and the connection deadline cannot cut an answer that ends at close (http.client hands the
+    socket over to the response)."""
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_FEED_BYTES:
         raise SourceError(f"the feed is {int(declared):,} bytes; at most {MAX_FEED_BYTES:,} are read")
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(64 * 1024):
+    while chunk := response.raw.read1(READ_SIZE, decode_content=True):
         size += len(chunk)
         if size > MAX_FEED_BYTES:
             raise SourceError(f"the feed is larger than {MAX_FEED_BYTES:,} bytes; it is not read")
+        if time.monotonic() > deadline:
+            raise TimeoutError("deadline passed while reading")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -277,9 +292,11 @@ def parse_feed(body: bytes, headers: dict[str, str]) -> Any:
         k: v for k, v in headers.items() if k in ("content-type", "content-language", "content-location")
     }
     parsed = feedparser.parse(io.BytesIO(body), response_headers=relevant)
-    if parsed.bozo and not parsed.entries:
+    if parsed.bozo:
         reason = str(parsed.get("bozo_exception") or "unreadable")[:200]
-        raise SourceError(f"not an RSS or Atom feed: {reason}")
+        if not parsed.entries:
+            raise SourceError(f"not an RSS or Atom feed: {reason}")
+        log.info("feed not well-formed (%s); its %d readable entries are used", reason, len(parsed.entries))
     return parsed
 
 
@@ -419,9 +436,18 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
-def _next_link(page: Any) -> str | None:
+def _next_link(page: Any, feed: str) -> str | None:
+    """The page's RFC 5005 `next` link when it stays on the feed's own host: a feed cannot send the poller
+    anywhere else (another host, a local address, file://)."""
     links = page.feed.get("links") or []
-    return next((link.get("href") for link in links if link.get("rel") == "next" and link.get("href")), None)
+    href = next((link.get("href") for link in links if link.get("rel") == "next" and link.get("href")), None)
+    if not href:
+        return None
+    target, home = urlsplit(urljoin(feed, href)), urlsplit(feed)
+    if target.scheme not in ("http", "https") or target.hostname != home.hostname:
+        log.info("%s: next page %r is on another host; not followed", feed, href[:100])
+        return None
+    return target.geturl()
 
 
 def _all_new(entries: list[Any], state: FeedCursor, feed: str) -> bool:
