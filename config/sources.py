@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from config.secrets import Secret, required_secret
 from config.table import Table
@@ -110,9 +111,41 @@ def mastodon_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
     return SourceOptions(options, secrets)
 
 
+def rss_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
+    """`feeds`: a list of http(s) URLs, each a string or a table {url = "...", author = "..."}; `author`
+    names the author of every feed that does not name its own (default: each entry's author, else the
+    feed's title)."""
+    default_author = table.get("author", "str", None)
+    options = {
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "timeout": table.get("timeout", "timeout", 20.0),
+    }
+    table.used.add("feeds")
+    listed = table.data.get("feeds")
+    if not isinstance(listed, list) or not listed:
+        table.fail("feeds", 'expected a list of feed URLs such as ["https://www.lemonde.fr/rss/une.xml"]')
+    feeds = []
+    for index, item in enumerate(listed):
+        entry = Table(
+            item if isinstance(item, dict) else {"url": item}, f"{table.where}.feeds[{index}]", table.file
+        )
+        url, author = entry.get("url", "str"), entry.get("author", "str", default_author)
+        entry.finish()
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            entry.fail("url", f"expected an http:// or https:// URL with a host, got {url!r}")
+        if any(f["url"] == url.strip() for f in feeds):
+            entry.fail("url", f"{url!r} is listed twice")
+        feeds.append({"url": url.strip(), "author": author})
+    if not 1 <= options["first_poll_limit"] <= 1000:
+        table.fail("first_poll_limit", "expected a whole number from 1 to 1000")
+    return SourceOptions({"feeds": tuple(feeds), **options})
+
+
 # type -> (its options reader, its default `every` in seconds)
 SOURCE_OPTIONS: dict[str, tuple[OptionsReader, float]] = {
     "replay": (replay_options, 1.0),
     "x": (x_options, 300.0),
     "mastodon": (mastodon_options, 300.0),
+    "rss": (rss_options, 900.0),
 }

@@ -52,12 +52,13 @@ def build_source(config: SourceConfig, known_accounts: dict[str, str], paced: bo
 
     `paced` False makes a replay hand out its whole file at once (for `once` and backfills).
     """
-    from bot.sources import mastodon, replay, x
+    from bot.sources import mastodon, replay, rss, x
 
     builders: dict[str, Callable[..., Source]] = {
         "replay": lambda: replay.ReplaySource.from_config(config, paced=paced),
         "x": lambda: x.XSource.from_config(config, known_accounts),
         "mastodon": lambda: mastodon.MastodonSource.from_config(config, known_accounts),
+        "rss": lambda: rss.RssSource.from_config(config),
     }
     return builders[config.type]()
 
