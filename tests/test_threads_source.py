@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
 import responses
 
 import run_bot
@@ -161,12 +162,13 @@ def test_a_record_without_its_time_is_quarantined_and_one_without_text_or_permal
     del broken["timestamp"]
     bare = thread("702", None)
     del bare["permalink"]
-    responses.get(MY_THREADS, json=page(broken, bare, thread("703", "fine")))
+    responses.get(MY_THREADS, json=page(broken, "not an object", bare, thread("703", "fine")))
     fetch = make_source(tmp_path).fetch("me", json.dumps({"threads": 1}))
     assert [p.id for p in fetch.posts] == ["702", "703"]
     assert fetch.posts[0].url == "https://www.threads.net/@zuck/post/C702" and fetch.posts[0].text == ""
-    (rejected,) = fetch.rejected
-    assert rejected.record["id"] == "701" and "timestamp" in rejected.error
+    missing_time, not_an_object = fetch.rejected
+    assert missing_time.record["id"] == "701" and "timestamp" in missing_time.error
+    assert not_an_object.record == "not an object"
 
 
 @responses.activate
@@ -237,6 +239,14 @@ def test_a_body_that_is_not_json_is_a_failed_poll_that_says_so(tmp_path):
     responses.replace(responses.GET, MY_THREADS, json={"paging": {}})
     with pytest.raises(SourceError, match="without its 'data' list"):
         make_source(tmp_path).fetch("me", None)
+
+
+@responses.activate
+def test_a_connection_failure_says_so_without_the_address_that_carries_the_token(tmp_path):
+    responses.get(MY_THREADS, body=requests.ConnectionError(f"{MY_THREADS}?access_token={SECRET}"))
+    with pytest.raises(SourceError) as error:
+        make_source(tmp_path).fetch("me", None)
+    assert str(error.value) == "cannot reach Threads: ConnectionError"
 
 
 # -- the access token ---------------------------------------------------------------------------------------
@@ -390,3 +400,32 @@ def test_check_config_online_asks_each_feed_once_and_names_the_permission_a_refu
     assert "threads:me: ok" in err
     assert "threads:zuck: " in err and "needs threads_basic and threads_profile_discovery" in err
     assert SECRET not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "message"),
+    [
+        ("", {}, "sources[0].token_env: the environment variable THREADS_ACCESS_TOKEN is not set"),
+        ('accounts = ["zu ck"]\n', {"THREADS_ACCESS_TOKEN": SECRET}, "sources[0].accounts: 'zu ck' is not a"),
+        (
+            "first_poll_limit = 500\n",
+            {"THREADS_ACCESS_TOKEN": SECRET},
+            "sources[0].first_poll_limit: expected",
+        ),
+        ("replies = 1\n", {"THREADS_ACCESS_TOKEN": SECRET}, "sources[0].replies: expected true or false"),
+    ],
+)
+def test_bad_threads_settings_are_refused_in_one_line_naming_the_key(
+    write_config, capsys, monkeypatch, extra, env, message
+):
+    monkeypatch.delenv("THREADS_ACCESS_TOKEN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = THREADS_SETTINGS.replace("{rules}", str(DEFAULT_RULES))
+    if extra.startswith("accounts"):
+        settings = settings.replace('accounts = ["me", "zuck"]\n', "")
+    path = write_config(settings + extra)
+    assert run_bot.main(["--config", str(path), "check-config"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"ringside: error: {path}: ") and message in line
+    assert SECRET not in line
