@@ -45,7 +45,8 @@ PROGRESS_EVERY = 5.0  # seconds between two lines of `once` while a paced channe
 EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
-     (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`)
+     (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`);
+     check-config --online: Threads or Instagram refused a feed
   2  bad settings, rules, input or database
   141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 
@@ -396,9 +397,10 @@ def check_feeds_online(settings: Settings) -> int:
 
     redact_logs(settings)
     refused = 0
-    for config in settings.sources:
-        if config.type not in ("threads", "instagram"):
-            continue
+    asked = [config for config in settings.sources if config.type in ("threads", "instagram")]
+    if not asked:
+        print("online: no Threads or Instagram source to ask", file=sys.stderr)
+    for config in asked:
         source = build_source(config, {}, paced=False, data_dir=settings.database.parent)
         for feed in source.feeds():
             try:

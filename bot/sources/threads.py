@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -249,15 +250,17 @@ class TokenKeeper:
         self.token = env_token
         self.expires_at: datetime | None = None  # unknown for a token from the environment
         self.next_refresh = utcnow()
+        self._lock = threading.Lock()  # the feeds of one source poll in parallel: one refresh at a time
         self._load()
 
     def current(self) -> str:
         """The token to use now, refreshed first when it is due (a failed refresh keeps the old token)."""
-        now = utcnow()
-        left = None if self.expires_at is None else self.expires_at - now
-        if now >= self.next_refresh and (left is None or left <= REFRESH_WHEN_LEFT):
-            self._refresh(now, left)
-        return self.token
+        with self._lock:
+            now = utcnow()
+            left = None if self.expires_at is None else self.expires_at - now
+            if now >= self.next_refresh and (left is None or left <= REFRESH_WHEN_LEFT):
+                self._refresh(now, left)
+            return self.token
 
     def _refresh(self, now: datetime, left: timedelta | None) -> None:
         params = {"grant_type": "th_refresh_token"}
