@@ -169,6 +169,14 @@ def test_media_without_a_time_is_quarantined_and_media_without_a_caption_is_kept
 
 
 @responses.activate
+def test_media_dated_in_the_future_is_quarantined_and_does_not_move_the_cursor():
+    responses.get(DISCOVERY, json=discovered(media("511", "from 2099", "2099-01-01T00:00:00+0000")))
+    fetch = make_source().fetch("bluebottle", cursor_at("2026-11-05T10:00:00Z", "300"))
+    assert fetch.posts == () and len(fetch.rejected) == 1
+    assert where(fetch.cursor) == (at("2026-11-05T10:00:00Z"), ["300"])
+
+
+@responses.activate
 def test_an_account_with_no_media_answers_without_a_media_edge_and_moves_nothing():
     responses.get(
         DISCOVERY, json={"business_discovery": {"username": "bluebottle", "id": "1"}, "id": OPERATOR}

@@ -172,6 +172,15 @@ def test_a_record_without_its_time_is_quarantined_and_one_without_text_or_permal
 
 
 @responses.activate
+def test_a_post_dated_in_the_future_is_quarantined_and_does_not_move_the_cursor(tmp_path):
+    responses.get(MY_THREADS, json=page(thread("711", "from 2099", "2099-01-01T00:00:00+0000")))
+    cursor = json.dumps({"threads": unix("2026-11-05T10:00:00Z")})
+    fetch = make_source(tmp_path).fetch("me", cursor)
+    assert fetch.posts == () and len(fetch.rejected) == 1
+    assert json.loads(fetch.cursor) == {"threads": unix("2026-11-05T10:00:00Z")}
+
+
+@responses.activate
 def test_the_documented_example_answer_becomes_posts(tmp_path):
     responses.get(MY_THREADS, json=json.loads((RECORDED / "me_threads.json").read_text(encoding="utf-8")))
     fetch = make_source(tmp_path).fetch("me", None)

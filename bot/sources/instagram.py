@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.models import Fetch, Post, Rejected
-from bot.sources import SourceError, post_or_rejected
+from bot.sources import CLOCK_SLACK, SourceError, post_or_rejected
 from bot.sources.graph import GraphClient, GraphRefusal, mentions_in, paging_after
-from bot.timeutil import iso, parse_datetime
+from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
 from config.sources import INSTAGRAM_PERMISSIONS
 
@@ -177,7 +177,9 @@ def _is_old(item: Any, newest: datetime, seen: set[str]) -> bool:
 
 def _next_cursor(items: list[Any], newest: datetime | None, seen: set[str]) -> str | None:
     """The newest time among `items` and the cursor's, with the ids seen at that time."""
-    times = [(t, i.get("id")) for i in items if (t := _time(i)) is not None]
+    # A time in the future is quarantined; a cursor moved there would hide every media until then.
+    latest = utcnow() + CLOCK_SLACK
+    times = [(t, i.get("id")) for i in items if (t := _time(i)) is not None and t <= latest]
     top = max([t for t, _ in times] + ([newest] if newest else []), default=None)
     if top is None:
         return None

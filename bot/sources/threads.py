@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.models import Fetch, Post, Rejected
-from bot.sources import SourceError, post_or_rejected
+from bot.sources import CLOCK_SLACK, SourceError, post_or_rejected
 from bot.sources.graph import GraphClient, mentions_in, paging_after
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
@@ -212,11 +212,13 @@ def _items(page: dict[str, Any]) -> list[Any]:
 
 
 def _unix_time(item: Any) -> int:
-    """A post's time in Unix seconds for the cursor; 0 when it has none (it cannot move the cursor)."""
+    """A post's time in Unix seconds for the cursor; 0 when it has none, or one in the future (quarantined:
+    a cursor moved there would hide every post until then)."""
     try:
-        return int(parse_datetime(item["timestamp"]).timestamp())
+        moment = parse_datetime(item["timestamp"])
     except (KeyError, TypeError, ValueError, AttributeError):
         return 0
+    return int(moment.timestamp()) if moment <= utcnow() + CLOCK_SLACK else 0
 
 
 def _load_cursor(cursor: str | None) -> dict[str, int]:
