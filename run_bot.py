@@ -48,7 +48,8 @@ PROGRESS_EVERY = 5.0  # seconds between two lines of `once` while a paced channe
 EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
-     (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`)
+     (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`);
+     check-config --online: Threads or Instagram refused a feed
   2  bad settings, rules, input or database
   141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 
@@ -127,9 +128,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser(
         "once", help="poll every feed once, deliver, and exit (for cron and scripts)"
     ).set_defaults(handler=command_once)
-    commands.add_parser(
+    check = commands.add_parser(
         "check-config", help="validate the settings and rules; print them with secrets masked"
-    ).set_defaults(handler=command_check_config)
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask each Threads and Instagram feed once and say which permission a refusal needs "
+        "(exit 1 when one is refused)",
+    )
+    check.set_defaults(handler=command_check_config)
     backtest = commands.add_parser(
         "backtest", help="run the detector (rules and model) over a JSONL file of posts and score it"
     )
@@ -415,7 +423,28 @@ def command_check_config(args: argparse.Namespace) -> int:
         f"ok: {settings.path}, {len(rules)} rule(s) in {settings.rules} and {model} are valid",
         file=sys.stderr,
     )
-    return 0
+    return check_feeds_online(settings) if getattr(args, "online", False) else 0
+
+
+def check_feeds_online(settings: Settings) -> int:
+    """Ask each Threads and Instagram feed once; one line per feed; 1 when any was refused."""
+    from bot.sources import SourceError, build_source
+
+    redact_logs(settings)
+    refused = 0
+    asked = [config for config in settings.sources if config.type in ("threads", "instagram")]
+    if not asked:
+        print("online: no Threads or Instagram source to ask", file=sys.stderr)
+    for config in asked:
+        source = build_source(config, {}, paced=False, data_dir=settings.database.parent)
+        for feed in source.feeds():
+            try:
+                line = source.probe(feed)  # type: ignore[attr-defined]
+            except SourceError as error:
+                refused += 1
+                line = f"refused: {error}"
+            print(f"online: {config.name}:{feed}: {line}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def add_output_options(parser: argparse.ArgumentParser, since_help: str) -> None:

@@ -32,7 +32,9 @@ def build_pipeline(
     already built (commands build it before opening the database, so a bad model file touches nothing)."""
     detector = detector or build_detector(settings)
     sources = {
-        config.name: build_source(config, store.account_ids(config.type), paced=paced)
+        config.name: build_source(
+            config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
+        )
         for config in settings.sources
     }
     if notifiers is None:

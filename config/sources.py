@@ -142,10 +142,78 @@ def rss_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
     return SourceOptions({"feeds": tuple(feeds), **options})
 
 
+THREADS_OWNER = "me"  # the feed of the token owner's own posts and replies
+# Threads and Instagram usernames: letters, digits, "_" and ".", at most 30.
+META_HANDLE = re.compile(r"[A-Za-z0-9_.]{1,30}")
+INSTAGRAM_PERMISSIONS = ("instagram_basic", "pages_read_engagement", "business_management")
+
+
+def threads_permissions(feed: str, replies: bool) -> tuple[str, ...]:
+    """The permissions of the Threads app's token that polling `feed` needs."""
+    if feed == THREADS_OWNER:
+        return ("threads_basic", "threads_read_replies") if replies else ("threads_basic",)
+    return ("threads_basic", "threads_profile_discovery")
+
+
+def threads_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
+    options = {
+        "accounts": tuple(a.lower() for a in table.get("accounts", "names", (THREADS_OWNER,))),
+        "replies": table.get("replies", "bool", True),
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "timeout": table.get("timeout", "timeout", 20.0),
+        "token_file": table.get("token_file", "path", None),
+    }
+    _check_meta_accounts(table, options, limit=100)
+    options["needs"] = {
+        feed: list(threads_permissions(feed, options["replies"])) for feed in options["accounts"]
+    }
+    token = required_secret(
+        table, environ, "token_env", "THREADS_ACCESS_TOKEN", "a Threads API user access token"
+    )
+    return SourceOptions(options, {"token": token})
+
+
+def instagram_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
+    options = {
+        "ig_user_id": table.get("ig_user_id", "str"),
+        "accounts": tuple(a.lower() for a in table.get("accounts", "names")),
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "timeout": table.get("timeout", "timeout", 20.0),
+        "api_version": table.get("api_version", "str", "v24.0"),
+    }
+    if not options["ig_user_id"].isascii() or not options["ig_user_id"].isdigit():
+        table.fail(
+            "ig_user_id",
+            f"expected the numeric id of your Instagram professional account, got {options['ig_user_id']!r}",
+        )
+    if not re.fullmatch(r"v\d+\.\d+", options["api_version"]):
+        table.fail(
+            "api_version", f"expected a Graph API version such as v24.0, got {options['api_version']!r}"
+        )
+    _check_meta_accounts(table, options, limit=100)
+    options["needs"] = {feed: list(INSTAGRAM_PERMISSIONS) for feed in options["accounts"]}
+    token = required_secret(
+        table, environ, "token_env", "INSTAGRAM_ACCESS_TOKEN", "an Instagram Graph API user access token"
+    )
+    return SourceOptions(options, {"token": token})
+
+
+def _check_meta_accounts(table: Table, options: dict[str, Any], limit: int) -> None:
+    if not options["accounts"]:
+        table.fail("accounts", "expected at least one account name")
+    for account in options["accounts"]:
+        if not META_HANDLE.fullmatch(account) or account.endswith("."):
+            table.fail("accounts", f"{account!r} is not a username (1-30 letters, digits, _ or .)")
+    if not 1 <= options["first_poll_limit"] <= limit:
+        table.fail("first_poll_limit", f"expected a whole number from 1 to {limit}")
+
+
 # type -> (its options reader, its default `every` in seconds)
 SOURCE_OPTIONS: dict[str, tuple[OptionsReader, float]] = {
     "replay": (replay_options, 1.0),
     "x": (x_options, 300.0),
     "mastodon": (mastodon_options, 300.0),
     "rss": (rss_options, 900.0),
+    "threads": (threads_options, 300.0),
+    "instagram": (instagram_options, 600.0),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from bot.models import Fetch, Post, Rejected
@@ -47,18 +48,23 @@ class Source(Protocol):
         ...
 
 
-def build_source(config: SourceConfig, known_accounts: dict[str, str], paced: bool = True) -> Source:
+def build_source(
+    config: SourceConfig, known_accounts: dict[str, str], paced: bool = True, data_dir: Path | None = None
+) -> Source:
     """The source `config` describes. `known_accounts` maps usernames to ids already resolved and stored.
 
-    `paced` False makes a replay hand out its whole file at once (for `once` and backfills).
+    `paced` False makes a replay hand out its whole file at once (for `once` and backfills). `data_dir` (the
+    database's directory) holds files a source keeps of its own, such as a refreshed Threads token.
     """
-    from bot.sources import mastodon, replay, rss, x
+    from bot.sources import instagram, mastodon, replay, rss, threads, x
 
     builders: dict[str, Callable[..., Source]] = {
         "replay": lambda: replay.ReplaySource.from_config(config, paced=paced),
         "x": lambda: x.XSource.from_config(config, known_accounts),
         "mastodon": lambda: mastodon.MastodonSource.from_config(config, known_accounts),
         "rss": lambda: rss.RssSource.from_config(config),
+        "threads": lambda: threads.ThreadsSource.from_config(config, data_dir or Path(".")),
+        "instagram": lambda: instagram.InstagramSource.from_config(config),
     }
     return builders[config.type]()
 
