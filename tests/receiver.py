@@ -41,6 +41,8 @@ class Answer:
     drip: float = 0.0  # seconds between two bytes of the whole answer, status line included
     huge: int = 0  # a body of this many bytes instead of `body`, generated as it goes out
     raw_header: str = ""  # a header line sent as it is (one without a colon breaks urllib3's parser)
+    unsized: bool = False  # no Content-Length: the body ends when the connection closes (HTTP/1.0 style)
+    trickle: float = 0.0  # seconds between two bytes of the body alone, the head sent at once
 
 
 OK = Answer()
@@ -107,7 +109,7 @@ class Receiver:
                 length = answer.huge or len(payload)
                 head = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}"]
                 head += [f"{name}: {value}" for name, value in answer.headers]
-                head += [f"Content-Length: {length}"]
+                head += ["Connection: close"] if answer.unsized else [f"Content-Length: {length}"]
                 head += [answer.raw_header] if answer.raw_header else []
                 head += ["", ""]
                 if answer.drip:
@@ -117,6 +119,14 @@ class Receiver:
                         time.sleep(answer.drip)
                     return
                 self.wfile.write("\r\n".join(head).encode())
+                if answer.trickle:
+                    self.close_connection = True
+                    for byte in payload:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        request.body_bytes_sent += 1
+                        time.sleep(answer.trickle)
+                    return
                 if not answer.huge:
                     self.wfile.write(payload)
                     request.body_bytes_sent = len(payload)

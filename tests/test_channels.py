@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -137,6 +138,22 @@ def test_a_receiver_that_drip_feeds_its_answer_is_cut_off_at_the_channels_timeou
         receiver.answer(Answer(body="x" * 100, drip=0.05))
         pipeline = demo(store, detector, webhook(receiver, timeout=0.5))
         assert pipeline.deliver_all()["hook"].failed == 1
+    assert store.db.execute("SELECT status, last_error FROM alerts WHERE attempts = 1").fetchone() == (
+        "pending",
+        "no answer within 0.5s (timeout)",
+    )
+
+
+def test_an_answer_without_a_length_that_trickles_is_cut_off_at_the_channels_timeout_too(store, detector):
+    # No Content-Length: the body ends when the connection closes, and http.client has by then handed the
+    # socket from the connection to the response. About 4 s of body against a 0.5 s timeout.
+    with Receiver() as receiver:
+        receiver.answer(Answer(body="x" * 80, unsized=True, trickle=0.05))
+        pipeline = demo(store, detector, webhook(receiver, timeout=0.5))
+        assert pipeline.deliver_all()["hook"].failed == 1
+        time.sleep(0.2)  # the receiver notices the hang-up at its next write
+        (answered,) = receiver.received
+        assert answered.body_bytes_sent < 80  # the client hung up at its deadline, not at the end of the body
     assert store.db.execute("SELECT status, last_error FROM alerts WHERE attempts = 1").fetchone() == (
         "pending",
         "no answer within 0.5s (timeout)",

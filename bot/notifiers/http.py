@@ -72,7 +72,7 @@ def post(session: requests.Session, url: str, body: bytes, headers: dict[str, st
     """POST `body` and read the answer, all within `timeout` seconds (connecting, sending and reading),
     reading at most REPLY_LIMIT bytes of it. Network failures and the deadline become DeliveryError (retry)
     naming the failure, never the URL."""
-    deadline = _Deadline(timeout)
+    deadline = Deadline(timeout)
     try:
         with deadline:
             reply = _exchange(session, url, body, headers, timeout)
@@ -169,7 +169,7 @@ def _until(date: str) -> float | None:
 _current = threading.local()  # the deadline of the request this thread is making, if any
 
 
-class _Deadline:
+class Deadline:
     """Within `with`, connections this thread uses are shut down once `seconds` have passed: a blocked read
     then ends at once, where a per-read timeout would wait for as long as bytes keep trickling in."""
 
@@ -180,7 +180,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> Deadline:
         _current.deadline = self
         self._timer.start()
         return self
@@ -203,7 +203,9 @@ class _Deadline:
 
 
 def _cut(connection: HTTPConnection) -> None:
-    sock = connection.sock
+    # An answer with no length (read until the connection closes) takes the socket away from the connection
+    # (http.client sets connection.sock to None): the one kept at connect time is still the one to cut.
+    sock = connection.sock or getattr(connection, "deadline_sock", None)
     if sock is not None:
         # The plain socket's shutdown, also under TLS: it wakes the reading thread without touching the
         # TLS state that thread is using.
@@ -217,6 +219,7 @@ class _WatchedMixin:
     def connect(self) -> None:
         _watch(self)
         super().connect()  # type: ignore[misc]
+        self.deadline_sock = self.sock  # type: ignore[attr-defined]
         _watch(self)  # a deadline that passed while connecting cuts the new socket at once
 
     def request(self, *args: Any, **kwargs: Any) -> None:

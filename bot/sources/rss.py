@@ -34,8 +34,7 @@ import requests
 import urllib3
 
 from bot.models import Fetch, Post, Rejected
-from bot.notifiers.http import USER_AGENT, Reply, retry_after, session
-from bot.notifiers.http import _Deadline as Deadline
+from bot.notifiers.http import USER_AGENT, Deadline, Reply, retry_after, session
 from bot.sources import RateLimited, SourceError, post_or_rejected
 from bot.timeutil import iso, utcnow
 from config import SourceConfig
