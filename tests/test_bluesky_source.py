@@ -1,0 +1,326 @@
+"""The Bluesky source through the real atproto Client, answered by a real XRPC server on 127.0.0.1, and in
+Jetstream mode through the real websockets client, fed by a real websockets server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from atproto_client import Client
+from atproto_client.request import Request
+
+from bot.pipeline import Pipeline
+from bot.sources import RateLimited, SourceError
+from bot.sources.bluesky import BlueskySource
+from storage import Store
+
+RECORDED = Path(__file__).parent / "data" / "bluesky"
+QUOTE_VIEW = json.loads((RECORDED / "quote_post_view.json").read_text())
+EVENTS = [json.loads(line) for line in (RECORDED / "jetstream_events.jsonl").read_text().splitlines()]
+MARSHAL = "did:plc:kvwvcn5iqfooopmyzvb4qzba"
+ALICE = "did:plc:alice000000000000000000"
+BOB = "did:plc:bob00000000000000000000"
+FEED = "/xrpc/app.bsky.feed.getAuthorFeed"
+PROFILES = "/xrpc/app.bsky.actor.getProfiles"
+
+
+class Xrpc:
+    """A real HTTP server on 127.0.0.1 answering XRPC GETs from a script per path: (status, body, headers)."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[tuple[int, Any, dict[str, str]]]] = {}
+        self.asked: list[tuple[str, dict[str, list[str]]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                server.asked.append((url.path, parse_qs(url.query)))
+                answers = server.script.get(url.path) or [(404, {"error": "NotFound"}, {})]
+                status, body, headers = answers.pop(0) if len(answers) > 1 else answers[0]
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def answer(self, path: str, *answers: Any, status: int = 200, **headers: str) -> None:
+        self.script[path] = [(status, body, headers) for body in answers]
+
+    def feed_calls(self) -> list[dict[str, list[str]]]:
+        return [query for path, query in self.asked if path == FEED]
+
+
+@pytest.fixture
+def xrpc() -> Iterator[Xrpc]:
+    server = Xrpc()
+    yield server
+    server.http.shutdown()
+    server.http.server_close()
+
+
+def make_source(xrpc: Xrpc, **kwargs: Any) -> BlueskySource:
+    client = Client(base_url=xrpc.url, request=Request(timeout=5.0))
+    kwargs.setdefault("known_dids", {"alice.bsky.social": ALICE})
+    return BlueskySource("bluesky", client, kwargs.pop("accounts", ["alice.bsky.social"]), **kwargs)
+
+
+def view(
+    rkey: str, text: str, at: str, did: str = ALICE, handle: str = "alice.bsky.social", **record
+) -> dict:
+    """A postView as getAuthorFeed serves it, for a post made and indexed at `at`."""
+    return {
+        "uri": f"at://{did}/app.bsky.feed.post/{rkey}",
+        "cid": f"bafy{rkey}",
+        "author": {"did": did, "handle": handle},
+        "record": {"$type": "app.bsky.feed.post", "text": text, "createdAt": at, "langs": ["en"], **record},
+        "indexedAt": at,
+    }
+
+
+def page(*items: dict, cursor: str | None = None) -> dict:
+    return {"feed": [i if "post" in i else {"post": i} for i in items]} | (
+        {"cursor": cursor} if cursor else {}
+    )
+
+
+def test_a_first_poll_takes_only_the_newest_posts_with_their_link_and_language(xrpc):
+    xrpc.answer(
+        FEED,
+        page(
+            view("3new", "I'm up for a cage match if he is lol", "2026-11-20T10:00:02Z"),
+            view("3mid", "b", "2026-11-20T10:00:01Z"),
+            cursor="older",
+        ),
+    )
+    fetch = make_source(xrpc, first_poll_limit=2).fetch("alice.bsky.social", None)
+    assert [p.text for p in fetch.posts] == ["b", "I'm up for a cage match if he is lol"]
+    newest = fetch.posts[-1]
+    assert newest.key == f"bluesky:at://{ALICE}/app.bsky.feed.post/3new"
+    assert newest.url == "https://bsky.app/profile/alice.bsky.social/post/3new"
+    assert (newest.author, newest.author_id, newest.lang, newest.kind) == (
+        "alice.bsky.social",
+        ALICE,
+        "en",
+        "post",
+    )
+    assert json.loads(fetch.cursor) == {"at": "2026-11-20T10:00:02.000+00:00", "uri": newest.id}
+    (asked,) = xrpc.feed_calls()
+    assert asked["actor"] == [ALICE] and asked["limit"] == ["2"]
+
+
+def test_handles_are_resolved_once_and_handed_back_to_be_stored(xrpc):
+    xrpc.answer(PROFILES, {"profiles": [{"did": ALICE, "handle": "alice.bsky.social"}]})
+    xrpc.answer(FEED, page())
+    source = make_source(xrpc, known_dids={})
+    first = source.fetch("alice.bsky.social", None)
+    second = source.fetch("alice.bsky.social", None)
+    assert first.accounts == (("bluesky", "alice.bsky.social", ALICE),)
+    assert second.accounts == ()
+    assert [path for path, _ in xrpc.asked].count(PROFILES) == 1
+
+
+def test_an_account_bluesky_does_not_know_fails_with_its_name(xrpc):
+    xrpc.answer(PROFILES, {"profiles": []})
+    with pytest.raises(SourceError, match=r"no Bluesky account named @nobody\.bsky\.social"):
+        make_source(xrpc, accounts=["nobody.bsky.social"], known_dids={}).fetch("nobody.bsky.social", None)
+
+
+def test_the_next_poll_pages_back_only_to_the_newest_post_already_seen(xrpc):
+    seen = view("3old", "seen", "2026-11-20T10:00:00Z")
+    xrpc.answer(
+        FEED,
+        page(view("3d", "d", "2026-11-20T10:00:04Z"), view("3c", "c", "2026-11-20T10:00:03Z"), cursor="p2"),
+        page(
+            view("3b", "b", "2026-11-20T10:00:01Z"),
+            seen,
+            view("3z", "older", "2026-11-19T00:00:00Z"),
+            cursor="p3",
+        ),
+    )
+    cursor = json.dumps({"at": "2026-11-20T10:00:00Z", "uri": seen["uri"]})
+    fetch = make_source(xrpc).fetch("alice.bsky.social", cursor)
+    assert [p.text for p in fetch.posts] == ["b", "c", "d"]
+    assert json.loads(fetch.cursor)["uri"].endswith("/3d")
+    first, second = xrpc.feed_calls()
+    assert "cursor" not in first and second["cursor"] == ["p2"]
+    assert len(xrpc.feed_calls()) == 2
+
+
+def test_nothing_new_keeps_the_cursor_and_returns_no_posts(xrpc):
+    seen = view("3old", "seen", "2026-11-20T10:00:00Z")
+    xrpc.answer(FEED, page(seen, cursor="p2"))
+    cursor = json.dumps({"at": "2026-11-20T10:00:00Z", "uri": seen["uri"]})
+    fetch = make_source(xrpc).fetch("alice.bsky.social", cursor)
+    assert fetch.posts == () and fetch.cursor == cursor and fetch.read == 1
+
+
+def test_a_reply_names_its_parent_and_thread_and_a_mention_becomes_a_handle(xrpc):
+    parent = f"at://{BOB}/app.bsky.feed.post/3parent"
+    reply = view(
+        "3reply",
+        "@bob.bsky.social sure, name the place",
+        "2026-11-20T10:00:00Z",
+        reply={"parent": {"uri": parent, "cid": "c1"}, "root": {"uri": parent, "cid": "c1"}},
+        facets=[
+            {
+                "index": {"byteStart": 0, "byteEnd": 16},
+                "features": [{"$type": "app.bsky.richtext.facet#mention", "did": BOB}],
+            },
+            {
+                "index": {"byteStart": 0, "byteEnd": 1},
+                "features": [{"$type": "app.bsky.richtext.facet#mention", "did": "did:plc:unnamed"}],
+            },
+        ],
+    )
+    item = {
+        "post": reply,
+        "reply": {"parent": view("3parent", "fight?", "2026-11-20T09:00:00Z", BOB, "bob.bsky.social")},
+    }
+    xrpc.answer(FEED, page(item))
+    (post,) = make_source(xrpc).fetch("alice.bsky.social", None).posts
+    assert (post.kind, post.reply_to, post.conversation_id) == ("reply", parent, parent)
+    assert post.mentions == ("bob.bsky.social", "did:plc:unnamed")
+
+
+def test_a_recorded_quote_with_media_names_the_quoted_post(xrpc):
+    xrpc.answer(FEED, page(QUOTE_VIEW))
+    source = make_source(xrpc, accounts=["test.marshal.dev"], known_dids={"test.marshal.dev": MARSHAL})
+    (post,) = source.fetch("test.marshal.dev", None).posts
+    assert post.kind == "quote"
+    assert post.quote_of == f"at://{MARSHAL}/app.bsky.feed.post/3kahesw26il2z"
+    assert post.url == "https://bsky.app/profile/test.marshal.dev/post/3kaheyt6vpc22"
+    assert post.version_id == QUOTE_VIEW["cid"] and post.raw["post"]["uri"] == QUOTE_VIEW["uri"]
+
+
+def test_a_repost_is_the_reposters_post_with_the_original_text(xrpc):
+    original = view(
+        "3orig", "I'm up for a cage match if he is lol", "2026-11-20T09:00:00Z", BOB, "bob.bsky.social"
+    )
+    repost_uri = f"at://{ALICE}/app.bsky.feed.repost/3rp"
+    reason = {
+        "$type": "app.bsky.feed.defs#reasonRepost",
+        "by": {"did": ALICE, "handle": "alice.bsky.social"},
+        "uri": repost_uri,
+        "indexedAt": "2026-11-20T10:00:00Z",
+    }
+    xrpc.answer(FEED, page({"post": original, "reason": reason}))
+    fetch = make_source(xrpc).fetch("alice.bsky.social", None)
+    (post,) = fetch.posts
+    assert (post.id, post.kind, post.author) == (repost_uri, "repost", "alice.bsky.social")
+    assert post.quote_of == original["uri"] and post.text == "I'm up for a cage match if he is lol"
+    assert post.mentions == ("bob.bsky.social",)
+    assert json.loads(fetch.cursor) == {"at": "2026-11-20T10:00:00.000+00:00", "uri": repost_uri}
+
+
+def test_an_edited_post_is_a_new_version_of_the_same_key(xrpc, store: Store, detector):
+    first = view("3e", "see you there", "2026-11-20T10:00:00Z")
+    # The AppView indexes an updated record again: a new CID, the new text, a later indexedAt.
+    edited = first | {
+        "cid": "bafyedited",
+        "record": first["record"] | {"text": "see you in the cage"},
+        "indexedAt": "2026-11-20T10:05:00Z",
+    }
+    pipeline = Pipeline(store, detector, {"bluesky": make_source(xrpc)}, [])
+    xrpc.answer(FEED, page(first))
+    pipeline.poll("bluesky", "alice.bsky.social")
+    xrpc.answer(FEED, page(edited, first))
+    saved = pipeline.poll("bluesky", "alice.bsky.social")
+    assert saved is not None and saved.new_posts == 0
+    key = f"bluesky:at://{ALICE}/app.bsky.feed.post/3e"
+    rows = store.db.execute(
+        "SELECT version_id, text FROM post_versions WHERE post_key = ? ORDER BY version", [key]
+    )
+    assert [tuple(r) for r in rows] == [("bafy3e", "see you there"), ("bafyedited", "see you in the cage")]
+
+
+def test_a_post_missing_fields_is_quarantined_and_the_others_are_kept(xrpc):
+    broken = view("3bad", "x", "2026-11-20T10:00:01Z")
+    del broken["record"]["text"]
+    no_date = view("3nodate", "y", "2026-11-20T10:00:02Z")
+    del no_date["record"]["createdAt"]
+    xrpc.answer(FEED, page(no_date, broken, view("3ok", "fine", "2026-11-20T10:00:00Z")))
+    fetch = make_source(xrpc).fetch("alice.bsky.social", None)
+    assert [p.text for p in fetch.posts] == ["fine"]
+    reasons = sorted(r.error for r in fetch.rejected)
+    assert reasons == ["field 'record.text' is missing or not text", "missing field 'createdAt'"]
+    assert json.loads(fetch.cursor)["uri"].endswith("/3nodate")
+
+
+def test_a_429_pauses_the_feed_until_the_ratelimit_reset(xrpc):
+    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": "1800000000"})
+    with pytest.raises(RateLimited) as raised:
+        make_source(xrpc).fetch("alice.bsky.social", None)
+    assert raised.value.reset_at.timestamp() == 1800000000
+    assert "429" in str(raised.value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_is_a_source_error_with_the_reason(xrpc, status):
+    xrpc.answer(FEED, {"error": "AuthMissing", "message": "Authentication Required"}, status=status)
+    with pytest.raises(SourceError, match=rf"refused access \({status}\).*Authentication Required"):
+        make_source(xrpc).fetch("alice.bsky.social", None)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_server_error_is_a_source_error_to_retry(xrpc, status):
+    xrpc.answer(FEED, {"error": "InternalServerError"}, status=status)
+    with pytest.raises(SourceError, match=rf"Bluesky server error \({status}\)"):
+        make_source(xrpc).fetch("alice.bsky.social", None)
+
+
+@pytest.mark.parametrize("body", [b"<html>oops</html>", b'{"feed": "not a list"}', b"[1, 2]"])
+def test_a_malformed_answer_is_a_source_error(xrpc, body):
+    xrpc.answer(FEED, body)
+    with pytest.raises(SourceError, match="getAuthorFeed"):
+        make_source(xrpc).fetch("alice.bsky.social", None)
+
+
+def test_an_unreachable_appview_is_a_source_error():
+    client = Client(base_url="http://127.0.0.1:9", request=Request(timeout=2.0))
+    source = BlueskySource("bluesky", client, ["alice.bsky.social"], known_dids={"alice.bsky.social": ALICE})
+    with pytest.raises(SourceError, match="cannot reach Bluesky"):
+        source.fetch("alice.bsky.social", None)
+
+
+def test_a_challenge_polled_from_bluesky_is_stored_as_a_hit(xrpc, store: Store, shipped_detector):
+    xrpc.answer(FEED, page(view("3cage", "I'm up for a cage match if he is lol", "2026-11-20T10:00:00Z")))
+    pipeline = Pipeline(store, shipped_detector, {"bluesky": make_source(xrpc)}, [])
+    saved = pipeline.poll("bluesky", "alice.bsky.social")
+    assert saved is not None and saved.new_posts == 1 and saved.new_hits >= 1
+    key = f"bluesky:at://{ALICE}/app.bsky.feed.post/3cage"
+    assert store.db.execute("SELECT count(*) FROM hits WHERE post_key = ?", [key]).fetchone()[0] >= 1
+    assert pipeline.poll("bluesky", "alice.bsky.social").new_posts == 0
+
+
+def test_source_health_shows_the_bluesky_feed_with_its_error_and_pause(xrpc, store: Store, detector):
+    pipeline = Pipeline(store, detector, {"bluesky": make_source(xrpc)}, [])
+    xrpc.answer(FEED, page(view("3a", "hello", "2026-11-20T10:00:00Z")))
+    pipeline.poll("bluesky", "alice.bsky.social")
+    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": "1800000000"})
+    pipeline.poll("bluesky", "alice.bsky.social")
+    table = store.report("source-health")
+    (row,) = [dict(zip(table.columns, r, strict=True)) for r in table.rows]
+    assert (row["source"], row["feed"], row["polls"], row["errors"]) == ("bluesky", "alice.bsky.social", 2, 1)
+    assert row["last_success"] is not None
+    assert row["last_error"] == "Bluesky rate limit reached (429); paused until 2027-01-15T08:00:00.000+00:00"
+    assert store.feed_state("bluesky", "alice.bsky.social").paused_until.isoformat().startswith("2027-01-15")
