@@ -14,10 +14,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from atproto_client import Client
 from atproto_client.request import Request
+from websockets.sync.server import serve
 
 from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError
-from bot.sources.bluesky import BlueskySource
+from bot.sources.bluesky import JETSTREAM_FEED, BlueskySource, JetstreamSource
 from storage import Store
 
 RECORDED = Path(__file__).parent / "data" / "bluesky"
@@ -324,3 +325,241 @@ def test_source_health_shows_the_bluesky_feed_with_its_error_and_pause(xrpc, sto
     assert row["last_success"] is not None
     assert row["last_error"] == "Bluesky rate limit reached (429); paused until 2027-01-15T08:00:00.000+00:00"
     assert store.feed_state("bluesky", "alice.bsky.social").paused_until.isoformat().startswith("2027-01-15")
+
+
+# -- Jetstream ---------------------------------------------------------------------------------------------
+
+
+class Jetstream:
+    """A real websocket server on 127.0.0.1 that replays `events` from the cursor a client asks for (time_us
+    at or after it), only the wanted DIDs' commits; identity and account events go to everyone. With
+    `drop_after`, the first connection is cut after that many events."""
+
+    def __init__(self, events: list[Any], drop_after: int | None = None) -> None:
+        self.events = events
+        self.drop_after = drop_after
+        self.paths: list[str] = []
+        self.server = serve(self.handle, "127.0.0.1", 0)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/subscribe"
+
+    def asked(self, index: int = -1) -> dict[str, list[str]]:
+        return parse_qs(urlparse(self.paths[index]).query)
+
+    def handle(self, connection: Any) -> None:
+        self.paths.append(connection.request.path)
+        asked = self.asked()
+        cursor = int(asked.get("cursor", ["0"])[0])
+        wanted = set(asked.get("wantedDids", []))
+        sent = 0
+        for event in self.events:
+            old = isinstance(event, dict) and event["time_us"] < cursor
+            if old or (isinstance(event, dict) and event["kind"] == "commit" and event["did"] not in wanted):
+                continue
+            if self.drop_after is not None and len(self.paths) == 1 and sent == self.drop_after:
+                return  # the connection drops
+            connection.send(event if isinstance(event, str) else json.dumps(event))
+            sent += 1
+        for _ in connection:  # keep the connection open until the client leaves
+            pass
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def post_event(rkey: str, text: str, time_us: int, did: str = ALICE, operation: str = "create") -> dict:
+    record = {
+        "$type": "app.bsky.feed.post",
+        "text": text,
+        "createdAt": "2026-11-20T10:00:00.000Z",
+        "langs": ["en"],
+    }
+    commit = {
+        "rev": f"rev{time_us}",
+        "operation": operation,
+        "collection": "app.bsky.feed.post",
+        "rkey": rkey,
+    }
+    return {
+        "did": did,
+        "time_us": time_us,
+        "kind": "commit",
+        "commit": commit | {"record": record, "cid": f"c{time_us}"},
+    }
+
+
+def jetstream_source(xrpc: Xrpc, server: Jetstream, **kwargs: Any) -> JetstreamSource:
+    accounts = make_source(
+        xrpc,
+        accounts=kwargs.pop("accounts", ["alice.bsky.social"]),
+        known_dids=kwargs.pop("known_dids", None)
+        or {"alice.bsky.social": ALICE, "test.marshal.dev": MARSHAL},
+    )
+    return JetstreamSource(accounts, server.url, timeout=5.0, backoff=0.05, **kwargs)
+
+
+def fetch_until(
+    source: JetstreamSource, count: int, cursor: str | None = None
+) -> tuple[list, str | None, list]:
+    """Fetch (saving the cursor as the pipeline would) until `count` posts came, or 50 fetches."""
+    posts, rejected = [], []
+    for _ in range(50):
+        fetch = source.fetch(JETSTREAM_FEED, cursor)
+        posts += fetch.posts
+        rejected += fetch.rejected
+        cursor = fetch.cursor
+        if len(posts) >= count:
+            break
+    return posts, cursor, rejected
+
+
+@pytest.fixture
+def jetstream_server() -> Iterator[Any]:
+    servers: list[Jetstream] = []
+
+    def start(events: list[Any], drop_after: int | None = None) -> Jetstream:
+        servers.append(Jetstream(events, drop_after))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_jetstream_turns_recorded_post_commits_into_posts_and_ignores_the_rest(xrpc, jetstream_server):
+    server = jetstream_server(EVENTS)
+    source = jetstream_source(xrpc, server, accounts=["test.marshal.dev"])
+    try:
+        posts, cursor, _ = fetch_until(source, 2)
+    finally:
+        source.close()
+    assert [p.text for p in posts] == ["test", ""]
+    quote = posts[1]
+    assert quote.kind == "quote" and quote.quote_of == f"at://{MARSHAL}/app.bsky.feed.post/3kahesw26il2z"
+    assert quote.url == "https://bsky.app/profile/test.marshal.dev/post/3kaheyt6vpc22"
+    assert cursor in ("1725911162500000", "1725911162600000")  # the delete after them may be in the batch
+    asked = server.asked(0)
+    assert asked["wantedDids"] == [MARSHAL] and asked["wantedCollections"] == ["app.bsky.feed.post"]
+    assert "cursor" not in asked
+
+
+def test_jetstream_quarantines_a_message_that_is_not_an_event(xrpc, jetstream_server):
+    server = jetstream_server(["not json {", post_event("3a", "after it", 10)])
+    source = jetstream_source(xrpc, server)
+    try:
+        posts, cursor, rejected = fetch_until(source, 1)
+    finally:
+        source.close()
+    assert [p.text for p in posts] == ["after it"] and cursor == "10"
+    assert [(r.record, r.error) for r in rejected] == [("not json {", "not a Jetstream event (no time_us)")]
+
+
+def test_a_jetstream_batch_whose_cursor_was_not_saved_is_handed_out_again(xrpc, jetstream_server):
+    server = jetstream_server([post_event(f"3p{n}", f"post {n}", n) for n in range(1, 7)])
+    source = jetstream_source(xrpc, server, batch=3)
+    try:
+        first = source.fetch(JETSTREAM_FEED, None)
+        again = source.fetch(JETSTREAM_FEED, None)  # the store did not save the first batch's cursor
+        rest, cursor, _ = fetch_until(source, 6 - len(first.posts), again.cursor)
+    finally:
+        source.close()
+    assert first.posts and again.posts == first.posts and again.cursor == first.cursor
+    assert [p.text for p in first.posts + tuple(rest)] == [f"post {n}" for n in range(1, 7)]
+    assert cursor == "6"
+
+
+def test_after_a_restart_jetstream_resumes_from_the_saved_cursor_without_loss_or_doubles(
+    xrpc, jetstream_server, tmp_path, detector
+):
+    events = [post_event(f"3p{n}", f"post {n}", 1_000 + n) for n in range(1, 9)]
+    server = jetstream_server(events)
+    database = tmp_path / "ringside.db"
+    store = Store.open(database)
+    source = jetstream_source(xrpc, server, batch=3)
+    pipeline = Pipeline(store, detector, {"bluesky": source}, [])
+    try:
+        while store.feed_state("bluesky", JETSTREAM_FEED).cursor is None:
+            pipeline.poll("bluesky", JETSTREAM_FEED)
+    finally:
+        source.close()  # the service stops (or is killed) here
+        store.close()
+    saved = Store.open(database)
+    cursor = saved.feed_state("bluesky", JETSTREAM_FEED).cursor
+    stored_before = saved.db.execute("SELECT count(*) FROM posts").fetchone()[0]
+    restarted = jetstream_source(xrpc, server, batch=3)
+    pipeline = Pipeline(saved, detector, {"bluesky": restarted}, [])
+    try:
+        for _ in range(50):
+            pipeline.poll("bluesky", JETSTREAM_FEED)
+            if saved.feed_state("bluesky", JETSTREAM_FEED).cursor == "1008":
+                break
+    finally:
+        restarted.close()
+    texts = [row[0] for row in saved.db.execute("SELECT text FROM posts ORDER BY text")]
+    saved.close()
+    assert 1 <= stored_before < 8 and server.asked(-1)["cursor"] == [cursor]
+    assert texts == [f"post {n}" for n in range(1, 9)]
+
+
+def test_a_jetstream_update_is_a_new_version_and_a_delete_keeps_what_is_stored(
+    xrpc, jetstream_server, store, detector
+):
+    events = [
+        post_event("3e", "see you there", 1),
+        post_event("3e", "see you in the cage", 2, operation="update"),
+        {
+            "did": ALICE,
+            "time_us": 3,
+            "kind": "commit",
+            "commit": {"rev": "r3", "operation": "delete", "collection": "app.bsky.feed.post", "rkey": "3e"},
+        },
+    ]
+    source = jetstream_source(xrpc, jetstream_server(events), batch=1)
+    pipeline = Pipeline(store, detector, {"bluesky": source}, [])
+    try:
+        for _ in range(50):
+            pipeline.poll("bluesky", JETSTREAM_FEED)
+            if store.feed_state("bluesky", JETSTREAM_FEED).cursor == "3":
+                break
+    finally:
+        source.close()
+    key = f"bluesky:at://{ALICE}/app.bsky.feed.post/3e"
+    rows = store.db.execute(
+        "SELECT version_id, text FROM post_versions WHERE post_key = ? ORDER BY version", [key]
+    )
+    assert [tuple(r) for r in rows] == [("c1", "see you there"), ("c2", "see you in the cage")]
+    assert (
+        store.db.execute("SELECT text FROM posts WHERE key = ?", [key]).fetchone()[0] == "see you in the cage"
+    )
+
+
+def test_a_dropped_jetstream_connection_reconnects_from_the_last_event_and_logs_once(
+    xrpc, jetstream_server, caplog
+):
+    server = jetstream_server([post_event(f"3p{n}", f"post {n}", n) for n in range(1, 5)], drop_after=2)
+    source = jetstream_source(xrpc, server)
+    try:
+        with caplog.at_level("INFO", logger="ringside.bluesky"):
+            posts, cursor, _ = fetch_until(source, 5)
+    finally:
+        source.close()
+    # Jetstream replays from the cursor inclusive: event 2 comes twice, and the pipeline's dedup by key
+    # stores it once.
+    assert sorted({p.text for p in posts}) == ["post 1", "post 2", "post 3", "post 4"] and cursor == "4"
+    assert server.asked(1)["cursor"] == ["2"]
+    lost = [r for r in caplog.records if "connection lost" in r.getMessage()]
+    assert len(lost) == 1
+
+
+def test_an_unreachable_jetstream_fails_the_feed_with_the_reason(xrpc):
+    accounts = make_source(xrpc)
+    source = JetstreamSource(accounts, "ws://127.0.0.1:9/subscribe", timeout=2.0, backoff=0.05)
+    try:
+        with pytest.raises(SourceError, match="Jetstream connection lost"):
+            for _ in range(10):
+                source.fetch(JETSTREAM_FEED, None)
+    finally:
+        source.close()

@@ -441,8 +441,10 @@ class JetstreamSource:
         timeout: float = 20.0,
         batch: int = BATCH,
         queue_size: int = QUEUE_SIZE,
+        backoff: float = BACKOFF_FIRST,
     ) -> None:
         self.name = accounts.name
+        self.backoff = backoff
         self.accounts = accounts
         self.url = url
         self.timeout = timeout
@@ -491,14 +493,14 @@ class JetstreamSource:
         if not dids:
             raise SourceError("none of the Bluesky accounts could be resolved; nothing to subscribe to")
         start = int(cursor) if cursor and cursor.isdigit() else None
-        self.reader = JetstreamReader(self.url, dids, self.events, start, self.timeout)
+        self.reader = JetstreamReader(self.url, dids, self.events, start, self.timeout, self.backoff)
         self.reader.start()
 
     def _next_batch(self, cursor: str | None) -> list[tuple[int | None, Any]]:
         """The pending batch again if its cursor was not saved, else the next events (waiting briefly)."""
         saved = int(cursor) if cursor and cursor.isdigit() else None
         pending_end = next((s for s, _ in reversed(self._pending) if s is not None), None)
-        if self._pending and (saved is None or pending_end is None or saved < pending_end):
+        if pending_end is not None and (saved is None or saved < pending_end):
             return self._pending
         batch: list[tuple[int | None, Any]] = []
         try:
@@ -542,7 +544,13 @@ class JetstreamReader(threading.Thread):
     connection once per outage (and once when it is back), not once per attempt."""
 
     def __init__(
-        self, url: str, dids: list[str], events: queue.Queue, cursor: int | None, timeout: float
+        self,
+        url: str,
+        dids: list[str],
+        events: queue.Queue,
+        cursor: int | None,
+        timeout: float,
+        backoff: float = BACKOFF_FIRST,
     ) -> None:
         super().__init__(name="jetstream-reader", daemon=True)
         self.url = url
@@ -550,6 +558,7 @@ class JetstreamReader(threading.Thread):
         self.events = events
         self.cursor = cursor
         self.timeout = timeout
+        self.backoff = backoff
         self.outage: str | None = None
         self._stopping = threading.Event()
 
@@ -567,13 +576,13 @@ class JetstreamReader(threading.Thread):
         from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
-        delay = BACKOFF_FIRST
+        delay = self.backoff
         while not self._stopping.is_set():
             try:
                 with connect(self.subscribe_url(), open_timeout=self.timeout, max_size=2**22) as socket:
                     if self.outage:
                         log.info("jetstream: connected again after: %s", self.outage)
-                    self.outage, delay = None, BACKOFF_FIRST
+                    self.outage, delay = None, self.backoff
                     self._read(socket)
                     if self._stopping.is_set():
                         return
