@@ -4,6 +4,8 @@ Jetstream mode through the real websockets client, fed by a real websockets serv
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,8 +19,9 @@ from atproto_client.request import Request
 from websockets.sync.server import serve
 
 from bot.pipeline import Pipeline
-from bot.sources import RateLimited, SourceError
+from bot.sources import RateLimited, SourceError, build_source
 from bot.sources.bluesky import JETSTREAM_FEED, BlueskySource, JetstreamSource
+from config import ConfigError, load_settings
 from storage import Store
 
 RECORDED = Path(__file__).parent / "data" / "bluesky"
@@ -563,3 +566,77 @@ def test_an_unreachable_jetstream_fails_the_feed_with_the_reason(xrpc):
                 source.fetch(JETSTREAM_FEED, None)
     finally:
         source.close()
+
+
+# -- settings ----------------------------------------------------------------------------------------------
+
+BLUESKY = '[[sources]]\nname = "sky"\ntype = "bluesky"\naccounts = ["Alice.bsky.social", "@example.com"]\n'
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_bluesky_source_needs_no_credentials_and_polls_the_public_appview(write_config):
+    settings = load_settings(write_config(BLUESKY), environ={})
+    (config,) = settings.sources
+    assert (config.type, config.every, config.secrets) == ("bluesky", 120.0, {})
+    assert config.options["accounts"] == ["alice.bsky.social", "example.com"]
+    source = build_source(config, {})
+    assert isinstance(source, BlueskySource) and source.feeds() == ["alice.bsky.social", "example.com"]
+    assert str(source.client._base_url) == "https://public.api.bsky.app/xrpc"
+
+
+def test_jetstream_mode_is_one_feed_for_every_account(write_config):
+    settings = load_settings(write_config(BLUESKY + 'mode = "jetstream"\n'), environ={})
+    source = build_source(settings.sources[0], {"alice.bsky.social": ALICE})
+    assert isinstance(source, JetstreamSource) and source.feeds() == [JETSTREAM_FEED]
+    assert source.url == "wss://jetstream2.us-east.bsky.network/subscribe"
+
+
+@pytest.mark.parametrize(
+    ("extra", "accounts", "message"),
+    [
+        ("", '["elon musk"]', r"sources\[0\]\.accounts: 'elon musk' is not a Bluesky handle"),
+        ("", "[]", r"sources\[0\]\.accounts: expected at least one Bluesky handle"),
+        ('mode = "firehose"', '["a.bsky.social"]', r"sources\[0\]\.mode: expected one of: poll, jetstream"),
+        (
+            "first_poll_limit = 0",
+            '["a.bsky.social"]',
+            r"sources\[0\]\.first_poll_limit: expected a whole number",
+        ),
+        (
+            'jetstream_url = "http://x"',
+            '["a.bsky.social"]',
+            r"sources\[0\]\.jetstream_url: expected a wss://",
+        ),
+    ],
+)
+def test_bad_bluesky_settings_are_named_in_one_line(write_config, extra, accounts, message):
+    path = write_config(f'[[sources]]\nname = "sky"\ntype = "bluesky"\naccounts = {accounts}\n{extra}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, environ={})
+
+
+def test_a_handle_without_an_app_password_names_both_variables(write_config):
+    with pytest.raises(ConfigError, match="set both BLUESKY_HANDLE and BLUESKY_APP_PASSWORD"):
+        load_settings(write_config(BLUESKY), environ={"BLUESKY_HANDLE": "me.bsky.social"})
+
+
+def test_check_config_shows_the_bluesky_accounts_and_never_the_app_password(write_config):
+    path = write_config(BLUESKY)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BLUESKY_HANDLE": "me.bsky.social",
+        "BLUESKY_APP_PASSWORD": "abcd-efgh-ijkl-mnop",
+    }
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "run_bot.py"), "--config", str(path), "check-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=path.parent,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    (shown,) = json.loads(run.stdout)["sources"]
+    assert shown["accounts"] == ["alice.bsky.social", "example.com"] and shown["mode"] == "poll"
+    assert shown["app_password"] == "$BLUESKY_APP_PASSWORD (set, ****)"
+    assert "abcd-efgh" not in run.stdout + run.stderr
