@@ -45,7 +45,7 @@ BLUESKY_HANDLE = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
 )
 BLUESKY_MODES = ("poll", "jetstream")
-JETSTREAM_MAX_ACCOUNTS = 1000  # their DIDs go in the subscribe URL's query string
+JETSTREAM_MAX_ACCOUNTS = 100  # their DIDs go in the subscribe URL (about 5 KB); servers cap a request line
 
 
 def source_from_table(table: Table, environ: Mapping[str, str]) -> SourceConfig:
