@@ -57,6 +57,8 @@ class Xrpc:
                 self.end_headers()
                 self.wfile.write(data)
 
+            do_POST = do_GET
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -297,6 +299,22 @@ def test_a_malformed_answer_is_a_source_error(xrpc, body):
     xrpc.answer(FEED, body)
     with pytest.raises(SourceError, match="getAuthorFeed"):
         make_source(xrpc).fetch("alice.bsky.social", None)
+
+
+def test_a_refused_login_names_the_variables_and_never_the_password(xrpc):
+    xrpc.answer(
+        "/xrpc/com.atproto.server.createSession",
+        {"error": "AuthenticationRequired", "message": "Invalid identifier or password"},
+        status=401,
+    )
+    source = make_source(xrpc, login=("me.bsky.social", "abcd-efgh-ijkl-mnop"))
+    with pytest.raises(SourceError) as raised:
+        source.fetch("alice.bsky.social", None)
+    assert str(raised.value) == (
+        "Bluesky refused access (401) to BLUESKY_HANDLE and BLUESKY_APP_PASSWORD: "
+        "Invalid identifier or password"
+    )
+    assert xrpc.feed_calls() == []
 
 
 def test_an_unreachable_appview_is_a_source_error():
