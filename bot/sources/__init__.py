@@ -52,14 +52,21 @@ def build_source(config: SourceConfig, known_accounts: dict[str, str], paced: bo
 
     `paced` False makes a replay hand out its whole file at once (for `once` and backfills).
     """
-    from bot.sources import bluesky, replay, x
+    from bot.sources import replay, x
 
     builders: dict[str, Callable[..., Source]] = {
         "replay": lambda: replay.ReplaySource.from_config(config, paced=paced),
         "x": lambda: x.XSource.from_config(config, known_accounts),
-        "bluesky": lambda: bluesky.BlueskySource.from_config(config, known_accounts),
+        "bluesky": lambda: _bluesky(config, known_accounts),
     }
     return builders[config.type]()
+
+
+def _bluesky(config: SourceConfig, known_accounts: dict[str, str]) -> Source:
+    # Imported only when a Bluesky source is configured: the atproto SDK takes most of a second to load.
+    from bot.sources import bluesky
+
+    return bluesky.BlueskySource.from_config(config, known_accounts)
 
 
 def sanitised(record: Any) -> Any:
