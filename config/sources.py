@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from config.secrets import Secret, required_secret
+from config.secrets import Secret, optional_secret, required_secret
 from config.table import Table
 
 
@@ -43,6 +43,12 @@ OptionsReader = Callable[[Table, Mapping[str, str]], SourceOptions]
 X_HANDLE = re.compile(r"[A-Za-z0-9_]{1,15}")
 # user@instance: Mastodon's username characters, then a host name with at least one dot (and maybe a port).
 MASTODON_ACCOUNT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:[0-9]{1,5})?")
+# A Bluesky handle is a domain name (alice.bsky.social, example.com): labels of letters, digits and hyphens.
+BLUESKY_HANDLE = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
+)
+BLUESKY_MODES = ("poll", "jetstream")
+JETSTREAM_MAX_ACCOUNTS = 100  # their DIDs go in the subscribe URL (about 5 KB); servers cap a request line
 
 
 def source_from_table(table: Table, environ: Mapping[str, str]) -> SourceConfig:
@@ -208,6 +214,42 @@ def _check_meta_accounts(table: Table, options: dict[str, Any], limit: int) -> N
         table.fail("first_poll_limit", f"expected a whole number from 1 to {limit}")
 
 
+def bluesky_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
+    options = {
+        "accounts": [a.lower().lstrip("@") for a in table.get("accounts", "names")],
+        "mode": table.get("mode", "str", "poll"),
+        "first_poll_limit": table.get("first_poll_limit", "int", 20),
+        "api_url": table.get("api_url", "str", "https://public.api.bsky.app"),
+        "jetstream_url": table.get("jetstream_url", "str", "wss://jetstream2.us-east.bsky.network/subscribe"),
+        "timeout": table.get("timeout", "timeout", 20.0),
+    }
+    if not options["accounts"]:
+        table.fail("accounts", "expected at least one Bluesky handle such as alice.bsky.social")
+    for account in options["accounts"]:
+        if not BLUESKY_HANDLE.fullmatch(account):
+            table.fail(
+                "accounts", f"{account!r} is not a Bluesky handle (a domain name such as alice.bsky.social)"
+            )
+    if options["mode"] not in BLUESKY_MODES:
+        table.fail("mode", f"expected one of: {', '.join(BLUESKY_MODES)}; got {options['mode']!r}")
+    if options["mode"] == "jetstream" and len(options["accounts"]) > JETSTREAM_MAX_ACCOUNTS:
+        table.fail("accounts", f"jetstream mode takes at most {JETSTREAM_MAX_ACCOUNTS} accounts a source")
+    if not 1 <= options["first_poll_limit"] <= 100:
+        table.fail("first_poll_limit", "expected a whole number from 1 to 100")
+    if not options["api_url"].startswith(("https://", "http://")):
+        table.fail("api_url", "expected an http:// or https:// URL")
+    if not options["jetstream_url"].startswith(("wss://", "ws://")):
+        table.fail("jetstream_url", "expected a wss:// or ws:// URL")
+    handle = optional_secret(table, environ, "handle_env", "BLUESKY_HANDLE")
+    password = optional_secret(table, environ, "app_password_env", "BLUESKY_APP_PASSWORD")
+    if (handle is None) != (password is None):
+        table.fail(
+            "app_password_env", "set both BLUESKY_HANDLE and BLUESKY_APP_PASSWORD to log in, or neither"
+        )
+    secrets = {"handle": handle, "app_password": password} if handle and password else {}
+    return SourceOptions(options, secrets)
+
+
 # type -> (its options reader, its default `every` in seconds)
 SOURCE_OPTIONS: dict[str, tuple[OptionsReader, float]] = {
     "replay": (replay_options, 1.0),
@@ -216,4 +258,5 @@ SOURCE_OPTIONS: dict[str, tuple[OptionsReader, float]] = {
     "rss": (rss_options, 900.0),
     "threads": (threads_options, 300.0),
     "instagram": (instagram_options, 600.0),
+    "bluesky": (bluesky_options, 120.0),
 }

@@ -65,8 +65,16 @@ def build_source(
         "rss": lambda: rss.RssSource.from_config(config),
         "threads": lambda: threads.ThreadsSource.from_config(config, data_dir or Path(".")),
         "instagram": lambda: instagram.InstagramSource.from_config(config),
+        "bluesky": lambda: _bluesky(config, known_accounts),
     }
     return builders[config.type]()
+
+
+def _bluesky(config: SourceConfig, known_accounts: dict[str, str]) -> Source:
+    # Imported only when a Bluesky source is configured: the atproto SDK takes most of a second to load.
+    from bot.sources import bluesky
+
+    return bluesky.BlueskySource.from_config(config, known_accounts)
 
 
 def sanitised(record: Any) -> Any:

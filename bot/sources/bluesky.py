@@ -1,0 +1,620 @@
+"""Bluesky through the AT Protocol SDK (atproto): no account needed. Two modes in one source type.
+
+Poll (`mode = "poll"`): each account is a feed, read with app.bsky.feed.getAuthorFeed on the public AppView.
+Handles are resolved to DIDs once (and stored by the pipeline). The feed has no `since`: its cursor only pages
+back, so a poll pages back until it meets the newest item it saw before, and saves that item's time and uri
+(JSON) as the feed's cursor. The first poll takes only `first_poll_limit` posts. A 429 pauses the feed until
+the `ratelimit-reset` the AppView sends.
+
+Jetstream (`mode = "jetstream"`): one feed ("jetstream") for every account. A reader thread keeps a websocket
+to a Jetstream instance open, asking only for these DIDs' posts from the saved cursor (Unix microseconds), and
+queues the events; a fetch drains a batch of them and returns their posts with the last event's time as the
+new cursor, so the cursor moves in the same transaction as the posts. A restart reconnects from there.
+
+A post's id is its at:// URI (at://DID/app.bsky.feed.post/RKEY): unique across the network, and what replies
+and quotes refer to, so reply_to and quote_of need no translation. A repost's id is its repost record's URI.
+An edit (a record updated in place) is a new version of the same key; its version id is the record's CID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+from atproto_client import Client, models
+from atproto_client.exceptions import (
+    BadRequestError,
+    NetworkError,
+    RateLimitExceededError,
+    RequestErrorBase,
+    UnauthorizedError,
+)
+from atproto_client.request import Request
+
+from bot.models import Fetch, Post, Rejected
+from bot.sources import RateLimited, SourceError, post_or_rejected, sanitised
+from bot.timeutil import iso, parse_datetime, utcnow
+from config import SourceConfig
+
+log = logging.getLogger("ringside.bluesky")
+
+PUBLIC_APPVIEW = "https://public.api.bsky.app"
+LOGIN_SERVICE = "https://bsky.social"
+JETSTREAM_URL = "wss://jetstream2.us-east.bsky.network/subscribe"
+JETSTREAM_FEED = "jetstream"
+POST_COLLECTION = "app.bsky.feed.post"
+PAGE_SIZE = 100  # getAuthorFeed's largest page
+MAX_PAGES = 20  # a poll reads at most 2,000 items back; older ones in a longer gap are not fetched
+PROFILES_PER_CALL = 25  # getProfiles' largest batch
+REPOST = "app.bsky.feed.defs#reasonRepost"
+MENTION = "app.bsky.richtext.facet#mention"
+QUOTE_EMBEDS = ("app.bsky.embed.record", "app.bsky.embed.recordWithMedia")
+QUEUE_SIZE = 10_000  # events waiting for a fetch; the reader waits (and the server buffers) beyond this
+BATCH = 1_000  # events one fetch drains
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
+
+
+class BlueskySource:
+    """Posts of Bluesky accounts, by polling each author feed or from one Jetstream connection."""
+
+    platform = "bluesky"
+
+    def __init__(
+        self,
+        name: str,
+        client: Client,
+        accounts: Iterable[str],
+        first_poll_limit: int = 20,
+        known_dids: dict[str, str] | None = None,
+        login: tuple[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.accounts = [a.lower() for a in accounts]
+        self.first_poll_limit = first_poll_limit
+        self.dids = {k.lower(): v for k, v in (known_dids or {}).items()}
+        # DIDs resolved but not yet handed back in a Fetch (the poll that resolved them may have failed).
+        self._unsaved: dict[str, str] = {}
+        self._login = login
+        self._logged_in = False
+
+    @classmethod
+    def from_config(cls, config: SourceConfig, known_dids: dict[str, str]) -> BlueskySource | JetstreamSource:
+        options = config.options
+        login = _login_of(config)
+        base = options["api_url"] if login is None else LOGIN_SERVICE
+        client = Client(base_url=base, request=Request(timeout=options["timeout"]))
+        poller = cls(
+            config.name,
+            client,
+            options["accounts"],
+            first_poll_limit=options["first_poll_limit"],
+            known_dids=known_dids,
+            login=login,
+        )
+        if options["mode"] == "jetstream":
+            return JetstreamSource(poller, options["jetstream_url"], timeout=options["timeout"])
+        return poller
+
+    def feeds(self) -> list[str]:
+        return list(self.accounts)
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        self._sign_in()
+        self.resolve([feed])
+        seen = FeedCursor.parse(cursor)
+        items, read = self._items_since(self.dids[feed], seen)
+        return self._to_fetch(items, seen, cursor, read, self.take_learned())
+
+    # -- handles and DIDs ------------------------------------------------------------------------------
+
+    def resolve(self, handles: Iterable[str]) -> None:
+        """Look up the DIDs of these accounts (and of every other account not yet known), 25 a call.
+
+        Raises SourceError naming an account Bluesky does not know."""
+        wanted = list(handles)
+        missing = self.resolve_known(wanted)
+        if missing:
+            raise SourceError(f"no Bluesky account named @{missing[0]} (check the name in the settings)")
+
+    def resolve_known(self, handles: list[str]) -> list[str]:
+        """Look up the DIDs not yet known, 25 a call; returns the handles Bluesky does not know."""
+        wanted = handles
+        if all(h in self.dids for h in wanted):
+            return []
+        unknown = [a for a in dict.fromkeys([*wanted, *self.accounts]) if a not in self.dids]
+        for start in range(0, len(unknown), PROFILES_PER_CALL):
+            params = models.AppBskyActorGetProfiles.Params(actors=unknown[start : start + PROFILES_PER_CALL])
+            answer = self._query("app.bsky.actor.getProfiles", params)
+            for profile in answer.get("profiles") or []:
+                if isinstance(profile, dict) and profile.get("handle") and profile.get("did"):
+                    self.dids[profile["handle"].lower()] = profile["did"]
+                    self._unsaved[profile["handle"].lower()] = profile["did"]
+        return [h for h in wanted if h not in self.dids]
+
+    def take_learned(self) -> tuple[tuple[str, str, str], ...]:
+        """The (platform, handle, DID) triples resolved since the last call, for the pipeline to store."""
+        learned = tuple(("bluesky", handle, did) for handle, did in self._unsaved.items())
+        self._unsaved.clear()
+        return learned
+
+    # -- polling -------------------------------------------------------------------------------------
+
+    def _items_since(self, did: str, seen: FeedCursor | None) -> tuple[list[dict], int]:
+        """Feed items newer than `seen`, newest first; without a cursor only the first-poll limit."""
+        items: list[dict] = []
+        read = 0
+        page_cursor = None
+        for _ in range(MAX_PAGES):
+            wanted = PAGE_SIZE if seen else max(1, min(PAGE_SIZE, self.first_poll_limit - len(items)))
+            params = models.AppBskyFeedGetAuthorFeed.Params(actor=did, limit=wanted, cursor=page_cursor)
+            page = self._query("app.bsky.feed.getAuthorFeed", params)
+            feed = page.get("feed")
+            if not isinstance(feed, list):
+                raise SourceError("Bluesky answered getAuthorFeed without a 'feed' list (malformed answer)")
+            read += len(feed)
+            caught_up = False
+            for item in feed:
+                if seen and seen.reached(item):
+                    caught_up = True
+                    break
+                items.append(item)
+            page_cursor = page.get("cursor")
+            if caught_up or not page_cursor or not feed or (not seen and len(items) >= self.first_poll_limit):
+                break
+        return items, read
+
+    def _to_fetch(
+        self, items: list[dict], seen: FeedCursor | None, saved: str | None, read: int, learned: tuple
+    ) -> Fetch:
+        handles = sanitised(_handles_in(items))
+        convert = partial(post_from_feed_item, handles=handles)
+        posts: dict[str, Post] = {}
+        rejected: list[Rejected] = []
+        for item in items if seen else items[: self.first_poll_limit]:
+            post = post_or_rejected(item, convert)
+            if isinstance(post, Rejected):
+                rejected.append(post)
+            elif post.key not in posts:
+                posts[post.key] = post
+        newest = next((FeedCursor.of(item) for item in items if FeedCursor.of(item)), None)
+        cursor = newest.dump() if newest else saved
+        return Fetch(
+            posts=tuple(reversed(posts.values())),
+            cursor=cursor,
+            read=read,
+            accounts=learned,
+            rejected=tuple(rejected),
+        )
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def _sign_in(self) -> None:
+        """Log in with the app password, once, when one is configured (higher rate limits)."""
+        if self._login is None or self._logged_in:
+            return
+        handle, password = self._login
+        try:
+            self.client.login(handle, password)
+        except RequestErrorBase as error:
+            raise _source_error(error, "BLUESKY_HANDLE and BLUESKY_APP_PASSWORD") from None
+        self._logged_in = True
+
+    def _query(self, nsid: str, params: Any) -> dict[str, Any]:
+        """Call the AppView and turn its failures into SourceError messages that never carry a secret."""
+        try:
+            answer = self.client.invoke_query(nsid, params=params)
+        except RequestErrorBase as error:
+            raise _source_error(error, nsid) from None
+        except ValueError:  # a body that says it is JSON and is not
+            raise SourceError(f"Bluesky answered {nsid} with a malformed JSON body") from None
+        if not isinstance(answer.content, dict):
+            raise SourceError(f"Bluesky answered {nsid} with something other than a JSON object")
+        return answer.content
+
+
+class FeedCursor:
+    """Where a poll of one author feed stopped: the newest item's time (its indexedAt, or the repost's)
+    and its uri. Items are served newest first; the next poll stops at the first one not newer."""
+
+    def __init__(self, at: str, uri: str) -> None:
+        self.at = at
+        self.uri = uri
+
+    @classmethod
+    def parse(cls, text: str | None) -> FeedCursor | None:
+        if not text:
+            return None
+        try:
+            saved = json.loads(text)
+            return cls(iso(parse_datetime(saved["at"])), str(saved["uri"]))
+        except (ValueError, KeyError, TypeError):
+            raise SourceError(f"saved cursor {text[:80]!r} is not a Bluesky feed cursor") from None
+
+    @classmethod
+    def of(cls, item: Any) -> FeedCursor | None:
+        """The cursor that stops right after `item`; None for an item without a time or uri."""
+        try:
+            at = _item_time(item)
+            return cls(iso(at), _item_uri(item)) if at else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+
+    def reached(self, item: Any) -> bool:
+        """Whether `item` is the one this cursor saved or older (an item without a time is not)."""
+        mark = FeedCursor.of(item)
+        if mark is None:
+            return False
+        return mark.at < self.at or (mark.at == self.at and mark.uri == self.uri)
+
+    def dump(self) -> str:
+        return json.dumps({"at": self.at, "uri": self.uri})
+
+
+def _item_time(item: dict[str, Any]) -> datetime | None:
+    reason = item.get("reason") or {}
+    stamp = reason.get("indexedAt") if reason.get("$type") == REPOST else item["post"].get("indexedAt")
+    return parse_datetime(stamp).astimezone(UTC) if stamp else None
+
+
+def _item_uri(item: dict[str, Any]) -> str:
+    reason = item.get("reason") or {}
+    if reason.get("$type") == REPOST:
+        return reason.get("uri") or f"{item['post']['uri']}#repost-by-{reason['by']['did']}"
+    return item["post"]["uri"]
+
+
+def _handles_in(items: list[dict]) -> dict[str, str]:
+    """DID -> handle of every profile these items show (authors, reposters, quoted and replied-to authors):
+    what a mention's DID can be named by."""
+    handles: dict[str, str] = {}
+
+    def note(profile: Any) -> None:
+        if isinstance(profile, dict) and profile.get("did") and profile.get("handle"):
+            handles[profile["did"]] = profile["handle"]
+
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        post = item.get("post") if isinstance(item.get("post"), dict) else {}
+        note(post.get("author"))
+        note((item.get("reason") or {}).get("by") if isinstance(item.get("reason"), dict) else None)
+        reply = item.get("reply") if isinstance(item.get("reply"), dict) else {}
+        for end in ("parent", "root"):
+            note((reply.get(end) or {}).get("author") if isinstance(reply.get(end), dict) else None)
+        note(_quoted_view(post.get("embed")).get("author"))
+    return handles
+
+
+def _quoted_view(embed: Any) -> dict[str, Any]:
+    """The quoted record's view in a post view's embed (record#view or recordWithMedia#view), or {}."""
+    if not isinstance(embed, dict):
+        return {}
+    inner = embed.get("record")
+    if isinstance(inner, dict) and isinstance(inner.get("record"), dict):  # recordWithMedia#view
+        inner = inner["record"]
+    return inner if isinstance(inner, dict) else {}
+
+
+def post_from_feed_item(item: dict[str, Any], handles: dict[str, str]) -> Post:
+    """A Post from one getAuthorFeed item (app.bsky.feed.defs#feedViewPost). A repost is the reposter's post
+    (kind "repost", quote_of the original) with the original's text."""
+    view = item["post"]
+    reason = item.get("reason") or {}
+    if reason.get("$type") == REPOST:
+        by = reason["by"]
+        original = post_from_record(
+            view["uri"], view["record"], view["author"]["handle"], handles, view.get("cid")
+        )
+        return Post(
+            platform="bluesky",
+            id=_item_uri(item),
+            author=by["handle"],
+            author_id=by["did"],
+            text=original.text,
+            url=original.url,
+            created_at=_item_time(item) or original.created_at,
+            lang=original.lang,
+            kind="repost",
+            quote_of=original.id,
+            mentions=(original.author, *(m for m in original.mentions if m != original.author)),
+            raw=item,
+        )
+    return post_from_record(
+        view["uri"], view["record"], view["author"]["handle"], handles, view.get("cid"), item
+    )
+
+
+def post_from_record(
+    uri: str,
+    record: dict[str, Any],
+    handle: str,
+    handles: dict[str, str],
+    cid: str | None = None,
+    raw: dict[str, Any] | None = None,
+) -> Post:
+    """A Post from one app.bsky.feed.post record, as getAuthorFeed and Jetstream both carry it."""
+    if not (isinstance(uri, str) and uri.startswith("at://") and uri.count("/") == 4):
+        raise ValueError(f"field 'uri' must be an at:// post URI, got {uri!r}")
+    if not isinstance(record.get("text"), str):
+        raise ValueError("field 'record.text' is missing or not text")
+    did, rkey = uri.removeprefix("at://").split("/")[0], uri.rsplit("/", 1)[1]
+    parent = ((record.get("reply") or {}).get("parent") or {}).get("uri")
+    root = ((record.get("reply") or {}).get("root") or {}).get("uri")
+    quoted = _quoted_uri(record.get("embed"))
+    langs = record.get("langs") or []
+    return Post(
+        platform="bluesky",
+        id=uri,
+        version_id=cid,
+        author=handle,
+        author_id=did,
+        text=record["text"],
+        url=f"https://bsky.app/profile/{handle}/post/{rkey}",
+        created_at=parse_datetime(record["createdAt"]).astimezone(UTC),
+        lang=langs[0] if langs and isinstance(langs[0], str) else None,
+        kind="reply" if parent else ("quote" if quoted else "post"),
+        reply_to=parent,
+        quote_of=quoted,
+        mentions=_mentions(record, handles),
+        conversation_id=root or (uri if parent else None),
+        raw=raw if raw is not None else record,
+    )
+
+
+def _quoted_uri(embed: Any) -> str | None:
+    """The URI of the post a record quotes (app.bsky.embed.record, or recordWithMedia around one)."""
+    if not isinstance(embed, dict) or embed.get("$type") not in QUOTE_EMBEDS:
+        return None
+    inner = embed.get("record") or {}
+    if embed["$type"] == "app.bsky.embed.recordWithMedia":
+        inner = inner.get("record") or {}
+    uri = inner.get("uri")
+    return uri if isinstance(uri, str) and "/app.bsky.feed.post/" in uri else None
+
+
+def _mentions(record: dict[str, Any], handles: dict[str, str]) -> tuple[str, ...]:
+    """The accounts a record's facets mention: by handle when the answer named them, else by DID."""
+    found: list[str] = []
+    for facet in record.get("facets") or []:
+        for feature in (facet or {}).get("features") or []:
+            did = (feature or {}).get("did")
+            if (feature or {}).get("$type") == MENTION and isinstance(did, str):
+                name = handles.get(did, did)
+                if name not in found:
+                    found.append(name)
+    return tuple(found)
+
+
+def _source_error(error: RequestErrorBase, what: str) -> SourceError:
+    response = error.response
+    status = response.status_code if response is not None else None
+    if isinstance(error, RateLimitExceededError):
+        reset_at = error.reset_at or utcnow() + timedelta(minutes=5)
+        return RateLimited(f"Bluesky rate limit reached (429); paused until {iso(reset_at)}", reset_at)
+    if isinstance(error, UnauthorizedError):
+        return SourceError(f"Bluesky refused access ({status}) to {what}: {_detail(error)}")
+    if isinstance(error, BadRequestError):
+        return SourceError(f"Bluesky refused the request (400) to {what}: {_detail(error)}")
+    if status is None:
+        return SourceError(f"cannot reach Bluesky ({type(error).__name__}) for {what}")
+    kind = "server error" if status >= 500 or isinstance(error, NetworkError) else "error"
+    return SourceError(f"Bluesky {kind} ({status}) on {what}; retrying next poll")
+
+
+def _detail(error: RequestErrorBase) -> str:
+    content = error.response.content if error.response is not None else None
+    if isinstance(content, dict):
+        return str(content.get("message") or content.get("error") or "no detail")[:200]
+    return str(getattr(content, "message", None) or getattr(content, "error", None) or "no detail")[:200]
+
+
+def _login_of(config: SourceConfig) -> tuple[str, str] | None:
+    handle, password = config.secrets.get("handle"), config.secrets.get("app_password")
+    if handle is None or password is None:
+        return None
+    return handle.reveal(), password.reveal()
+
+
+class JetstreamSource:
+    """Every account's posts from one Jetstream websocket, as one feed whose cursor is Jetstream's time_us.
+
+    The reader thread starts at the first fetch, from the saved cursor. A batch handed out stays pending until
+    the next fetch shows its cursor was saved; if it was not (the transaction failed), it is handed out again,
+    so an event the reader took is never lost between the queue and the database.
+    """
+
+    platform = "bluesky"
+
+    def __init__(
+        self,
+        accounts: BlueskySource,
+        url: str = JETSTREAM_URL,
+        timeout: float = 20.0,
+        batch: int = BATCH,
+        queue_size: int = QUEUE_SIZE,
+        backoff: float = BACKOFF_FIRST,
+    ) -> None:
+        self.name = accounts.name
+        self.backoff = backoff
+        self.accounts = accounts
+        self.url = url
+        self.timeout = timeout
+        self.batch = batch
+        self.events: queue.Queue[tuple[int | None, Any]] = queue.Queue(maxsize=queue_size)
+        self.reader: JetstreamReader | None = None
+        self._pending: list[tuple[int | None, Any]] = []
+
+    def feeds(self) -> list[str]:
+        return [JETSTREAM_FEED]
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        if self.reader is None:
+            self._start(cursor)
+        assert self.reader is not None
+        batch = self._next_batch(cursor)
+        if not batch and self.reader.outage:
+            raise SourceError(f"Jetstream connection lost: {self.reader.outage}; reconnecting")
+        handles = {did: handle for handle, did in self.accounts.dids.items()}
+        posts: dict[str, Post] = {}
+        rejected: list[Rejected] = []
+        for _, event in batch:
+            post = self._post_of(event, handles)
+            if isinstance(post, Rejected):
+                rejected.append(post)
+            elif post is not None:
+                posts[post.key] = post  # a later event (an edit) of the same post in one batch wins
+        last = next((stamp for stamp, _ in reversed(batch) if stamp is not None), None)
+        return Fetch(
+            posts=tuple(posts.values()),
+            cursor=str(last) if last is not None else cursor,
+            read=len(batch),
+            accounts=self.accounts.take_learned(),
+            rejected=tuple(rejected),
+        )
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+
+    def _start(self, cursor: str | None) -> None:
+        missing = self.accounts.resolve_known(self.accounts.accounts)
+        for handle in missing:
+            log.warning("jetstream: no Bluesky account named @%s; left out (check the name)", handle)
+        dids = sorted({self.accounts.dids[a] for a in self.accounts.accounts if a in self.accounts.dids})
+        if not dids:
+            raise SourceError("none of the Bluesky accounts could be resolved; nothing to subscribe to")
+        start = int(cursor) if cursor and cursor.isdigit() else None
+        self.reader = JetstreamReader(self.url, dids, self.events, start, self.timeout, self.backoff)
+        self.reader.start()
+
+    def _next_batch(self, cursor: str | None) -> list[tuple[int | None, Any]]:
+        """The pending batch again if its cursor was not saved, else the next events (waiting briefly)."""
+        saved = int(cursor) if cursor and cursor.isdigit() else None
+        pending_end = next((s for s, _ in reversed(self._pending) if s is not None), None)
+        if pending_end is not None and (saved is None or saved < pending_end):
+            return self._pending
+        batch: list[tuple[int | None, Any]] = []
+        try:
+            batch.append(self.events.get(timeout=min(1.0, self.timeout)))
+            while len(batch) < self.batch:
+                batch.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        self._pending = batch
+        return batch
+
+    def _post_of(self, event: Any, handles: dict[str, str]) -> Post | Rejected | None:
+        """The Post a commit event creates or updates; None for deletes and identity/account events."""
+        if not isinstance(event, dict) or not isinstance(event.get("time_us"), int):
+            return Rejected(event, "not a Jetstream event (no time_us)")
+        commit = event.get("commit")
+        if event.get("kind") != "commit" or not isinstance(commit, dict):
+            return None
+        if commit.get("collection") != POST_COLLECTION:
+            return None
+        if commit.get("operation") == "delete":
+            log.debug("jetstream: %s deleted post %s (kept as stored)", event.get("did"), commit.get("rkey"))
+            return None
+        convert = partial(_post_from_commit, handles=handles)
+        return post_or_rejected(event, convert)
+
+
+def _post_from_commit(event: dict[str, Any], handles: dict[str, str]) -> Post:
+    commit = event["commit"]
+    if commit["operation"] not in ("create", "update"):
+        raise ValueError(f"field 'commit.operation' is {commit['operation']!r}, not create/update/delete")
+    did = event["did"]
+    uri = f"at://{did}/{POST_COLLECTION}/{commit['rkey']}"
+    return post_from_record(uri, commit["record"], handles.get(did, did), handles, commit.get("cid"), event)
+
+
+class JetstreamReader(threading.Thread):
+    """Keeps one websocket to Jetstream open and queues its events as (time_us or None, event or text).
+
+    It reconnects from the last event it queued, with exponential backoff and jitter, and logs a lost
+    connection once per outage (and once when it is back), not once per attempt."""
+
+    def __init__(
+        self,
+        url: str,
+        dids: list[str],
+        events: queue.Queue,
+        cursor: int | None,
+        timeout: float,
+        backoff: float = BACKOFF_FIRST,
+    ) -> None:
+        super().__init__(name="jetstream-reader", daemon=True)
+        self.url = url
+        self.dids = dids
+        self.events = events
+        self.cursor = cursor
+        self.timeout = timeout
+        self.backoff = backoff
+        self.outage: str | None = None
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=self.timeout + 5)
+
+    def subscribe_url(self) -> str:
+        query = [("wantedCollections", POST_COLLECTION)] + [("wantedDids", did) for did in self.dids]
+        if self.cursor is not None:
+            query.append(("cursor", str(self.cursor)))
+        return f"{self.url}?{urlencode(query)}"
+
+    def run(self) -> None:
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect
+
+        delay = self.backoff
+        while not self._stopping.is_set():
+            try:
+                with connect(self.subscribe_url(), open_timeout=self.timeout, max_size=2**22) as socket:
+                    if self.outage:
+                        log.info("jetstream: connected again after: %s", self.outage)
+                    self.outage, delay = None, self.backoff
+                    self._read(socket)
+                    if self._stopping.is_set():
+                        return
+                    raise ConnectionError("Jetstream closed the connection")
+            except (OSError, TimeoutError, WebSocketException) as error:
+                if self.outage is None:
+                    self.outage = f"{type(error).__name__}: {error}"[:300]
+                    log.warning("jetstream: connection lost (%s); reconnecting with backoff", self.outage)
+            self._stopping.wait(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _read(self, socket: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = socket.recv(timeout=1.0)
+            except TimeoutError:
+                continue
+            stamp, event = _decoded(message)
+            if stamp is not None:
+                self.cursor = stamp
+            while not self._stopping.is_set():
+                try:
+                    self.events.put((stamp, event), timeout=1.0)
+                    break
+                except queue.Full:
+                    continue
+
+
+def _decoded(message: str | bytes) -> tuple[int | None, Any]:
+    try:
+        event = json.loads(message)
+    except ValueError:
+        return None, message if isinstance(message, str) else message.decode("utf-8", "replace")
+    stamp = event.get("time_us") if isinstance(event, dict) else None
+    return (stamp if isinstance(stamp, int) else None), event
