@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import jsonschema
+import responses
 
 from bot.notifiers.console import ConsoleNotifier
 from bot.pipeline import Pipeline
@@ -248,3 +249,63 @@ def test_an_answer_stored_before_its_challenge_links_when_the_challenge_arrives(
     assert early.exchanges() == []
     late = run(store, detector, write_feed, [CHALLENGE], name="musk.jsonl")
     assert links(late) == [["first", "reply"], ["first", "reply", "response"]]
+
+
+@responses.activate
+def test_a_challenge_on_bluesky_answered_on_mastodon_and_followed_up_on_threads_is_one_exchange(
+    store, detector, tmp_path
+):
+    """Each turn comes through its platform's real source: Bluesky's atproto client against a local XRPC
+    server, Mastodon.py and the Threads Graph client against `responses`."""
+    from tests import test_bluesky_source as bluesky
+    from tests import test_mastodon_source as mastodon
+    from tests import test_threads_source as threads
+
+    people = Exchanges(
+        people=(
+            Person("musk", "Elon Musk", frozenset({"bluesky:alice.bsky.social", "threads:elonmusk"})),
+            Person("zuck", "Mark Zuckerberg", frozenset({f"mastodon:{mastodon.ACCOUNT}"})),
+        ),
+        rivalries=(frozenset({"musk", "zuck"}),),
+        window=72 * 3600,
+    )
+    xrpc = bluesky.Xrpc()
+    try:
+        xrpc.answer(
+            bluesky.FEED,
+            bluesky.page(
+                bluesky.view("3k1", "I'm up for a cage match if he is lol", "2023-06-21T02:58:00.000Z")
+            ),
+        )
+        responses.get(
+            mastodon.STATUSES,
+            json=[mastodon.status("9001", "<p>Send Me Location</p>", created_at="2023-06-21T18:20:00.000Z")],
+        )
+        responses.get(
+            threads.MY_THREADS,
+            json=threads.page(
+                threads.thread("7", "Vegas Octagon", "2023-06-21T21:15:00+0000", username="elonmusk")
+            ),
+        )
+        channel = Collecting()
+        sources = {
+            "bluesky": bluesky.make_source(xrpc),
+            "mastodon": mastodon.make_source(),
+            "threads": threads.make_source(tmp_path),
+        }
+        pipeline = Pipeline(store, detector, sources, [channel], exchanges=people)
+        for source, feed in (
+            ("bluesky", "alice.bsky.social"),
+            ("mastodon", mastodon.ACCOUNT),
+            ("threads", "me"),
+        ):
+            assert pipeline.poll(source, feed) is not None, source
+        pipeline.deliver_all()
+    finally:
+        xrpc.http.shutdown()
+        xrpc.http.server_close()
+    *_, last = channel.exchanges()
+    assert last["turn"] == 3 and last["exchange"]["status"] == "escalating"
+    assert [t["post"]["platform"] for t in last["exchange"]["posts"]] == ["bluesky", "mastodon", "threads"]
+    assert [t["link"] for t in last["exchange"]["posts"]] == ["first", "response", "counter"]
+    assert store.db.execute("SELECT count(*) FROM exchanges").fetchone() == (1,)
