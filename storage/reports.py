@@ -133,9 +133,9 @@ REPORTS = {
         Report(
             "source-health",
             "source_health",
-            f"Per source and feed: last poll and success, posts, errors, X posts read and spend at "
-            f"${X_PRICE_PER_POST} a post, failing since",
-            f"""SELECT r.source, r.feed, max(r.finished_at) AS last_poll,
+            f"Per source and feed: platform, last poll and success, posts, errors, X posts read and spend "
+            f"at ${X_PRICE_PER_POST} a post, failing since, rate-limited until",
+            f"""SELECT r.source, r.feed, max(r.platform) AS platform, max(r.finished_at) AS last_poll,
                       max(CASE WHEN r.error IS NULL THEN r.finished_at END) AS last_success,
                       count(*) AS polls, sum(r.error IS NOT NULL) AS errors,
                       sum(r.fetched) AS fetched, sum(r.new) AS new_posts,
@@ -145,7 +145,9 @@ REPORTS = {
                       (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
                        ORDER BY e.id DESC LIMIT 1) AS last_error,
                       (SELECT failing_since FROM cursors c WHERE c.source = r.source AND c.feed = r.feed)
-                        AS failing_since
+                        AS failing_since,
+                      (SELECT paused_until FROM cursors c WHERE c.source = r.source AND c.feed = r.feed
+                       AND c.paused_until > strftime('%Y-%m-%dT%H:%M:%f', 'now')) AS paused_until
                FROM runs r WHERE {{where}}
                GROUP BY r.source, r.feed""",
             "r.started_at",

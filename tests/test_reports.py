@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,6 +18,7 @@ import wcwidth
 import yaml
 
 import run_bot
+from bot.timeutil import iso, utcnow
 from storage import Store
 from storage.reports import REPORTS
 from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
@@ -468,3 +469,18 @@ def test_every_search_example_in_the_readme_finds_posts_in_the_demo_data(demo_db
     for query in examples:
         code, out, _ = cli(capsys, "--config", str(config), "search", query, "--format", "json")
         assert code == 0 and json.loads(out), query
+
+
+def test_source_health_names_each_feeds_platform_and_until_when_it_is_rate_limited(store):
+    started = datetime(2026, 11, 1, tzinfo=UTC)
+    until = utcnow() + timedelta(hours=1)
+    store.save_failed_poll(
+        "fedi", "a@mastodon.social", started, "rate limited", platform="mastodon", paused_until=until
+    )
+    store.save_failed_poll("press", "https://example.com/feed.xml", started, "gone (404)", platform="rss")
+    table = store.report("source-health")
+    rows = {row[1]: dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    assert rows["a@mastodon.social"]["platform"] == "mastodon"
+    assert rows["a@mastodon.social"]["paused_until"] == iso(until)
+    assert rows["https://example.com/feed.xml"]["platform"] == "rss"
+    assert rows["https://example.com/feed.xml"]["paused_until"] is None
