@@ -10,7 +10,7 @@ import pytest
 import run_bot
 from config import DEFAULT_CONFIG, DEFAULT_RULES, ConfigError, load_settings
 from storage import Store
-from tests.conftest import DEMO_FEED
+from tests.conftest import DEMO_FEED, ROOT
 
 X_SOURCE = """
 [[sources]]
@@ -327,3 +327,16 @@ def test_each_bad_input_is_one_line_naming_it_and_exit_code_2(case, tmp_path, ca
     assert err.startswith("ringside: error: ") and case.names in err, err
     for secret in case.env.values():
         assert secret not in err
+
+
+def test_the_readmes_example_watching_one_person_on_three_platforms_and_the_press_is_valid(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Watching real accounts") : readme.index("### X\n")]
+    opening = section.index("```toml\n") + len("```toml\n")
+    example = section[opening : section.index("```\n", opening)]
+    path = tmp_path / "mine.toml"
+    path.write_text(f'[storage]\npath = "{tmp_path}/r.db"\n' + example, encoding="utf-8")
+    settings = load_settings(path, environ={"X_BEARER_TOKEN": "AAAA-test"})
+    assert [s.type for s in settings.sources] == ["x", "bluesky", "mastodon", "rss"]
+    musk = next(p for p in settings.exchanges.people if p.id == "musk")
+    assert {account.split(":")[0] for account in musk.accounts} == {"x", "bluesky", "mastodon"}
