@@ -512,12 +512,12 @@ def test_a_stop_ends_delivery_after_the_alert_in_flight_instead_of_working_throu
 ):
     from tests.receiver import Receiver
 
-    # 30 alerts at 0.4 s each would take 12 s, well inside the 60 s grace: only a halt stops them early.
+    # 12 alerts at 0.4 s each would take 5 s, well inside the 20 s grace: only a halt stops them early.
     with Receiver(delay=0.4) as receiver:
         monkeypatch.setenv("RINGSIDE_WEBHOOK_URL", receiver.url)
         monkeypatch.setenv("RINGSIDE_WEBHOOK_SECRET", "whsec-halt-test-secret")
-        grace = '[service]\nshutdown_grace = "60s"\n'
-        config = webhook_config(write_config, tmp_path, hit_feed(write_feed, 30), extra=grace)
+        grace = '[service]\nshutdown_grace = "20s"\n'
+        config = webhook_config(write_config, tmp_path, hit_feed(write_feed, 12), extra=grace)
         process = start(config)
         assert wait_for(lambda: len(receiver.accepted()) >= 3)
         process.send_signal(signal.SIGTERM)
@@ -525,6 +525,6 @@ def test_a_stop_ends_delivery_after_the_alert_in_flight_instead_of_working_throu
         sent_before_the_stop = len(receiver.accepted())
         assert process.returncode == 0, err
         assert "jobs still running" not in err and "stopped" in err
-        assert sent_before_the_stop < 30
+        assert sent_before_the_stop < 12
         assert run_once(config).returncode == 0
-    assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 30)]
+    assert table(tmp_path / "r.db", "SELECT status, count(*) FROM alerts GROUP BY status") == [("sent", 12)]
