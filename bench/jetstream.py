@@ -32,7 +32,8 @@ from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
 from bot.detect.scorer import Scorer
 from bot.pipeline import Pipeline
-from bot.sources.bluesky import JETSTREAM_FEED, BlueskySource, JetstreamSource
+from bot.sources.bluesky import BlueskySource
+from bot.sources.jetstream import JETSTREAM_FEED, JetstreamSource
 from bot.sources.replay import ReplaySource
 from config import DEFAULT_RULES
 from storage import Store

@@ -20,7 +20,8 @@ from websockets.sync.server import serve
 
 from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError, build_source
-from bot.sources.bluesky import JETSTREAM_FEED, BlueskySource, JetstreamSource
+from bot.sources.bluesky import BlueskySource
+from bot.sources.jetstream import JETSTREAM_FEED, JetstreamSource
 from config import ConfigError, load_settings
 from storage import Store
 
