@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +15,7 @@ import responses
 from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError, build_source
 from bot.sources.mastodon import MastodonSource, html_text, make_client
+from bot.timeutil import utcnow
 from config.secrets import Secret
 from config.settings import load_settings
 from config.table import ConfigError
@@ -200,18 +201,35 @@ def test_a_status_without_id_is_rejected_and_one_missing_optional_fields_is_kept
 # -- failures ---------------------------------------------------------------------------------------------
 
 
+def in_an_hour() -> datetime:
+    return (utcnow() + timedelta(hours=1)).replace(microsecond=0)
+
+
+def header_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 @responses.activate
 def test_a_429_pauses_the_feed_until_the_instances_reset_time():
+    reset = in_an_hour()
     responses.get(
         STATUSES,
         status=429,
-        headers={"X-RateLimit-Reset": "2031-01-01T00:05:00.000Z", "X-RateLimit-Remaining": "0"},
+        headers={"X-RateLimit-Reset": header_time(reset), "X-RateLimit-Remaining": "0"},
         json={"error": "Too many requests"},
     )
     with pytest.raises(RateLimited, match="429") as raised:
         make_source().fetch(ACCOUNT, "1")
-    assert raised.value.reset_at == datetime(2031, 1, 1, 0, 5, tzinfo=UTC)
+    assert raised.value.reset_at == reset
     assert len(responses.calls) == 1  # "throw": the client never sleeps and retries
+
+
+@responses.activate
+def test_a_reset_years_away_pauses_the_feed_for_a_day_at_most():
+    responses.get(STATUSES, status=429, headers={"X-RateLimit-Reset": "2100-01-01T00:00:00.000Z"}, json={})
+    with pytest.raises(RateLimited) as raised:
+        make_source().fetch(ACCOUNT, "1")
+    assert raised.value.reset_at <= utcnow() + timedelta(hours=24)
 
 
 @responses.activate
@@ -343,7 +361,8 @@ def test_an_edit_polled_again_becomes_a_second_version_of_the_same_post(store, d
 @responses.activate
 def test_source_health_shows_a_mastodon_feeds_last_success_and_its_rate_limit(store, detector):
     responses.get(STATUSES, json=[status("600", "<p>hi</p>")])
-    responses.get(STATUSES, status=429, headers={"X-RateLimit-Reset": "2031-01-01T00:05:00.000Z"}, json={})
+    reset = in_an_hour()
+    responses.get(STATUSES, status=429, headers={"X-RateLimit-Reset": header_time(reset)}, json={})
     pipeline = Pipeline(store, detector, {"fedi": make_source()}, [])
     pipeline.poll("fedi", ACCOUNT)
     assert pipeline.poll("fedi", ACCOUNT) is None
@@ -351,8 +370,8 @@ def test_source_health_shows_a_mastodon_feeds_last_success_and_its_rate_limit(st
     (row,) = [dict(zip(report.columns, r, strict=True)) for r in report.rows]
     assert (row["source"], row["feed"], row["polls"], row["errors"]) == ("fedi", ACCOUNT, 2, 1)
     assert row["last_success"] is not None
-    assert "429" in row["last_error"] and "2031-01-01T00:05:00" in row["last_error"]
-    assert store.feed_state("fedi", ACCOUNT).paused_until == datetime(2031, 1, 1, 0, 5, tzinfo=UTC)
+    assert "429" in row["last_error"] and reset.strftime("%Y-%m-%dT%H:%M:%S") in row["last_error"]
+    assert store.feed_state("fedi", ACCOUNT).paused_until == reset
     assert pipeline.poll("fedi", ACCOUNT) is None and len(responses.calls) == 2
 
 

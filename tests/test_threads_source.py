@@ -208,6 +208,21 @@ def test_a_429_pauses_the_feed_until_meta_says_access_comes_back(tmp_path):
     assert SECRET not in str(error.value)
 
 
+@pytest.mark.parametrize("minutes", [5_256_000, 10**30])
+@responses.activate
+def test_an_absurd_time_to_regain_access_pauses_the_feed_for_a_day_at_most(tmp_path, minutes):
+    usage = {"1": [{"type": "THREADS", "estimated_time_to_regain_access": minutes}]}
+    responses.get(
+        MY_THREADS,
+        status=429,
+        json=graph_error(4, "Application request limit reached"),
+        headers={"X-Business-Use-Case-Usage": json.dumps(usage)},
+    )
+    with pytest.raises(RateLimited) as error:
+        make_source(tmp_path).fetch("me", None)
+    assert error.value.reset_at <= utcnow() + timedelta(hours=24)
+
+
 @responses.activate
 def test_a_throttling_code_without_a_usage_header_pauses_a_quarter_of_an_hour(tmp_path):
     responses.get(MY_THREADS, status=400, json=graph_error(17, "User request limit reached"))

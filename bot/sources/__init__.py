@@ -27,12 +27,30 @@ class SourceError(Exception):
     """One poll of one feed failed. Its cursor stays where it was; other feeds go on."""
 
 
+# The longest a platform's word can pause a feed: a reset years away (or in milliseconds, read as seconds) is
+# a platform's or a proxy's mistake, and a feed paused until 2100 would look healthy and read nothing.
+LONGEST_PAUSE = timedelta(hours=24)
+
+
 class RateLimited(SourceError):
-    """The platform said to wait: no poll of this feed before `reset_at`."""
+    """The platform said to wait: no poll of this feed before `reset_at` (at most LONGEST_PAUSE away)."""
 
     def __init__(self, message: str, reset_at: datetime) -> None:
         super().__init__(message)
-        self.reset_at = reset_at
+        self.reset_at = min(reset_at, utcnow() + LONGEST_PAUSE)
+
+
+def reset_from_epoch(value: Any, otherwise: timedelta) -> datetime:
+    """The moment a rate-limit header gives in Unix seconds, within LONGEST_PAUSE from now; `otherwise` from
+    now when the value is absent, past or nonsense (not a number, infinite, in milliseconds)."""
+    now = utcnow()
+    try:
+        moment = datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return now + otherwise
+    if moment <= now:
+        return now + otherwise
+    return min(moment, now + LONGEST_PAUSE)
 
 
 class Source(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from bot.sources import RateLimited, SourceError
+from bot.sources import LONGEST_PAUSE, RateLimited, SourceError
 from bot.timeutil import iso, utcnow
 
 # Graph's throttling codes: 4 app, 17 user, 32 page, 613 call rate; 80001-80014 business use case limits.
@@ -111,7 +111,7 @@ def regain_access_time(headers: Any) -> datetime:
     """When Meta says access comes back: the longest `estimated_time_to_regain_access` (minutes) in its usage
     headers, else DEFAULT_PAUSE from now."""
     minutes = [m for name in USAGE_HEADERS for m in _regain_minutes(headers.get(name))]
-    longest = max(minutes, default=0)
+    longest = min(max(minutes, default=0), LONGEST_PAUSE.total_seconds() / 60)  # a huge one overflows
     return utcnow() + (timedelta(minutes=longest) if longest > 0 else DEFAULT_PAUSE)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
 
@@ -21,8 +21,8 @@ import mastodon
 from mastodon import Mastodon
 
 from bot.models import Fetch, Post, Rejected
-from bot.sources import RateLimited, SourceError, post_or_rejected
-from bot.timeutil import iso, parse_datetime, utcnow
+from bot.sources import RateLimited, SourceError, post_or_rejected, reset_from_epoch
+from bot.timeutil import iso, parse_datetime
 from config import SourceConfig
 from config.secrets import Secret
 
@@ -367,7 +367,4 @@ def _source_error(where: str, error: Exception) -> SourceError:
 def _reset_time(client: Mastodon) -> datetime:
     """The instance's reset moment (X-RateLimit-Reset, which Mastodon.py has read), or one rate-limit window
     from now when it did not say."""
-    reset = getattr(client, "ratelimit_reset", None)
-    if isinstance(reset, int | float) and reset > utcnow().timestamp():
-        return datetime.fromtimestamp(reset, UTC)
-    return utcnow() + RATE_WINDOW
+    return reset_from_epoch(getattr(client, "ratelimit_reset", None), RATE_WINDOW)

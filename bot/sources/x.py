@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -22,7 +22,7 @@ import tweepy
 
 from bot import metrics
 from bot.models import Fetch, Post, Rejected
-from bot.sources import RateLimited, SourceError, post_or_rejected, sanitised
+from bot.sources import RateLimited, SourceError, post_or_rejected, reset_from_epoch, sanitised
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
 
@@ -355,9 +355,7 @@ def _count(pages: list[dict]) -> int:
 
 def _reset_time(reset: int | None) -> datetime:
     """X's reset moment, or 15 minutes (one rate-limit window) when it did not say."""
-    if reset:
-        return datetime.fromtimestamp(reset, UTC)
-    return utcnow() + timedelta(minutes=15)
+    return reset_from_epoch(reset, timedelta(minutes=15))
 
 
 def _problems(error: tweepy.HTTPException) -> str:
