@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError, build_source
 from bot.sources.bluesky import BlueskySource
 from bot.sources.jetstream import JETSTREAM_FEED, JetstreamSource
+from bot.timeutil import iso, utcnow
 from config import ConfigError, load_settings
 from storage import Store
 
@@ -273,11 +275,16 @@ def test_a_post_missing_fields_is_quarantined_and_the_others_are_kept(xrpc):
     assert json.loads(fetch.cursor)["uri"].endswith("/3nodate")
 
 
+def in_an_hour() -> int:
+    return int(utcnow().timestamp()) + 3600
+
+
 def test_a_429_pauses_the_feed_until_the_ratelimit_reset(xrpc):
-    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": "1800000000"})
+    reset = in_an_hour()
+    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": str(reset)})
     with pytest.raises(RateLimited) as raised:
         make_source(xrpc).fetch("alice.bsky.social", None)
-    assert raised.value.reset_at.timestamp() == 1800000000
+    assert raised.value.reset_at.timestamp() == reset
     assert "429" in str(raised.value)
 
 
@@ -339,14 +346,16 @@ def test_source_health_shows_the_bluesky_feed_with_its_error_and_pause(xrpc, sto
     pipeline = Pipeline(store, detector, {"bluesky": make_source(xrpc)}, [])
     xrpc.answer(FEED, page(view("3a", "hello", "2026-11-20T10:00:00Z")))
     pipeline.poll("bluesky", "alice.bsky.social")
-    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": "1800000000"})
+    reset = in_an_hour()
+    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": str(reset)})
     pipeline.poll("bluesky", "alice.bsky.social")
     table = store.report("source-health")
     (row,) = [dict(zip(table.columns, r, strict=True)) for r in table.rows]
     assert (row["source"], row["feed"], row["polls"], row["errors"]) == ("bluesky", "alice.bsky.social", 2, 1)
     assert row["last_success"] is not None
-    assert row["last_error"] == "Bluesky rate limit reached (429); paused until 2027-01-15T08:00:00.000+00:00"
-    assert store.feed_state("bluesky", "alice.bsky.social").paused_until.isoformat().startswith("2027-01-15")
+    until = datetime.fromtimestamp(reset, UTC)
+    assert row["last_error"] == f"Bluesky rate limit reached (429); paused until {iso(until)}"
+    assert store.feed_state("bluesky", "alice.bsky.social").paused_until == until
 
 
 # -- Jetstream ---------------------------------------------------------------------------------------------
