@@ -26,7 +26,7 @@ RECORDED = Path(__file__).parent / "data" / "threads"
 MY_THREADS = f"{API}/me/threads"
 MY_REPLIES = f"{API}/me/replies"
 PROFILE_POSTS = f"{API}/profile_posts"
-REFRESH = f"{API}/refresh_access_token"
+REFRESH = "https://graph.threads.net/refresh_access_token"  # unversioned, as Meta documents it
 SECRET = "THAA-test-threads-token-0123456789"
 FRESH = "THAA-refreshed-token-9876543210"
 

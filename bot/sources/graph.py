@@ -49,11 +49,12 @@ class GraphClient:
         self.session = session or requests.Session()
 
     def get(self, path: str, params: dict[str, Any], token: str, needs: str) -> dict[str, Any]:
-        """The JSON object Graph answers to GET `path`. `needs` names the permissions the call needs, for
-        the message when Graph refuses it for want of one."""
+        """The JSON object Graph answers to GET `path` (under the versioned base URL, or a whole https URL).
+        `needs` names the permissions the call needs, for the message when Graph refuses it for want of it."""
         try:
+            url = path if path.startswith("https://") else f"{self.base_url}/{path.lstrip('/')}"
             response = self.session.get(
-                f"{self.base_url}/{path.lstrip('/')}",
+                url,
                 params={**params, "access_token": token},
                 timeout=self.timeout,
             )

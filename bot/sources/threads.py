@@ -31,6 +31,8 @@ from config.sources import THREADS_OWNER, threads_permissions
 log = logging.getLogger("ringside.threads")
 
 API = "https://graph.threads.net/v1.0"
+# Meta documents the token refresh without a version: https://graph.threads.net/refresh_access_token
+REFRESH_URL = "https://graph.threads.net/refresh_access_token"
 FIELDS = ",".join(
     [
         "id",
@@ -267,7 +269,7 @@ class TokenKeeper:
     def _refresh(self, now: datetime, left: timedelta | None) -> None:
         params = {"grant_type": "th_refresh_token"}
         try:
-            answer = self.client.get("refresh_access_token", params, self.token, "threads_basic")
+            answer = self.client.get(REFRESH_URL, params, self.token, "threads_basic")
             token, lifetime = answer["access_token"], int(answer.get("expires_in") or 0)
             if not isinstance(token, str) or not token:
                 raise ValueError("no access_token")
