@@ -329,3 +329,13 @@ def test_bad_instagram_settings_are_refused_in_one_line_naming_the_key(
     assert run_bot.main(["--config", str(path), "check-config"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"ringside: error: {path}: ") and message in line
+
+
+@pytest.mark.parametrize("cursor", ["not json", '{"newest": 5}', "[]"])
+@responses.activate
+def test_a_cursor_that_cannot_be_read_starts_the_feed_again_instead_of_stopping_it(cursor, caplog):
+    items = [media(str(300 + i), f"m {i}", f"2026-11-0{i + 1}T10:00:00+0000") for i in range(2)]
+    responses.get(DISCOVERY, json=discovered(*reversed(items)))
+    fetch = make_source(first_poll_limit=2).fetch("bluebottle", cursor)
+    assert [p.id for p in fetch.posts] == ["300", "301"]  # a first poll's worth, not an error every poll
+    assert "is not an Instagram cursor; polling as the first time" in caplog.text

@@ -453,3 +453,13 @@ def test_bad_threads_settings_are_refused_in_one_line_naming_the_key(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"ringside: error: {path}: ") and message in line
     assert SECRET not in line
+
+
+@pytest.mark.parametrize("cursor", ["not json", '{"threads": "x"}', "[1]"])
+@responses.activate
+def test_a_cursor_that_cannot_be_read_starts_the_feed_again_instead_of_stopping_it(tmp_path, cursor, caplog):
+    items = [thread(str(400 + i), f"post {i}", f"2026-11-0{i + 1}T10:00:00+0000") for i in range(2)]
+    responses.get(MY_THREADS, json=page(*reversed(items)))
+    fetch = make_source(tmp_path, first_poll_limit=2).fetch("me", cursor)
+    assert [p.id for p in fetch.posts] == ["400", "401"]
+    assert "is not a Threads cursor; polling as the first time" in caplog.text

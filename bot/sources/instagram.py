@@ -11,6 +11,7 @@ page of `first_poll_limit`. A caption edited after a media was stored is not rea
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,8 @@ from bot.sources.graph import GraphClient, GraphRefusal, mentions_in, paging_aft
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
 from config.sources import INSTAGRAM_PERMISSIONS
+
+log = logging.getLogger("ringside.instagram")
 
 API = "https://graph.facebook.com"
 MEDIA_FIELDS = "caption,timestamp,permalink,id,media_type,username"
@@ -194,4 +197,6 @@ def _load_cursor(cursor: str | None) -> tuple[datetime | None, set[str]]:
         loaded = json.loads(cursor)
         return parse_datetime(loaded["newest"]), {str(i) for i in loaded["ids"]}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise SourceError(f"the saved cursor {cursor[:80]!r} is not an Instagram cursor") from None
+        # Unreadable, it would stop the feed for good: start again as a first poll, as RSS does.
+        log.warning("the saved cursor %r is not an Instagram cursor; polling as the first time", cursor[:80])
+        return None, set()

@@ -232,7 +232,10 @@ def _load_cursor(cursor: str | None) -> dict[str, int]:
     except ValueError:
         loaded = None
     if not isinstance(loaded, dict) or not all(isinstance(v, int) for v in loaded.values()):
-        raise SourceError(f"the saved cursor {cursor[:80]!r} is not a Threads cursor")
+        # A cursor this code cannot read would stop the feed for good: start again as a first poll (at most
+        # first_poll_limit posts; the store drops any it already has), as RSS does.
+        log.warning("the saved cursor %r is not a Threads cursor; polling as the first time", cursor[:80])
+        return {}
     return loaded
 
 
