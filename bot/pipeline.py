@@ -77,6 +77,9 @@ class Pipeline:
             metrics.POLLS.labels(source_name, "rate_limited").inc()
             log.warning("%s: %s", where, error)
             self._record_failure(source_name, feed, started, str(error), paused_until=error.reset_at)
+            if error.whole_source:
+                others = [other for other in source.feeds() if other != feed]
+                self.store.pause_feeds(source_name, others, error.reset_at)
             return None
         except SourceError as error:
             metrics.POLLS.labels(source_name, "failed").inc()

@@ -207,6 +207,13 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
                 }
             )
 
+    def pause_feeds(self, source: str, feeds: Sequence[str], until: datetime) -> None:
+        """Hold these feeds back until `until`, their cursors kept (a limit on the whole source)."""
+        now = utcnow()
+        with self.lock, self.db.atomic():
+            for feed in feeds:
+                self._set_cursor(source, feed, self.feed_state(source, feed).cursor, until, now)
+
     def _save_posts(
         self, source: str, posts: Sequence[Post], now: datetime
     ) -> tuple[int, dict[tuple[str, str], int]]:

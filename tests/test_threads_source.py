@@ -463,3 +463,19 @@ def test_a_cursor_that_cannot_be_read_starts_the_feed_again_instead_of_stopping_
     fetch = make_source(tmp_path, first_poll_limit=2).fetch("me", cursor)
     assert [p.id for p in fetch.posts] == ["400", "401"]
     assert "is not a Threads cursor; polling as the first time" in caplog.text
+
+
+@responses.activate
+def test_metas_app_rate_limit_pauses_every_feed_of_the_source_not_only_the_one_refused(
+    tmp_path, store, detector
+):
+    responses.get(MY_THREADS, status=429, json=graph_error(4, "Application request limit reached"))
+    source = make_source(tmp_path, accounts=("me", "zuck", "mosseri"))
+    pipeline = Pipeline(store, detector, {"threads": source}, [])
+    assert pipeline.poll("threads", "me") is None
+    for feed in ("zuck", "mosseri"):  # the same app and token: asking would only prolong Meta's throttle
+        assert (
+            store.feed_state("threads", feed).paused_until == store.feed_state("threads", "me").paused_until
+        )
+        assert pipeline.poll("threads", feed) is None
+    assert len(responses.calls) == 1

@@ -33,11 +33,15 @@ LONGEST_PAUSE = timedelta(hours=24)
 
 
 class RateLimited(SourceError):
-    """The platform said to wait: no poll of this feed before `reset_at` (at most LONGEST_PAUSE away)."""
+    """The platform said to wait: no poll of this feed before `reset_at` (at most LONGEST_PAUSE away).
 
-    def __init__(self, message: str, reset_at: datetime) -> None:
+    `whole_source`: the limit is the app's or the token's, not the feed's (Meta's app and business limits), so
+    every feed of the source waits, rather than each calling until it is refused in turn."""
+
+    def __init__(self, message: str, reset_at: datetime, whole_source: bool = False) -> None:
         super().__init__(message)
         self.reset_at = min(reset_at, utcnow() + LONGEST_PAUSE)
+        self.whole_source = whole_source
 
 
 def reset_from_epoch(value: Any, otherwise: timedelta) -> datetime:

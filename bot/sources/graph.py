@@ -76,6 +76,7 @@ class GraphClient:
             return RateLimited(
                 f"{self.platform} rate limit reached ({status}, code {code}); paused until {iso(reset_at)}",
                 reset_at,
+                whole_source=True,  # Meta counts per app, token and account: every feed of the source waits
             )
         if code == EXPIRED_TOKEN:
             return GraphRefusal(
