@@ -32,6 +32,8 @@ _TAG = re.compile(r"</?([a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>")
 
 
 class _TextMaker(HTMLParser):
+    """Collects the text of the elements not left out, as lines; blocks add a blank line around them."""
+
     def __init__(self, skip_classes: frozenset[str]) -> None:
         super().__init__(convert_charrefs=True)
         self.skip_classes = skip_classes
