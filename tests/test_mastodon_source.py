@@ -14,7 +14,7 @@ import responses
 
 from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError, build_source
-from bot.sources.mastodon import MastodonSource, html_text, make_client
+from bot.sources.mastodon import MastodonSource, make_client
 from bot.timeutil import utcnow
 from config.secrets import Secret
 from config.settings import load_settings
@@ -126,6 +126,17 @@ def test_html_content_becomes_the_plain_text_a_rule_can_read():
     assert post.text == (
         "I'm up for a cage match if he is lol\nseriously & truly\n\n@zuck #mma https://example.com/fight"
     )
+
+
+@responses.activate
+def test_a_quote_fallback_left_open_and_a_script_do_not_reach_the_text():
+    content = (
+        '<p class="quote-inline">RE: <a href="https://mastodon.social/@a/1">mastodon.social/@a/1</p>'
+        "<p>Fight&nbsp;me<script>alert(1)</script></p><div>any time</div><h1>anywhere</h1>"
+    )
+    responses.get(STATUSES, json=[status("9", content)])
+    (post,) = make_source().fetch(ACCOUNT, None).posts
+    assert post.text == "Fight me\n\nany time\n\nanywhere"
 
 
 @responses.activate
@@ -261,11 +272,6 @@ def test_a_body_that_is_not_a_list_of_statuses_fails_the_poll_with_a_clear_messa
     responses.get(STATUSES, body=body, content_type="application/json")
     with pytest.raises(SourceError, match=r"^mastodon\.social: "):
         make_source().fetch(ACCOUNT, None)
-
-
-def test_an_empty_or_odd_html_body_gives_no_stray_markup():
-    assert html_text("") == ""
-    assert html_text("<p>a<br/>b</p><p></p><p>c &lt;3</p>") == "a\nb\n\nc <3"
 
 
 # -- settings and wiring ----------------------------------------------------------------------------------

@@ -114,6 +114,23 @@ def test_paragraphs_and_line_breaks_are_kept_and_links_read_as_their_text():
     assert post.text == "Défi\n\nCage match?\n\nName the place,\nI’ll be there & ready"
 
 
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("&lt;p&gt;Cage match &amp;amp; more&lt;/p&gt;", "Cage match & more"),  # escaped HTML in CDATA
+        ("<p>Use the &lt;p&gt; tag &amp;amp; more</p>", "Use the <p> tag &amp; more"),  # HTML about HTML
+        ("Press &lt;Enter&gt; if x &lt; 3", "Press <Enter> if x < 3"),  # text with angle brackets
+    ],
+)
+@responses.activate
+def test_a_description_escaped_twice_reads_as_text_and_one_escaped_once_stays_as_written(
+    description, expected
+):
+    responses.get(FEED, body=rss(item("a-1", "Défi", description)))
+    (post,) = source().fetch(FEED, None).posts
+    assert post.text == f"Défi\n\n{expected}"
+
+
 @responses.activate
 def test_an_unchanged_feed_costs_one_304_and_stores_nothing():
     responses.get(

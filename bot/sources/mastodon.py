@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from html.parser import HTMLParser
 from typing import Any
 
 import mastodon
@@ -22,6 +21,7 @@ from mastodon import Mastodon
 
 from bot.models import Fetch, Post, Rejected
 from bot.sources import RateLimited, SourceError, post_or_rejected, reset_from_epoch
+from bot.sources.html_text import html_to_text
 from bot.timeutil import iso, parse_datetime
 from config import SourceConfig
 from config.secrets import Secret
@@ -32,6 +32,8 @@ PAGE_SIZE = 40  # the most a Mastodon timeline page holds
 MAX_PAGES = 20  # 800 statuses in one poll: more than anyone posts between two polls
 RATE_WINDOW = timedelta(minutes=5)  # Mastodon's rate-limit window, when the instance names no reset time
 USER_AGENT = "ringside (+https://github.com/ringside)"
+# The "RE: link" paragraph Mastodon adds to a quote for old clients: the quote is in quote_of, not the text.
+QUOTE_FALLBACK = ("quote-inline",)
 
 
 class NotFound(SourceError):
@@ -213,54 +215,9 @@ def _kind(status: dict[str, Any], reblog: bool, quoted: str | None) -> str:
 
 def status_text(status: dict[str, Any]) -> str:
     """The plain text of a status: its content warning, a blank line, then its content as text."""
-    body = html_text(status.get("content") or "")
+    body = html_to_text(status.get("content") or "", skip_classes=QUOTE_FALLBACK)
     warning = (status.get("spoiler_text") or "").strip()
     return f"{warning}\n\n{body}" if warning and body else warning or body
-
-
-class _TextParser(HTMLParser):
-    """Mastodon's status HTML as text: paragraphs apart by a blank line, <br> a line break, links as their
-    text (a mention reads @user, a hashtag #tag), entities decoded; the "RE: link" paragraph Mastodon adds
-    to a quote for old clients is left out (the quote is in quote_of)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.paragraphs: list[list[str]] = [[]]
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.skipping:
-            self.skipping += tag not in VOID_TAGS
-        elif "quote-inline" in (dict(attrs).get("class") or "").split():
-            self.skipping = 1
-        elif tag == "br":
-            self.paragraphs[-1].append("\n")
-        elif tag in ("p", "blockquote", "li", "pre") and "".join(self.paragraphs[-1]).strip():
-            self.paragraphs.append([])
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.skipping and tag not in VOID_TAGS:
-            self.skipping -= 1
-        elif tag in ("p", "blockquote", "li", "pre"):
-            self.paragraphs.append([])
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.paragraphs[-1].append(data)
-
-    def text(self) -> str:
-        parts = ("".join(p).strip() for p in self.paragraphs)
-        return "\n\n".join(p for p in parts if p)
-
-
-VOID_TAGS = {"br", "img", "hr", "wbr", "input", "meta", "link", "source", "area", "col", "embed"}
-
-
-def html_text(content: str) -> str:
-    parser = _TextParser()
-    parser.feed(content)
-    parser.close()
-    return parser.text()
 
 
 def _quoted_id(status: dict[str, Any]) -> str | None:

@@ -25,7 +25,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -36,6 +35,7 @@ import urllib3
 from bot.models import Fetch, Post, Rejected
 from bot.notifiers.http import USER_AGENT, Deadline, Reply, retry_after, session
 from bot.sources import RateLimited, SourceError, post_or_rejected
+from bot.sources.html_text import holds_markup, html_to_text
 from bot.timeutil import iso, utcnow
 from config import SourceConfig
 
@@ -344,59 +344,25 @@ def entry_text(entry: dict[str, Any]) -> str:
     title = _plain_text(entry.get("title", ""), (entry.get("title_detail") or {}).get("type", ""))
     content = entry.get("content") or []
     body_html = entry.get("summary") or (content[0].get("value") if content else "") or ""
-    body = html_to_text(body_html)
+    body = feed_html_to_text(body_html)
     if title and body.startswith(title):
         return body
     return "\n\n".join(part for part in (title, body) if part)
 
 
 def _plain_text(value: str, kind: str) -> str:
-    return html_to_text(value) if "html" in kind else " ".join(value.split())
+    return feed_html_to_text(value) if "html" in kind else " ".join(value.split())
 
 
-class _TextMaker(HTMLParser):
-    """HTML to plain text: blocks become paragraphs, <br> a line break, links their text, entities decoded;
-    scripts and styles are dropped."""
-
-    BLOCKS = frozenset(
-        "p div section article header footer blockquote pre figure figcaption ul ol li table tr "
-        "h1 h2 h3 h4 h5 h6 hr dl dt dd".split()
-    )
-    SKIPPED = frozenset({"script", "style", "template", "noscript"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = [""]
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIPPED:
-            self.skipping += 1
-        elif tag == "br":
-            self.lines.append("")
-        elif tag in self.BLOCKS:
-            self.lines += ["", ""]
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIPPED:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in self.BLOCKS:
-            self.lines += ["", ""]
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.lines[-1] += data
-
-    def text(self) -> str:
-        lines = [" ".join(line.split()) for line in self.lines]
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def html_to_text(markup: str) -> str:
-    maker = _TextMaker()
-    maker.feed(markup)
-    maker.close()
-    return maker.text()
+def feed_html_to_text(markup: str) -> str:
+    """A feed's HTML as plain text. Many feeds escape their HTML once more inside CDATA, so one pass leaves
+    markup (`<p>Cage match &amp; more</p>`): HTML that had no tag of its own and reads as markup after one
+    pass is converted once more. HTML with real tags is converted once: an escaped `&lt;p&gt;` in it is
+    text about HTML."""
+    text = html_to_text(markup)
+    if holds_markup(text) and not holds_markup(markup):
+        return html_to_text(text)
+    return text
 
 
 def _entry_time(entry: dict[str, Any]) -> datetime | None:
