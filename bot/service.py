@@ -127,6 +127,8 @@ class Service:
         stop.wait()
         log.info("stopping: finishing the jobs in flight")
         finished = self.shutdown(self.settings.service.shutdown_grace)
+        if finished:
+            self.close_sources()
         if server is not None:
             server.stop()
         if not finished:
@@ -149,6 +151,13 @@ class Service:
             raise ConfigError(
                 f"{self.settings.path}: service.{key}: cannot listen on {host}:{port}: {error.strerror}"
             ) from None
+
+    def close_sources(self) -> None:
+        """Close what the sources hold open (a Jetstream websocket); called once no poll runs."""
+        for source in self.pipeline.sources.values():
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
 
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""

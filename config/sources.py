@@ -236,10 +236,8 @@ def bluesky_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
         table.fail("accounts", f"jetstream mode takes at most {JETSTREAM_MAX_ACCOUNTS} accounts a source")
     if not 1 <= options["first_poll_limit"] <= 100:
         table.fail("first_poll_limit", "expected a whole number from 1 to 100")
-    if not options["api_url"].startswith(("https://", "http://")):
-        table.fail("api_url", "expected an http:// or https:// URL")
-    if not options["jetstream_url"].startswith(("wss://", "ws://")):
-        table.fail("jetstream_url", "expected a wss:// or ws:// URL")
+    _check_url(table, "api_url", options["api_url"], ("https", "http"))
+    _check_url(table, "jetstream_url", options["jetstream_url"], ("wss", "ws"))
     handle = optional_secret(table, environ, "handle_env", "BLUESKY_HANDLE")
     password = optional_secret(table, environ, "app_password_env", "BLUESKY_APP_PASSWORD")
     if (handle is None) != (password is None):
@@ -248,6 +246,20 @@ def bluesky_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
         )
     secrets = {"handle": handle, "app_password": password} if handle and password else {}
     return SourceOptions(options, secrets)
+
+
+def _check_url(table: Table, key: str, url: str, schemes: tuple[str, ...]) -> None:
+    """Fail on `key` unless `url` has one of these schemes, a host and (if any) a valid port."""
+    expected = f"expected a {' or '.join(f'{s}://' for s in schemes)} URL with a host"
+    parts = urlsplit(url.strip())
+    if parts.scheme not in schemes or not parts.hostname:
+        table.fail(key, f"{expected}, got {url!r}")
+    try:
+        port = parts.port  # out of range or not a number raises
+    except ValueError:
+        port = 0
+    if port is not None and not 1 <= port <= 65535:
+        table.fail(key, f"{expected} and a port from 1 to 65535, got {url!r}")
 
 
 # type -> (its options reader, its default `every` in seconds)

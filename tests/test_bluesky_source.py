@@ -3,12 +3,13 @@ Jetstream mode through the real websockets client, fed by a real websockets serv
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from atproto_client import Client
 from atproto_client.request import Request
 from websockets.sync.server import serve
 
+from bot.app import build_pipeline
 from bot.pipeline import Pipeline
+from bot.service import Service
 from bot.sources import RateLimited, SourceError, build_source
 from bot.sources.bluesky import BlueskySource
 from bot.sources.jetstream import JETSTREAM_FEED, JetstreamSource
@@ -35,6 +38,8 @@ ALICE = "did:plc:alice000000000000000000"
 BOB = "did:plc:bob00000000000000000000"
 FEED = "/xrpc/app.bsky.feed.getAuthorFeed"
 PROFILES = "/xrpc/app.bsky.actor.getProfiles"
+SESSION = "/xrpc/com.atproto.server.createSession"
+MENTION_TYPE = "app.bsky.richtext.facet#mention"
 
 
 class Xrpc:
@@ -154,7 +159,7 @@ def test_an_account_bluesky_does_not_know_fails_with_its_name(xrpc):
         make_source(xrpc, accounts=["nobody.bsky.social"], known_dids={}).fetch("nobody.bsky.social", None)
 
 
-def test_the_next_poll_pages_back_only_to_the_newest_post_already_seen(xrpc):
+def test_the_next_poll_pages_back_to_a_margin_past_the_newest_post_already_seen(xrpc):
     seen = view("3old", "seen", "2026-11-20T10:00:00Z")
     xrpc.answer(
         FEED,
@@ -168,19 +173,22 @@ def test_the_next_poll_pages_back_only_to_the_newest_post_already_seen(xrpc):
     )
     cursor = json.dumps({"at": "2026-11-20T10:00:00Z", "uri": seen["uri"]})
     fetch = make_source(xrpc).fetch("alice.bsky.social", cursor)
-    assert [p.text for p in fetch.posts] == ["b", "c", "d"]
+    # The seen post is within the 15-minute margin and read again (the store keeps it once); a day older
+    # is past it.
+    assert [p.text for p in fetch.posts] == ["seen", "b", "c", "d"]
     assert json.loads(fetch.cursor)["uri"].endswith("/3d")
     first, second = xrpc.feed_calls()
     assert "cursor" not in first and second["cursor"] == ["p2"]
     assert len(xrpc.feed_calls()) == 2
 
 
-def test_nothing_new_keeps_the_cursor_and_returns_no_posts(xrpc):
+def test_nothing_new_keeps_the_cursor_and_returns_only_what_the_margin_reads_again(xrpc):
     seen = view("3old", "seen", "2026-11-20T10:00:00Z")
-    xrpc.answer(FEED, page(seen, cursor="p2"))
+    xrpc.answer(FEED, page(seen, view("3z", "older", "2026-11-19T00:00:00Z"), cursor="p2"))
     cursor = json.dumps({"at": "2026-11-20T10:00:00Z", "uri": seen["uri"]})
     fetch = make_source(xrpc).fetch("alice.bsky.social", cursor)
-    assert fetch.posts == () and fetch.cursor == cursor and fetch.read == 1
+    assert [p.text for p in fetch.posts] == ["seen"] and fetch.cursor == cursor and fetch.read == 2
+    assert len(xrpc.feed_calls()) == 1
 
 
 def test_a_reply_names_its_parent_and_thread_and_a_mention_becomes_a_handle(xrpc):
@@ -358,6 +366,114 @@ def test_source_health_shows_the_bluesky_feed_with_its_error_and_pause(xrpc, sto
     assert store.feed_state("bluesky", "alice.bsky.social").paused_until == until
 
 
+class Recorder:
+    """A channel that takes every alert (the pipeline makes one outbox row per hit and channel)."""
+
+    name = "recorder"
+
+    def send(self, alert: Any) -> None:
+        pass
+
+
+def test_a_post_filed_below_the_saved_one_by_a_slow_clock_is_stored_and_nothing_alerts_twice(
+    xrpc, store: Store, shipped_detector
+):
+    seen = view("3x", "old one", "2026-11-20T10:00:00Z")
+    # Written on a phone whose clock is 2 minutes slow and indexed after `seen`: the AppView sorts by
+    # min(indexedAt, createdAt), so it is served below `seen`.
+    slow = view("3p", "I'm up for a cage match if he is lol", "2026-11-20T09:59:00Z")
+    slow["indexedAt"] = "2026-11-20T10:00:30Z"
+    newer = view("3n", "newer", "2026-11-20T10:01:00Z")
+    pipeline = Pipeline(store, shipped_detector, {"bluesky": make_source(xrpc)}, [Recorder()])
+    xrpc.answer(FEED, page(seen))
+    pipeline.poll("bluesky", "alice.bsky.social")
+    xrpc.answer(FEED, page(newer, seen, slow))
+    second = pipeline.poll("bluesky", "alice.bsky.social")
+    alerts = store.counts()["alerts"]
+    third = pipeline.poll("bluesky", "alice.bsky.social")  # the same page again: all of it in the margin
+    assert second is not None and second.new_posts == 2 and alerts >= 1
+    assert third is not None and third.new_posts == 0 and store.counts()["alerts"] == alerts
+    texts = sorted(r[0] for r in store.db.execute("SELECT text FROM posts"))
+    assert texts == ["I'm up for a cage match if he is lol", "newer", "old one"]
+    # post_versions holds a post's versions once it has more than one: none was read as changed.
+    assert store.db.execute("SELECT count(*) FROM post_versions").fetchone()[0] == 0
+    cursor = json.loads(store.feed_state("bluesky", "alice.bsky.social").cursor)
+    assert cursor["uri"] == newer["uri"]
+
+
+def test_a_poll_cut_short_by_the_page_cap_says_so_in_the_log(xrpc, caplog):
+    xrpc.answer(FEED, page(view("3new", "new", "2026-11-20T12:00:00Z"), cursor="more"))
+    cursor = json.dumps({"at": "2026-11-20T10:00:00Z", "uri": f"at://{ALICE}/app.bsky.feed.post/3old"})
+    with caplog.at_level("WARNING", logger="ringside.bluesky"):
+        make_source(xrpc).fetch("alice.bsky.social", cursor)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "stopped after 20 pages" in warning and "not fetched" in warning
+
+
+def test_a_mention_of_a_watched_account_is_its_handle_even_when_the_page_does_not_show_it(xrpc):
+    text = "@bob.bsky.social cage match, you and me"
+    facet = {"index": {"byteStart": 0, "byteEnd": 16}, "features": [{"$type": MENTION_TYPE, "did": BOB}]}
+    xrpc.answer(FEED, page(view("3m", text, "2026-11-20T10:00:00Z", facets=[facet])))
+    known = {"alice.bsky.social": ALICE, "bob.bsky.social": BOB}
+    source = make_source(xrpc, accounts=["alice.bsky.social", "bob.bsky.social"], known_dids=known)
+    (post,) = source.fetch("alice.bsky.social", None).posts
+    assert post.mentions == ("bob.bsky.social",)
+
+
+def test_a_mention_of_an_unknown_account_is_named_as_the_text_writes_it_counting_utf8_bytes(xrpc):
+    text = "¡Olé! @Carol.example.com, cage match?"
+    start = len("¡Olé! ".encode())
+    facet = {
+        "index": {"byteStart": start, "byteEnd": start + len("@Carol.example.com")},
+        "features": [{"$type": MENTION_TYPE, "did": "did:plc:carol"}],
+    }
+    xrpc.answer(FEED, page(view("3m", text, "2026-11-20T10:00:00Z", facets=[facet])))
+    (post,) = make_source(xrpc).fetch("alice.bsky.social", None).posts
+    assert post.mentions == ("carol.example.com",)
+
+
+def session(did: str = "did:plc:me") -> dict:
+    """A createSession answer whose tokens the atproto client can read (it looks at their expiry)."""
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    token = ".".join([part({"alg": "HS256", "typ": "JWT"}), part({"sub": did, "exp": 4102444800}), "sig"])
+    return {"did": did, "handle": "me.bsky.social", "accessJwt": token, "refreshJwt": token}
+
+
+def test_a_revoked_session_is_replaced_by_one_new_login_and_the_poll_goes_on(xrpc):
+    xrpc.answer(SESSION, session())
+    refused = (401, {"error": "InvalidToken", "message": "Token has been revoked"}, {})
+    xrpc.script[FEED] = [
+        (200, page(), {}),
+        refused,
+        (200, page(view("3a", "hi", "2026-11-20T10:00:00Z")), {}),
+    ]
+    source = make_source(xrpc, login=("me.bsky.social", "abcd-efgh-ijkl-mnop"))
+    source.fetch("alice.bsky.social", None)
+    (post,) = source.fetch("alice.bsky.social", None).posts
+    assert post.text == "hi"
+    assert [path for path, _ in xrpc.asked].count(SESSION) == 2
+
+
+def test_a_session_refused_again_after_a_new_login_fails_the_poll(xrpc):
+    xrpc.answer(SESSION, session())
+    xrpc.answer(FEED, {"error": "ExpiredToken", "message": "Token has expired"}, status=400)
+    source = make_source(xrpc, login=("me.bsky.social", "abcd-efgh-ijkl-mnop"))
+    with pytest.raises(SourceError, match="Token has expired"):
+        source.fetch("alice.bsky.social", None)
+    assert [path for path, _ in xrpc.asked].count(SESSION) == 2
+
+
+@pytest.mark.parametrize("reset", ["1795000000000", "4102444800", "soon"])
+def test_a_ratelimit_reset_that_is_not_a_sane_time_counts_as_absent(xrpc, reset):
+    xrpc.answer(FEED, {"error": "RateLimitExceeded"}, status=429, **{"ratelimit-reset": reset})
+    with pytest.raises(RateLimited) as raised:
+        make_source(xrpc).fetch("alice.bsky.social", None)
+    assert raised.value.reset_at - datetime.now(UTC) <= timedelta(minutes=5)
+
+
 # -- Jetstream ---------------------------------------------------------------------------------------------
 
 
@@ -370,6 +486,7 @@ class Jetstream:
         self.events = events
         self.drop_after = drop_after
         self.paths: list[str] = []
+        self.closed = threading.Event()  # set when a client closes its connection
         self.server = serve(self.handle, "127.0.0.1", 0)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -396,6 +513,7 @@ class Jetstream:
             sent += 1
         for _ in connection:  # keep the connection open until the client leaves
             pass
+        self.closed.set()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -596,6 +714,92 @@ def test_an_unreachable_jetstream_fails_the_feed_with_the_reason(xrpc):
         source.close()
 
 
+def test_a_jetstream_source_with_a_login_signs_in_before_looking_up_its_accounts(xrpc, jetstream_server):
+    xrpc.answer(SESSION, session())
+    xrpc.answer(PROFILES, {"profiles": [{"did": ALICE, "handle": "alice.bsky.social"}]})
+    server = jetstream_server([post_event("3a", "hello", 1)])
+    accounts = make_source(xrpc, known_dids={}, login=("me.bsky.social", "abcd-efgh-ijkl-mnop"))
+    source = JetstreamSource(accounts, server.url, timeout=5.0, backoff=0.05)
+    try:
+        posts, _, _ = fetch_until(source, 1)
+    finally:
+        source.close()
+    assert [p.text for p in posts] == ["hello"]
+    assert [path for path, _ in xrpc.asked][:2] == [SESSION, PROFILES]
+
+
+def test_an_account_left_out_at_the_start_is_subscribed_once_bluesky_knows_it(xrpc, jetstream_server):
+    xrpc.answer(
+        PROFILES,
+        {"profiles": [{"did": ALICE, "handle": "alice.bsky.social"}]},
+        {"profiles": [{"did": BOB, "handle": "bob.bsky.social"}]},
+    )
+    server = jetstream_server([post_event("3a", "from alice", 1), post_event("3b", "from bob", 2, did=BOB)])
+    accounts = make_source(xrpc, accounts=["alice.bsky.social", "bob.bsky.social"], known_dids={})
+    source = JetstreamSource(accounts, server.url, timeout=5.0, backoff=0.05, retry_missing=0.0)
+    try:
+        posts, _, _ = fetch_until(source, 2)
+    finally:
+        source.close()
+    assert {p.text for p in posts} == {"from alice", "from bob"}
+    assert server.asked(-1)["wantedDids"] == sorted([ALICE, BOB])
+
+
+def test_a_jetstream_url_with_a_port_out_of_range_fails_the_feed_with_the_reason(xrpc):
+    source = JetstreamSource(make_source(xrpc), "ws://127.0.0.1:99999/subscribe", timeout=2.0, backoff=0.05)
+    try:
+        with pytest.raises(SourceError, match="Jetstream connection lost: ValueError"):
+            for _ in range(10):
+                source.fetch(JETSTREAM_FEED, None)
+        assert source.reader is not None and source.reader.is_alive()
+    finally:
+        source.close()
+
+
+def test_a_jetstream_reader_that_stopped_is_started_again_at_the_next_fetch(xrpc, jetstream_server):
+    server = jetstream_server([post_event(f"3p{n}", f"post {n}", n) for n in range(1, 4)])
+    source = jetstream_source(xrpc, server)
+    try:
+        _, cursor, _ = fetch_until(source, 3)
+        assert source.reader is not None
+        source.reader.stop()  # as if it had died
+        source.fetch(JETSTREAM_FEED, cursor)
+        assert source.reader.is_alive() and len(server.paths) == 2
+        assert server.asked(-1)["cursor"] == ["3"]
+    finally:
+        source.close()
+
+
+def test_the_service_closes_the_jetstream_connection_when_it_stops(
+    xrpc, jetstream_server, write_config, tmp_path
+):
+    server = jetstream_server([post_event("3a", "hello", 1)])
+    xrpc.answer(PROFILES, {"profiles": [{"did": ALICE, "handle": "alice.bsky.social"}]})
+    path = write_config(
+        f'[storage]\npath = "{tmp_path / "ringside.db"}"\n[[sources]]\nname = "sky"\ntype = "bluesky"\n'
+        f'accounts = ["alice.bsky.social"]\nmode = "jetstream"\nevery = "1s"\n'
+        f'api_url = "{xrpc.url}"\njetstream_url = "{server.url}"\n'
+    )
+    settings = load_settings(path, environ={})
+    store = Store.open(settings.database)
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=Service(settings, build_pipeline(settings, store)).run_until, args=[stop]
+    )
+    runner.start()
+    try:
+        for _ in range(200):
+            if store.counts()["posts"] == 1:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        runner.join(30)
+        store.close()
+    assert not runner.is_alive() and server.paths
+    assert server.closed.wait(10)
+
+
 # -- settings ----------------------------------------------------------------------------------------------
 
 BLUESKY = '[[sources]]\nname = "sky"\ntype = "bluesky"\naccounts = ["Alice.bsky.social", "@example.com"]\n'
@@ -634,6 +838,17 @@ def test_jetstream_mode_is_one_feed_for_every_account(write_config):
             'jetstream_url = "http://x"',
             '["a.bsky.social"]',
             r"sources\[0\]\.jetstream_url: expected a wss://",
+        ),
+        (
+            'jetstream_url = "wss://jetstream.example:99999/subscribe"',
+            '["a.bsky.social"]',
+            r"sources\[0\]\.jetstream_url: .*port",
+        ),
+        ('api_url = "https://"', '["a.bsky.social"]', r"sources\[0\]\.api_url: expected .* with a host"),
+        (
+            'api_url = "https://public.api.bsky.app:99999"',
+            '["a.bsky.social"]',
+            r"sources\[0\]\.api_url: .*port",
         ),
     ],
 )

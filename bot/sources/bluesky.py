@@ -2,9 +2,11 @@
 
 Poll (`mode = "poll"`): each account is a feed, read with app.bsky.feed.getAuthorFeed on the public AppView.
 Handles are resolved to DIDs once (and stored by the pipeline). The feed has no `since`: its cursor only pages
-back, so a poll pages back until it meets the newest item it saw before, and saves that item's time and uri
-(JSON) as the feed's cursor. The first poll takes only `first_poll_limit` posts. A 429 pauses the feed until
-the `ratelimit-reset` the AppView sends.
+back, so a poll pages back to a margin (OVERLAP) before the newest item it saw before, and saves that
+item's sort time and uri (JSON) as the feed's cursor. The AppView sorts a feed by min(indexedAt, createdAt),
+so a post written on a slow clock is filed below posts indexed before it: the margin fetches it, and the
+store's dedup by key absorbs the items read twice. The first poll takes only `first_poll_limit` posts.
+A 429 pauses the feed until the `ratelimit-reset` the AppView sends.
 
 Jetstream (`mode = "jetstream"`): one feed for every account, streamed; see bot/sources/jetstream.py.
 
@@ -36,6 +38,7 @@ from bot.models import Fetch, Post, Rejected
 from bot.sources import RateLimited, SourceError, post_or_rejected, sanitised
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
+from config.sources import BLUESKY_HANDLE
 
 if TYPE_CHECKING:
     from bot.sources.jetstream import JetstreamSource
@@ -47,6 +50,10 @@ LOGIN_SERVICE = "https://bsky.social"
 POST_COLLECTION = "app.bsky.feed.post"
 PAGE_SIZE = 100  # getAuthorFeed's largest page
 MAX_PAGES = 20  # a poll reads at most 2,000 items back; older ones in a longer gap are not fetched
+# How far before the saved item a poll keeps reading: posts whose createdAt is earlier than their indexedAt
+# (a slow phone clock, a bridged or scheduled post) sort below items indexed before them.
+OVERLAP = timedelta(minutes=15)
+SANE_RESET = timedelta(days=366)  # a ratelimit-reset further from now than this is not a time but a mistake
 PROFILES_PER_CALL = 25  # getProfiles' largest batch
 REPOST = "app.bsky.feed.defs#reasonRepost"
 MENTION = "app.bsky.richtext.facet#mention"
@@ -101,7 +108,7 @@ class BlueskySource:
         return list(self.accounts)
 
     def fetch(self, feed: str, cursor: str | None) -> Fetch:
-        self._sign_in()
+        self.sign_in()
         self.resolve([feed])
         seen = FeedCursor.parse(cursor)
         items, read = self._items_since(self.dids[feed], seen)
@@ -163,12 +170,22 @@ class BlueskySource:
             page_cursor = page.get("cursor")
             if caught_up or not page_cursor or not feed or (not seen and len(items) >= self.first_poll_limit):
                 break
+        else:
+            if seen:
+                log.warning(
+                    "bluesky: %s: stopped after %d pages (%d items) without reaching the saved cursor; "
+                    "older posts in this gap are not fetched",
+                    did,
+                    MAX_PAGES,
+                    read,
+                )
         return items, read
 
     def _to_fetch(
         self, items: list[dict], seen: FeedCursor | None, saved: str | None, read: int, learned: tuple
     ) -> Fetch:
-        handles = sanitised(_handles_in(items))
+        known = {did: handle for handle, did in self.dids.items()}
+        handles = sanitised(known | _handles_in(items))
         convert = partial(post_from_feed_item, handles=handles)
         posts: dict[str, Post] = {}
         rejected: list[Rejected] = []
@@ -179,7 +196,9 @@ class BlueskySource:
             elif post.key not in posts:
                 posts[post.key] = post
         newest = next((FeedCursor.of(item) for item in items if FeedCursor.of(item)), None)
-        cursor = newest.dump() if newest else saved
+        # Items re-read in the overlap are older than the saved one: the cursor never moves back.
+        moved = newest is not None and (seen is None or newest.at > seen.at)
+        cursor = newest.dump() if moved and newest else saved
         return Fetch(
             posts=tuple(reversed(posts.values())),
             cursor=cursor,
@@ -190,22 +209,29 @@ class BlueskySource:
 
     # -- calls ---------------------------------------------------------------------------------------
 
-    def _sign_in(self) -> None:
+    def sign_in(self) -> None:
         """Log in with the app password, once, when one is configured (higher rate limits)."""
         if self._login is None or self._logged_in:
             return
         handle, password = self._login
         try:
-            self.client.login(handle, password)
+            self.client.login(handle, password, fetch_bsky_profile=False)
         except RequestErrorBase as error:
             raise _source_error(error, "BLUESKY_HANDLE and BLUESKY_APP_PASSWORD") from None
         self._logged_in = True
 
-    def _query(self, nsid: str, params: Any) -> dict[str, Any]:
-        """Call the AppView and turn its failures into SourceError messages that never carry a secret."""
+    def _query(self, nsid: str, params: Any, again: bool = True) -> dict[str, Any]:
+        """Call the AppView and turn its failures into SourceError messages that never carry a secret.
+
+        A session the server no longer accepts (revoked, expired) is replaced by one new login, once."""
         try:
             answer = self.client.invoke_query(nsid, params=params)
         except RequestErrorBase as error:
+            if again and self._logged_in and _session_lost(error):
+                log.warning("bluesky: the session was refused on %s; logging in again", nsid)
+                self._logged_in = False
+                self.sign_in()
+                return self._query(nsid, params, again=False)
             raise _source_error(error, nsid) from None
         except ValueError:  # a body that says it is JSON and is not
             raise SourceError(f"Bluesky answered {nsid} with a malformed JSON body") from None
@@ -215,8 +241,9 @@ class BlueskySource:
 
 
 class FeedCursor:
-    """Where a poll of one author feed stopped: the newest item's time (its indexedAt, or the repost's)
-    and its uri. Items are served newest first; the next poll stops at the first one not newer."""
+    """Where a poll of one author feed stopped: the newest item's sort time (min(indexedAt, createdAt), the
+    AppView's sortAt; a repost's own indexedAt) and its uri. Items are served newest by that time first; the
+    next poll stops at the first one older than OVERLAP before it."""
 
     def __init__(self, at: str, uri: str) -> None:
         self.at = at
@@ -242,20 +269,26 @@ class FeedCursor:
             return None
 
     def reached(self, item: Any) -> bool:
-        """Whether `item` is the one this cursor saved or older (an item without a time is not)."""
+        """Whether `item` sorts more than OVERLAP below this cursor, where a poll can stop (an item without
+        a time does not)."""
         mark = FeedCursor.of(item)
         if mark is None:
             return False
-        return mark.at < self.at or (mark.at == self.at and mark.uri == self.uri)
+        return mark.at < iso(parse_datetime(self.at) - OVERLAP)
 
     def dump(self) -> str:
         return json.dumps({"at": self.at, "uri": self.uri})
 
 
 def _item_time(item: dict[str, Any]) -> datetime | None:
+    """The time the AppView sorts `item` by: a repost's indexedAt, else min(indexedAt, createdAt)."""
     reason = item.get("reason") or {}
-    stamp = reason.get("indexedAt") if reason.get("$type") == REPOST else item["post"].get("indexedAt")
-    return parse_datetime(stamp).astimezone(UTC) if stamp else None
+    if reason.get("$type") == REPOST:
+        stamps = [reason.get("indexedAt")]
+    else:
+        stamps = [item["post"].get("indexedAt"), (item["post"].get("record") or {}).get("createdAt")]
+    times = [parse_datetime(stamp).astimezone(UTC) for stamp in stamps if stamp]
+    return min(times) if times else None
 
 
 def _item_uri(item: dict[str, Any]) -> str:
@@ -375,23 +408,36 @@ def _quoted_uri(embed: Any) -> str | None:
 
 
 def _mentions(record: dict[str, Any], handles: dict[str, str]) -> tuple[str, ...]:
-    """The accounts a record's facets mention: by handle when the answer named them, else by DID."""
+    """The accounts a record's facets mention: by handle when known (from the answer or the accounts
+    watched), else as the text names them (@handle), else by DID."""
     found: list[str] = []
     for facet in record.get("facets") or []:
         for feature in (facet or {}).get("features") or []:
             did = (feature or {}).get("did")
             if (feature or {}).get("$type") == MENTION and isinstance(did, str):
-                name = handles.get(did, did)
+                name = handles.get(did) or _handle_written(record, facet) or did
                 if name not in found:
                     found.append(name)
     return tuple(found)
+
+
+def _handle_written(record: dict[str, Any], facet: Any) -> str | None:
+    """The handle a mention facet covers in the text ("@bob.bsky.social"), or None if it is not one.
+    Facets index the text's UTF-8 bytes, not its characters."""
+    index = facet.get("index") if isinstance(facet, dict) else None
+    start, end = (index or {}).get("byteStart"), (index or {}).get("byteEnd")
+    if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start < end:
+        return None
+    written = record["text"].encode("utf-8", "replace")[start:end].decode("utf-8", "replace")
+    handle = written.removeprefix("@").lower()
+    return handle if written.startswith("@") and BLUESKY_HANDLE.fullmatch(handle) else None
 
 
 def _source_error(error: RequestErrorBase, what: str) -> SourceError:
     response = error.response
     status = response.status_code if response is not None else None
     if isinstance(error, RateLimitExceededError):
-        reset_at = error.reset_at or utcnow() + timedelta(minutes=5)
+        reset_at = _sane_reset(error) or utcnow() + timedelta(minutes=5)
         return RateLimited(f"Bluesky rate limit reached (429); paused until {iso(reset_at)}", reset_at)
     if isinstance(error, UnauthorizedError):
         return SourceError(f"Bluesky refused access ({status}) to {what}: {_detail(error)}")
@@ -401,6 +447,27 @@ def _source_error(error: RequestErrorBase, what: str) -> SourceError:
         return SourceError(f"cannot reach Bluesky ({type(error).__name__}) for {what}")
     kind = "server error" if status >= 500 or isinstance(error, NetworkError) else "error"
     return SourceError(f"Bluesky {kind} ({status}) on {what}; retrying next poll")
+
+
+def _sane_reset(error: RateLimitExceededError) -> datetime | None:
+    """The `ratelimit-reset` time, or None when it is absent or not a sane Unix time (milliseconds by
+    mistake, years away)."""
+    try:
+        reset_at = error.reset_at
+    except (ValueError, OverflowError, OSError):  # a year beyond 9999
+        return None
+    if reset_at is None or abs(reset_at - utcnow()) > SANE_RESET:
+        return None
+    return reset_at
+
+
+def _session_lost(error: RequestErrorBase) -> bool:
+    """Whether the server refused the session itself (revoked or expired), which a new login can fix."""
+    if isinstance(error, UnauthorizedError):
+        return True
+    content = error.response.content if error.response is not None else None
+    code = content.get("error") if isinstance(content, dict) else getattr(content, "error", None)
+    return code in ("ExpiredToken", "InvalidToken")
 
 
 def _detail(error: RequestErrorBase) -> str:

@@ -15,6 +15,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +31,7 @@ JETSTREAM_FEED = "jetstream"
 QUEUE_SIZE = 10_000  # events waiting for a fetch; the reader waits (and the server buffers) beyond this
 BATCH = 1_000  # events one fetch drains
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 300.0
+RETRY_MISSING = 600.0  # seconds between lookups of accounts Bluesky did not know at the last one
 
 
 class JetstreamSource:
@@ -50,8 +52,12 @@ class JetstreamSource:
         batch: int = BATCH,
         queue_size: int = QUEUE_SIZE,
         backoff: float = BACKOFF_FIRST,
+        retry_missing: float = RETRY_MISSING,
     ) -> None:
         self.name = accounts.name
+        self.retry_missing = retry_missing
+        self._missing: list[str] = []
+        self._retry_at = 0.0
         self.backoff = backoff
         self.accounts = accounts
         self.url = url
@@ -67,6 +73,8 @@ class JetstreamSource:
     def fetch(self, feed: str, cursor: str | None) -> Fetch:
         if self.reader is None:
             self._start(cursor)
+        else:
+            self._keep_reading(cursor)
         assert self.reader is not None
         batch = self._next_batch(cursor)
         if not batch and self.reader.outage:
@@ -94,15 +102,48 @@ class JetstreamSource:
             self.reader.stop()
 
     def _start(self, cursor: str | None) -> None:
-        missing = self.accounts.resolve_known(self.accounts.accounts)
-        for handle in missing:
-            log.warning("jetstream: no Bluesky account named @%s; left out (check the name)", handle)
+        """Sign in (a login's service answers app.bsky.* only with a session), look the accounts up and
+        start the reader from the saved cursor."""
+        self.accounts.sign_in()
+        self._missing = self.accounts.resolve_known(self.accounts.accounts)
+        self._retry_at = time.monotonic() + self.retry_missing
+        for handle in self._missing:
+            log.warning("jetstream: no Bluesky account named @%s; left out for now (check the name)", handle)
         dids = sorted({self.accounts.dids[a] for a in self.accounts.accounts if a in self.accounts.dids})
         if not dids:
             raise SourceError("none of the Bluesky accounts could be resolved; nothing to subscribe to")
         start = int(cursor) if cursor and cursor.isdigit() else None
         self.reader = JetstreamReader(self.url, dids, self.events, start, self.timeout, self.backoff)
         self.reader.start()
+
+    def _keep_reading(self, cursor: str | None) -> None:
+        """Restart a reader that died, or that must subscribe to accounts found since it started, from
+        the last event it queued (else the saved cursor): Jetstream replays from there, and the store's
+        dedup by key absorbs the one event read twice."""
+        assert self.reader is not None
+        alive = self.reader.is_alive()
+        if alive and not self._found_missing():
+            return
+        if not alive:
+            why = self.reader.outage or "no error"
+            log.warning("jetstream: the reader stopped (%s); starting it again", why)
+        resume = self.reader.cursor
+        self.reader.stop()
+        self._start(str(resume) if resume is not None else cursor)
+
+    def _found_missing(self) -> bool:
+        """Whether accounts left out at the last lookup are now known (looked up every retry_missing s)."""
+        if not self._missing or time.monotonic() < self._retry_at:
+            return False
+        self._retry_at = time.monotonic() + self.retry_missing
+        try:
+            still = self.accounts.resolve_known(self._missing)
+        except SourceError as error:
+            log.warning("jetstream: looking up @%s again failed: %s", ", @".join(self._missing), error)
+            return False
+        found = len(still) < len(self._missing)
+        self._missing = still
+        return found
 
     def _next_batch(self, cursor: str | None) -> list[tuple[int | None, Any]]:
         """The pending batch again if its cursor was not saved, else the next events (waiting briefly)."""
@@ -181,7 +222,6 @@ class JetstreamReader(threading.Thread):
         return f"{self.url}?{urlencode(query)}"
 
     def run(self) -> None:
-        from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
         delay = self.backoff
@@ -195,7 +235,7 @@ class JetstreamReader(threading.Thread):
                     if self._stopping.is_set():
                         return
                     raise ConnectionError("Jetstream closed the connection")
-            except (OSError, TimeoutError, WebSocketException) as error:
+            except Exception as error:  # any failure is an outage: the thread must live on
                 if self.outage is None:
                     self.outage = f"{type(error).__name__}: {error}"[:300]
                     log.warning("jetstream: connection lost (%s); reconnecting with backoff", self.outage)
