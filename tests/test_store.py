@@ -267,6 +267,33 @@ def test_pruning_an_edited_post_without_hits_removes_its_versions_too(store):
     assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (0,)
 
 
+def test_search_after_a_batch_finds_each_posts_current_text_folded_and_never_a_pruned_post(store):
+    old, recent = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    first = (
+        Post("x", "1", "elonmusk", "Prêt pour un combat en cage", recent),
+        Post("x", "2", "finkd", "send me location", recent),
+        Post("x", "3", "someone", "an old cage story nobody matched", old),
+        Post("x", "4", "finkd", "a rival wrote this", recent),
+    )
+    store.save_poll("x", "f", STARTED, Fetch(first, "4", 4), [], [])
+    edited = (
+        Post("x", "2", "finkd", "send me your octagon", recent),
+        Post("x", "5", "zuck", "pret a tout", recent),
+    )
+    store.save_poll("x", "f", STARTED, Fetch(edited, "5", 2), [], [])
+    store.prune(timedelta(days=1))
+
+    def authors(query: str) -> list[str]:
+        return sorted(row[2] for row in store.search(query).rows)
+
+    assert authors("pret") == ["elonmusk", "zuck"]  # accents folded, as the matcher folds them
+    assert authors("octagon") == ["finkd"]  # an edited post is found by its current text ...
+    assert authors("location") == []  # ... and no longer by the one it replaced
+    assert authors("cage") == ["elonmusk"]  # the pruned post is gone from the index
+    assert authors("rival") == ["finkd"]
+    assert authors("finkd") == ["finkd", "finkd"]  # authors are searchable too
+
+
 def test_a_label_given_through_an_alert_is_on_the_text_the_alert_showed(store):
     challenge, edit = post("1"), post("1", "Nice weather today")
     store.save_poll("x", "f", STARTED, Fetch((challenge,), "1", 1), [hit(challenge)], ["c"])
