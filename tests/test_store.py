@@ -175,7 +175,7 @@ def test_a_database_at_schema_6_keeps_every_row_when_it_gains_versions_and_the_q
     db.close()
 
     store = Store.open(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     for table, rows in before.items():
         width = len(rows[0]) if rows else 0
         kept = store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
@@ -185,6 +185,28 @@ def test_a_database_at_schema_6_keeps_every_row_when_it_gains_versions_and_the_q
     assert store.search("hello").rows
     assert store.report("latest-hits").rows[0][-2] == "I'm up for a cage match if he is lol"
     assert store.report("quarantine").rows == []
+    store.close()
+
+
+def test_a_database_at_schema_7_keeps_every_row_and_its_search_when_the_index_is_filled_per_poll(tmp_path):
+    path = tmp_path / "v7.db"
+    db = sqlite_utils.Database(path)
+    migrate(db, MIGRATIONS[:7])
+    fill_a_schema_6_database(db)
+    tables = [t for t in db.table_names() if not t.startswith("posts_fts")]
+    before = {table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() for table in tables}
+    db.close()
+
+    store = Store.open(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    for table, rows in before.items():
+        assert store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == rows, table
+    triggers = store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+    assert [name for (name,) in triggers] == ["posts_ad", "posts_au"]  # inserts are indexed once per poll
+    store.db.execute("INSERT INTO posts_fts (posts_fts, rank) VALUES ('integrity-check', 1)")
+    assert [row[2] for row in store.search("hello").rows] == ["elonmusk"]
+    store.save_poll("x", "f", STARTED, Fetch((Post("x", "3", "finkd", "Prêt", STARTED),), "3", 1), [], [])
+    assert [row[2] for row in store.search("pret").rows] == ["finkd"]
     store.close()
 
 
