@@ -496,7 +496,7 @@ def post_values(post: Post, source: str, fetched_at: str, version: int) -> tuple
         post.kind,
         post.reply_to,
         post.quote_of,
-        json.dumps(list(post.mentions)),
+        json.dumps(list(post.mentions)) if post.mentions else "[]",  # most posts mention nobody
         post.conversation_id,
         source,
         fetched_at,
@@ -510,7 +510,11 @@ def record_text(record: Any) -> str:
     its JSON escape (`\\ud800`), which UTF-8 cannot encode but JSON reads back as the same character."""
     if isinstance(record, str):
         return _escape_surrogates(record)
-    return _escape_surrogates(json.dumps(record, ensure_ascii=False, sort_keys=True, default=str))
+    return _escape_surrogates(_RECORD_ENCODER.encode(record))
+
+
+# Made once: json.dumps with these options builds a new encoder at every call, for every post stored.
+_RECORD_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
