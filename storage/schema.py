@@ -256,6 +256,14 @@ def _v7_versions_and_quarantine(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX quarantine_seen ON quarantine(first_seen)")
 
 
+def _v8_index_per_poll(db: sqlite_utils.Database) -> None:
+    """New posts enter the full-text index by one statement per poll (Store._save_posts) instead of a trigger
+    per row: 3-4x faster (bench/store.py). Edits and deletes keep their triggers: edits are rare, and prune
+    deletes in SQL. The index is rebuilt from the posts, so it starts exact whatever happened before."""
+    db.execute("DROP TRIGGER IF EXISTS posts_ai")
+    db.execute("INSERT INTO posts_fts (posts_fts) VALUES ('rebuild')")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
@@ -264,6 +272,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v5_reports,
     _v6_detector,
     _v7_versions_and_quarantine,
+    _v8_index_per_poll,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges", "labels"}

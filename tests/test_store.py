@@ -175,7 +175,7 @@ def test_a_database_at_schema_6_keeps_every_row_when_it_gains_versions_and_the_q
     db.close()
 
     store = Store.open(path)
-    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     for table, rows in before.items():
         width = len(rows[0]) if rows else 0
         kept = store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
@@ -185,6 +185,28 @@ def test_a_database_at_schema_6_keeps_every_row_when_it_gains_versions_and_the_q
     assert store.search("hello").rows
     assert store.report("latest-hits").rows[0][-2] == "I'm up for a cage match if he is lol"
     assert store.report("quarantine").rows == []
+    store.close()
+
+
+def test_a_database_at_schema_7_keeps_every_row_and_its_search_when_the_index_is_filled_per_poll(tmp_path):
+    path = tmp_path / "v7.db"
+    db = sqlite_utils.Database(path)
+    migrate(db, MIGRATIONS[:7])
+    fill_a_schema_6_database(db)
+    tables = [t for t in db.table_names() if not t.startswith("posts_fts")]
+    before = {table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() for table in tables}
+    db.close()
+
+    store = Store.open(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    for table, rows in before.items():
+        assert store.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == rows, table
+    triggers = store.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+    assert [name for (name,) in triggers] == ["posts_ad", "posts_au"]  # inserts are indexed once per poll
+    store.db.execute("INSERT INTO posts_fts (posts_fts, rank) VALUES ('integrity-check', 1)")
+    assert [row[2] for row in store.search("hello").rows] == ["elonmusk"]
+    store.save_poll("x", "f", STARTED, Fetch((Post("x", "3", "finkd", "Prêt", STARTED),), "3", 1), [], [])
+    assert [row[2] for row in store.search("pret").rows] == ["finkd"]
     store.close()
 
 
@@ -265,6 +287,33 @@ def test_pruning_an_edited_post_without_hits_removes_its_versions_too(store):
     store.save_poll("x", "f", STARTED, Fetch(versions, "1", 2), [], [])
     assert store.prune(timedelta(days=1))["posts"] == 1
     assert store.db.execute("SELECT count(*) FROM post_versions").fetchone() == (0,)
+
+
+def test_search_after_a_batch_finds_each_posts_current_text_folded_and_never_a_pruned_post(store):
+    old, recent = datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC)
+    first = (
+        Post("x", "1", "elonmusk", "Prêt pour un combat en cage", recent),
+        Post("x", "2", "finkd", "send me location", recent),
+        Post("x", "3", "someone", "an old cage story nobody matched", old),
+        Post("x", "4", "finkd", "a rival wrote this", recent),
+    )
+    store.save_poll("x", "f", STARTED, Fetch(first, "4", 4), [], [])
+    edited = (
+        Post("x", "2", "finkd", "send me your octagon", recent),
+        Post("x", "5", "zuck", "pret a tout", recent),
+    )
+    store.save_poll("x", "f", STARTED, Fetch(edited, "5", 2), [], [])
+    store.prune(timedelta(days=1))
+
+    def authors(query: str) -> list[str]:
+        return sorted(row[2] for row in store.search(query).rows)
+
+    assert authors("pret") == ["elonmusk", "zuck"]  # accents folded, as the matcher folds them
+    assert authors("octagon") == ["finkd"]  # an edited post is found by its current text ...
+    assert authors("location") == []  # ... and no longer by the one it replaced
+    assert authors("cage") == ["elonmusk"]  # the pruned post is gone from the index
+    assert authors("rival") == ["finkd"]
+    assert authors("finkd") == ["finkd", "finkd"]  # authors are searchable too
 
 
 def test_a_label_given_through_an_alert_is_on_the_text_the_alert_showed(store):
