@@ -478,3 +478,17 @@ def test_western_european_text_is_folded_in_one_pass_without_filling_the_word_ca
     assert "réussi" not in normalize._WORD_CACHE
     # Folds that are not one ASCII character take the word path: ß, æ, ½, ©, look-alikes ø and ð.
     assert normalize.fold_line("Straße Ærø Ðe ½ ©") == " strasse æro de 1 2 © "
+
+
+def test_a_word_mapped_back_once_is_mapped_from_a_bounded_cache_at_any_offset():
+    from bot.detect import normalize
+
+    normalize._ORIGIN_CACHE.clear()
+    first = normalize.fold_with_origin("«Réussi» ça")
+    assert list(zip(first.words, first.spans, strict=True)) == [("reussi", (1, 7)), ("ca", (9, 11))]
+    assert "«réussi»" in normalize._ORIGIN_CACHE  # keyed by the word with its ASCII letters folded
+    again = normalize.fold_with_origin("oui, «Réussi»!")
+    assert list(zip(again.words, again.spans, strict=True)) == [("oui", (0, 3)), ("reussi", (6, 12))]
+    for index in range(normalize.ORIGIN_CACHE_WORDS + 10):
+        normalize.fold_with_origin(f"é{index}")
+    assert 0 < len(normalize._ORIGIN_CACHE) <= normalize.ORIGIN_CACHE_WORDS

@@ -11,9 +11,9 @@ also holds a Latin letter a-z, so "саge" with a Cyrillic "с" and "а" reads "
 word is left as it is. A run of at least MIN_SPACED_LETTERS single letters separated by single spaces is one
 word: "c a g e" reads "cage" (shorter runs are ordinary: "il y a à").
 
-`fold` is the fast path (one str.translate through a table filled on demand); `fold_with_origin` also says,
-for each folded character, which original character it came from. Matching calls the second only for the
-rare post that has a candidate match.
+`fold_line` is the fast path (one bytes.translate for text within Latin-1, word by word through a cache for
+other text); `fold_with_origin` also says, for each folded word, which original characters it came from.
+Matching calls the second only for the rare post that has a match, to mark its spans.
 """
 
 from __future__ import annotations
@@ -259,15 +259,34 @@ def _fold_joined_with_origin(text: str) -> Folded:
     return Folded(words, spans)
 
 
+# The folded words of a non-ASCII word with their [start, end) inside it, since posts repeat words. Only
+# words up to WORD_CACHE_LONGEST characters, at most ORIGIN_CACHE_WORDS of them (a few MiB), emptied when
+# full.
+_ORIGIN_CACHE: dict[str, tuple[tuple[str, int, int], ...]] = {}
+ORIGIN_CACHE_WORDS = 20_000
+
+
 def _fold_word_with_origin(word: str, offset: int) -> list[tuple[str, int, int]]:
+    """The folded words of `word` (which starts at `offset` in the text) with their spans in the text."""
+    pieces = _ORIGIN_CACHE.get(word)
+    if pieces is None:
+        pieces = _fold_word_with_own_origin(word)
+        if len(word) <= WORD_CACHE_LONGEST:
+            if len(_ORIGIN_CACHE) >= ORIGIN_CACHE_WORDS:
+                _ORIGIN_CACHE.clear()
+            _ORIGIN_CACHE[word] = pieces
+    return [(folded, offset + start, offset + end) for folded, start, end in pieces]
+
+
+def _fold_word_with_own_origin(word: str) -> tuple[tuple[str, int, int], ...]:
     pieces: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(word):
         folded = FOLD_TABLE[ord(char)]
         pieces.append(folded)
-        origin.extend([offset + index] * len(folded))
+        origin.extend([index] * len(folded))
     folded_word = "".join(pieces)
-    return [
+    return tuple(
         (_unconfuse_word(m.group()), origin[m.start()], origin[m.end() - 1] + 1)
         for m in _WORD.finditer(folded_word)
-    ]
+    )
