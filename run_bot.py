@@ -15,33 +15,16 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from bot.app import build_detector, build_pipeline
-from bot.commands import (
-    UsageError,
-    command_alerts,
-    command_backtest,
-    command_health,
-    command_label,
-    command_mute,
-    command_prune,
-    command_report,
-    command_search,
-    command_train,
-    command_unmute,
-)
-from bot.detect.errors import CorpusError, ModelError
-from bot.lock import DatabaseInUse, ServiceLock
-from bot.redact import Redactor
-from bot.terminal import printable
-from bot.timeutil import utcnow
-from config import ConfigError, Settings, load_settings
-from storage import DatabaseError, Store
-from storage.labels import LabelError
-from storage.reports import QueryError
+# Only what parsing the arguments needs is imported here: `--help` and a bad argument answer at once, and the
+# detector, SQLite layer (sqlite-utils brings numpy), metrics and scheduler are imported by the command that
+# runs them.
+if TYPE_CHECKING:
+    from config import Settings
+    from storage import Store
 
 log = logging.getLogger("ringside")
 PROGRESS_EVERY = 5.0  # seconds between two lines of `once` while a paced channel (Slack) works through alerts
@@ -60,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:  # --help (0) or a bad argument (2, its one line already printed)
         return exit.code if isinstance(exit.code, int) else 2
     setup_logging(args.log_level)
+    expected = expected_errors()
     try:
         code = args.handler(args)
         sys.stdout.flush()  # here, not at exit, so a reader that went away is seen below
@@ -69,16 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout goes to devnull so Python's own flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except (
-        ConfigError,
-        DatabaseError,
-        DatabaseInUse,
-        UsageError,
-        QueryError,
-        ModelError,
-        CorpusError,
-        LabelError,
-    ) as error:
+    except expected as error:
         print(f"ringside: error: {error}", file=sys.stderr)
         return 2
     except sqlite3.OperationalError as error:
@@ -87,6 +62,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ": another process kept it busy for 10 s; try again" if busy else ""
         print(f"ringside: error: the database: {error}{hint}", file=sys.stderr)
         return 2
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The errors a command reports in one line with exit code 2 (bad settings, rules, input or database)."""
+    from bot.commands import UsageError
+    from bot.detect.errors import CorpusError, ModelError
+    from bot.lock import DatabaseInUse
+    from config import ConfigError
+    from storage import DatabaseError
+    from storage.labels import LabelError
+    from storage.reports import QueryError
+
+    return (
+        ConfigError,
+        DatabaseError,
+        DatabaseInUse,
+        UsageError,
+        QueryError,
+        ModelError,
+        CorpusError,
+        LabelError,
+    )
+
+
+def from_commands(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of bot.commands, imported when the command runs rather than to parse arguments."""
+
+    def run(args: argparse.Namespace) -> int:
+        import bot.commands
+
+        return getattr(bot.commands, name)(args)
+
+    return run
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -171,7 +179,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="replay the posts in time order through exchange detection with the configured people "
         "(lines need platform, author, created_at; reply_to, quote_of, mentions optional)",
     )
-    backtest.set_defaults(handler=command_backtest)
+    backtest.set_defaults(handler=from_commands("command_backtest"))
     train = commands.add_parser(
         "train",
         help="retrain the learned scorer from the corpus and the operator's labels (needs the train extra)",
@@ -186,7 +194,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="model file to write, and its .npz beside it (point detector.model at it)",
     )
     train.add_argument("--no-labels", action="store_true", help="leave out the operator's labels")
-    train.set_defaults(handler=command_train)
+    train.set_defaults(handler=from_commands("command_train"))
     label = commands.add_parser("label", help="store your verdict on a post, for training and backtest --db")
     label.add_argument("target", help="a post key such as x:1671234567890, or an alert id with --alert")
     label.add_argument("label", choices=["flag", "none"])
@@ -194,10 +202,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     label.add_argument(
         "--alert", action="store_true", help="TARGET is an alert id (run_bot.py report alerts)"
     )
-    label.set_defaults(handler=command_label)
+    label.set_defaults(handler=from_commands("command_label"))
     commands.add_parser(
         "health", help="exit 0 if the running service's heartbeat says it is healthy (Docker's HEALTHCHECK)"
-    ).set_defaults(handler=command_health)
+    ).set_defaults(handler=from_commands("command_health"))
     alerts = commands.add_parser(
         "alerts",
         help="the outbox: counts per channel and status, requeue dead alerts, or resume a paused channel",
@@ -208,7 +216,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="status: counts; retry-dead: requeue; resume: send a paused channel's alerts again",
     )
     alerts.add_argument("--channel", help="only this channel (retry-dead, resume)")
-    alerts.set_defaults(handler=command_alerts)
+    alerts.set_defaults(handler=from_commands("command_alerts"))
     mute = commands.add_parser(
         "mute", help="stop alerting a rule or an author for a while (hits are still stored)"
     )
@@ -219,7 +227,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mute.add_argument(
         "--for", dest="duration", default="1h", help="how long, such as 30m, 2h, 7d (default 1h)"
     )
-    mute.set_defaults(handler=command_mute)
+    mute.set_defaults(handler=from_commands("command_mute"))
     report = commands.add_parser("report", help="a report from the database (report --list names them)")
     report.add_argument("name", nargs="?", help="the report, such as hits-by-day or latest-hits")
     report.add_argument("--list", action="store_true", help="name every report with a line about it")
@@ -230,24 +238,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="only this account: elonmusk, @elonmusk or x:elonmusk (exchanges: also a person's id; "
         "source-health: a feed)",
     )
-    report.set_defaults(handler=command_report)
+    report.set_defaults(handler=from_commands("command_report"))
     search = commands.add_parser(
         "search", help="full-text search of stored posts: 'cage NEAR/3 match', \"send me\""
     )
     search.add_argument("query", help='FTS5 syntax: words, "phrases", OR, NOT, prefix*, a NEAR/n b')
     add_output_options(search, since_help="posted since: 7d or a date")
-    search.set_defaults(handler=command_search)
+    search.set_defaults(handler=from_commands("command_search"))
     prune = commands.add_parser(
         "prune", help="delete old posts that have no hit (hits, alerts, exchanges stay)"
     )
     prune.add_argument("--older-than", required=True, help="such as 90d")
     prune.add_argument("--vacuum", action="store_true", help="then give the space back to the file system")
-    prune.set_defaults(handler=command_prune)
+    prune.set_defaults(handler=from_commands("command_prune"))
     unmute = commands.add_parser("unmute", help="end a mute now")
     who = unmute.add_mutually_exclusive_group(required=True)
     who.add_argument("--rule", help="a rule id")
     who.add_argument("--author", help="an author's handle")
-    unmute.set_defaults(handler=command_unmute)
+    unmute.set_defaults(handler=from_commands("command_unmute"))
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         args.handler = command_run
@@ -294,6 +302,8 @@ class RedactSecrets(logging.Filter):
     characters."""
 
     def __init__(self, secrets: list[str]) -> None:
+        from bot.redact import Redactor
+
         super().__init__()
         self.redact = Redactor(secrets)
         self.tracebacks = logging.Formatter()
@@ -301,6 +311,8 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         # printable: a log line may quote a feed or a receiver, whose control characters would drive the
         # operator's terminal; newlines and tabs stay.
+        from bot.terminal import printable
+
         record.msg, record.args = printable(self.redact(record.getMessage())), None
         if record.exc_info:
             # Formatted here, once, so the handler prints the redacted text (Formatter uses exc_text).
@@ -321,7 +333,11 @@ def redact_logs(settings: Settings) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from bot.app import build_detector, build_pipeline
+    from bot.lock import ServiceLock
     from bot.service import Service
+    from config import load_settings
+    from storage import Store
 
     settings = load_settings(args.config)
     redact_logs(settings)
@@ -361,6 +377,11 @@ def stop_on_signals() -> threading.Event:
 
 def command_once(args: argparse.Namespace) -> int:
     """Poll every feed once and deliver; 1 when a feed failed or a channel needs a look (see EXIT_CODES)."""
+    from bot.app import build_detector, build_pipeline
+    from bot.lock import ServiceLock
+    from config import load_settings
+    from storage import Store
+
     settings = load_settings(args.config)
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
@@ -397,6 +418,8 @@ def command_once(args: argparse.Namespace) -> int:
 
 def feed_is_paused(store: Store, source: str, feed: str) -> bool:
     """True, with one line saying until when, when the feed waits out a rate limit: a pause, not a failure."""
+    from bot.timeutil import utcnow
+
     until = store.feed_state(source, feed).paused_until
     if until is None or until <= utcnow():
         return False
@@ -405,7 +428,9 @@ def feed_is_paused(store: Store, source: str, feed: str) -> bool:
 
 
 def command_check_config(args: argparse.Namespace) -> int:
+    from bot.app import build_detector
     from bot.detect.matcher import load_rules
+    from config import load_settings
 
     settings = load_settings(args.config)
     rules = load_rules(settings.rules)

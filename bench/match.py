@@ -9,12 +9,17 @@ checks of candidate rules. The baseline is one compiled `re` alternation of the 
 boundaries and IGNORECASE over the raw text (no accent folding, no boolean logic): less work, far slower.
 The baseline is timed on a slice of the corpus when a full pass would take minutes; the slice is printed.
 These machines are shared and their speed wanders by a third from one second to the next: the engine makes
-several passes and prints the best and the median; the ratio uses the median.
+several passes and prints the best and the median; the ratio uses the median. `fold before` is the median of
+the same matcher with the fold as it was before (fold_line_before, below), timed in the same rounds.
 
 Then the worst cases, one post each: X's longest post (25,000 characters) of "too scared fight " against the
 default pack, whose NEAR rules see thousands of occurrences of both sides, and a 220 KB line of it against one
 `NEAR/50` rule, with the matcher's text cap lifted so the whole line is matched, then as shipped (cut at
 MAX_TEXT). Both were quadratic (2.1 s and 178 s before NEAR was swept over sorted positions).
+
+First, folding alone (the largest part of matching), on this corpus and on the labelled corpus's texts (six
+languages, emoji, curly quotes): fold_line as shipped against `fold_line_before`, the fold as it was before
+Latin-1 text was folded in one bytes.translate, kept here as the baseline and checked to give the same lines.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.detect import matcher as matcher_module
+from bot.detect import normalize
+from bot.detect.corpus import BLIND_DIR, TRAIN_DIR, read_dir
 from bot.detect.matcher import Matcher, load_rules
+from bot.detect.normalize import fold_line
 from bot.detect.rules import rule_from_table
 from bot.models import Post
 
@@ -117,6 +126,16 @@ def time_engine(matcher: Matcher, posts: list[Post]) -> tuple[float, int]:
         gc.unfreeze()
 
 
+def time_engine_folding_before(matcher: Matcher, posts: list[Post]) -> tuple[float, int]:
+    """time_engine with the fold as it was before (fold_line_before): the baseline of the same run."""
+    shipped = matcher_module.fold_line
+    matcher_module.fold_line = fold_line_before
+    try:
+        return time_engine(matcher, posts)
+    finally:
+        matcher_module.fold_line = shipped
+
+
 def time_regex(phrases: list[str], texts: list[str]) -> tuple[float, int]:
     body = "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True))
     pattern = re.compile(rf"\b(?:{body})\b", re.IGNORECASE)
@@ -142,6 +161,42 @@ def time_one(matcher: Matcher, text: str, rounds: int = 3) -> tuple[float, int]:
         spans = sum(len(hit.spans) for hit in matcher.match(post))
         best = min(best, time.perf_counter() - started)
     return best, spans
+
+
+def fold_line_before(text: str) -> str:
+    """fold_line before the Latin-1 bytes path: ASCII as bytes, any other text word by word."""
+    text = normalize.join_spaced_letters(text)
+    if text.isascii():
+        folded = text.encode("ascii").translate(normalize._ASCII_BYTES)
+        while b"  " in folded:
+            folded = folded.replace(b"  ", b" ")
+        return (b" " + folded.strip(b" ") + b" ").decode("ascii")
+    return normalize._fold_line_by_words(text)
+
+
+def time_fold(fold, texts: list[str], rounds: int) -> float:
+    """The median posts/s of `fold` over `texts`, in CPU seconds of this process."""
+    rates = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for text in texts:
+            fold(text)
+        rates.append(len(texts) / (time.process_time() - started))
+    return statistics.median(rates)
+
+
+def compare_folds(corpora: dict[str, list[str]], rounds: int) -> None:
+    print(f"{'folding':>22} {'posts':>8} {'before posts/s':>15} {'now posts/s':>12} {'ratio':>6} {'same':>5}")
+    for name, texts in corpora.items():
+        same = all(fold_line(t) == fold_line_before(t) for t in texts)
+        before, now = 0.0, 0.0
+        for _ in range(rounds):  # interleaved, so a busy second of the machine weighs on both
+            before = max(before, time_fold(fold_line_before, texts, 1))
+            now = max(now, time_fold(fold_line, texts, 1))
+        print(
+            f"{name:>22} {len(texts):>8,} {before:>15,.0f} {now:>12,.0f} {now / before:>5.2f}x {same!s:>5}",
+            flush=True,
+        )
 
 
 def worst_cases() -> None:
@@ -182,9 +237,15 @@ def main() -> None:
         f"python {sys.version.split()[0]}, one core, seed {args.seed}, "
         f"{args.posts:,} posts (half en, half fr), {args.rounds} rounds"
     )
+    rng = random.Random(args.seed)
+    bench_texts = [p.text for p in make_corpus(rng, min(args.posts, 100_000), make_phrases(rng, 100))]
+    labelled = [e.text for e in read_dir(TRAIN_DIR) + read_dir(BLIND_DIR)]
+    compare_folds(
+        {"this corpus (en, fr)": bench_texts, "labelled (6 languages)": labelled}, max(args.rounds, 5)
+    )
     print(
         f"{'rules':>7} {'engine':>14} {'build s':>8} {'best posts/s':>13} {'median':>9} {'hits':>7} "
-        f"{'re posts/s':>11} {'re sample':>10} {'ratio':>7}"
+        f"{'re posts/s':>11} {'re sample':>10} {'ratio':>7} {'fold before':>11} {'gain':>7}"
     )
     for count in (int(n) for n in args.rules.split(",")):
         rng = random.Random(args.seed)
@@ -199,14 +260,18 @@ def main() -> None:
             started = time.perf_counter()
             matcher = Matcher(rules, engine=engine)
             build = time.perf_counter() - started
-            rates = []
-            for _ in range(args.rounds):
+            rates, rates_before = [], []
+            for _ in range(args.rounds):  # interleaved, so a busy second of the machine weighs on both
                 seconds, hits = time_engine(matcher, posts)
                 rates.append(len(posts) / seconds)
-            best, median = max(rates), statistics.median(rates)
+                seconds, hits_before = time_engine_folding_before(matcher, posts)
+                rates_before.append(len(posts) / seconds)
+            assert hits_before == hits
+            best, median, before = max(rates), statistics.median(rates), statistics.median(rates_before)
             print(
                 f"{count:>7,} {engine:>14} {build:>8.2f} {best:>13,.0f} {median:>9,.0f} {hits:>7,} "
-                f"{regex_rate:>11,.0f} {sample:>10,} {median / regex_rate:>6.0f}x",
+                f"{regex_rate:>11,.0f} {sample:>10,} {median / regex_rate:>6.0f}x {before:>11,.0f} "
+                f"{median / before:>6.2f}x",
                 flush=True,
             )
             del matcher

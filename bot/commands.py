@@ -14,9 +14,6 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from tabulate import tabulate
-from wcwidth import wcswidth, wcwidth
-
 from bot.models import parse_account
 from bot.terminal import json_escaped, printable
 from bot.timeutil import parse_datetime, parse_duration, utcnow
@@ -241,6 +238,8 @@ def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
         writer.writerow(columns)
         writer.writerows([_csv_cell(value) for value in row] for row in rows)
         return
+    from tabulate import tabulate  # only tables need it: other commands start without it
+
     cells = [[_cell(value) for value in row] for row in rows]
     # A column is numeric when SQLite gave numbers, never because some text looks like one.
     text_columns = [i for i in range(len(columns)) if not all(_is_number(row[i]) for row in rows)]
@@ -254,6 +253,8 @@ def print_table(columns: list[str], rows: list[tuple], form: str) -> None:
 def _cell(value: object, width: int = 60) -> object:
     """A table cell: numbers as they are (tabulate right-aligns them); text on one line, at most `width`
     columns on screen; a list as its items."""
+    from wcwidth import wcswidth, wcwidth
+
     if value is None or isinstance(value, int | float):
         return value
     if isinstance(value, list):

@@ -383,3 +383,24 @@ def test_a_corpus_file_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_pat
     path = tmp_path / "bom.jsonl"
     path.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8-sig")
     assert [example.text for example in read_examples(path)] == ["Je te défie"]
+
+
+def test_help_answers_without_importing_numpy_sqlite_utils_or_the_detector():
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['run_bot.py', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(ROOT / 'run_bot.py')!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "usage: run_bot.py" in done.stdout
+    loaded = set(done.stderr.split())
+    heavy = {"numpy", "sqlite_utils", "tabulate", "prometheus_client", "apscheduler", "bot.detect.matcher"}
+    assert "argparse" in loaded
+    assert not heavy & loaded

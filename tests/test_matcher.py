@@ -390,7 +390,8 @@ def test_the_word_fold_cache_stays_within_its_byte_budget():
 
     normalize.fold_line("warm the cache: é")
     for index in range(10_000):
-        normalize.fold_line(f"{index}é" + "ï" * 2_000 + " court" + "ç" * (index % 50))
+        # "…" is beyond Latin-1: the text takes the word path, through the cache
+        normalize.fold_line(f"{index}é" + "ï" * 2_000 + " court" + "ç" * (index % 50) + " …")
     cache = normalize._WORD_CACHE
     held = sum(sys.getsizeof(word) + sys.getsizeof(folded) for word, folded in cache.items())
     assert held <= normalize.WORD_CACHE_BYTES
@@ -442,3 +443,52 @@ def test_folded_look_alikes_and_spaced_letters_map_back_to_the_text_they_came_fr
     assert fold_line(text).split() == words(text) == folded.words
     for word, (start, end) in zip(folded.words, folded.spans, strict=True):
         assert words(text[start:end]) == [word]
+
+
+# -- folding speed must not change what is folded ---------------------------------------------------------
+
+# The learned scorer's features are n-grams of fold_line: a fold that changes one byte changes what the
+# shipped model sees. Pinned before the Latin-1 bytes path was added, over the corpus as it was then (its
+# digest beside).
+CORPUS_DIGEST = "c6e6ce29a1d7f82c50000d75d22c3defc9f2c59f3f0c268b5e0af9fbe1b42b12"
+FOLDED_CORPUS_DIGEST = "7e1a6e87e1d946ce84f35feaa79badd76db16b1dab0192053739578d4aad4e84"
+
+
+def test_every_corpus_post_folds_to_the_same_bytes_as_before_the_fast_paths():
+    import hashlib
+
+    from bot.detect.corpus import BLIND_DIR, TRAIN_DIR, digest, read_dir
+    from bot.detect.normalize import fold_line, words
+
+    files = [*TRAIN_DIR.glob("*.jsonl"), *BLIND_DIR.glob("*.jsonl")]
+    texts = [example.text for example in read_dir(TRAIN_DIR) + read_dir(BLIND_DIR)]
+    assert all(fold_line(text) == " " + " ".join(words(text)) + " " for text in texts)
+    if digest(files) != CORPUS_DIGEST:
+        pytest.skip("the corpus changed since the folded digest was pinned; the check above still ran")
+    folded = "\n".join(fold_line(text) for text in texts).encode("utf-8", "surrogatepass")
+    assert hashlib.sha256(folded).hexdigest() == FOLDED_CORPUS_DIGEST
+
+
+def test_western_european_text_is_folded_in_one_pass_without_filling_the_word_cache():
+    from bot.detect import normalize
+
+    normalize._WORD_CACHE.clear()
+    text = "L'équipe a réussi: Ñandú, ÇA VA? prêt·e, déjà vu ¹² «Mädchen»"
+    assert normalize.fold_line(text) == " l equipe a reussi nandu ca va pret e deja vu 12 madchen "
+    assert "réussi" not in normalize._WORD_CACHE
+    # Folds that are not one ASCII character take the word path: ß, æ, ½, ©, look-alikes ø and ð.
+    assert normalize.fold_line("Straße Ærø Ðe ½ ©") == " strasse æro de 1 2 © "
+
+
+def test_a_word_mapped_back_once_is_mapped_from_a_bounded_cache_at_any_offset():
+    from bot.detect import normalize
+
+    normalize._ORIGIN_CACHE.clear()
+    first = normalize.fold_with_origin("«Réussi» ça")
+    assert list(zip(first.words, first.spans, strict=True)) == [("reussi", (1, 7)), ("ca", (9, 11))]
+    assert "«réussi»" in normalize._ORIGIN_CACHE  # keyed by the word with its ASCII letters folded
+    again = normalize.fold_with_origin("oui, «Réussi»!")
+    assert list(zip(again.words, again.spans, strict=True)) == [("oui", (0, 3)), ("reussi", (6, 12))]
+    for index in range(normalize.ORIGIN_CACHE_WORDS + 10):
+        normalize.fold_with_origin(f"é{index}")
+    assert 0 < len(normalize._ORIGIN_CACHE) <= normalize.ORIGIN_CACHE_WORDS

@@ -11,9 +11,9 @@ also holds a Latin letter a-z, so "саge" with a Cyrillic "с" and "а" reads "
 word is left as it is. A run of at least MIN_SPACED_LETTERS single letters separated by single spaces is one
 word: "c a g e" reads "cage" (shorter runs are ordinary: "il y a à").
 
-`fold` is the fast path (one str.translate through a table filled on demand); `fold_with_origin` also says,
-for each folded character, which original character it came from. Matching calls the second only for the
-rare post that has a candidate match.
+`fold_line` is the fast path (one bytes.translate for text within Latin-1, word by word through a cache for
+other text); `fold_with_origin` also says, for each folded word, which original characters it came from.
+Matching calls the second only for the rare post that has a match, to mark its spans.
 """
 
 from __future__ import annotations
@@ -137,18 +137,43 @@ WORD_CACHE_LONGEST = 64
 _word_cache_bytes = 0
 
 
+def _latin1_bytes() -> bytes:
+    """A bytes.translate table for text encoded as Latin-1: each character whose fold is one ASCII character
+    becomes it; the few others (ß, æ, ø, ½, ©, the soft hyphen...) stay as they are, a byte over 127 that
+    sends the text to the word path."""
+    table = bytearray(range(256))
+    for code in range(256):
+        folded = FOLD_TABLE[code]
+        if len(folded) == 1 and folded.isascii():
+            table[code] = ord(folded)
+    return bytes(table)
+
+
+_LATIN1_BYTES = _latin1_bytes()
+
+
 def fold_line(text: str) -> str:
     """The folded words of `text` as one line, " word word word ", for whole-word literal search.
 
-    This is the hot path of matching. ASCII is folded as bytes; in other text, only the words that hold
-    non-ASCII characters go through the slower table, and through a cache, since posts repeat words.
+    This is the hot path of matching. Text within Latin-1 (ASCII, and the accents of Western European
+    languages) is folded in one bytes.translate, a C loop: str.translate looks each non-ASCII character
+    up in a dict, several times slower. In other text (emoji, curly quotes, other scripts, styled letters,
+    look-alikes), only the words that hold non-ASCII characters go through the slower table, and through a
+    cache, since posts repeat words.
     """
     text = join_spaced_letters(text)
-    if text.isascii():  # bytes.translate and bytes.replace are several times faster than str.split/join
-        folded = text.encode("ascii").translate(_ASCII_BYTES)
-        while b"  " in folded:
-            folded = folded.replace(b"  ", b" ")
-        return (b" " + folded.strip(b" ") + b" ").decode("ascii")
+    encoded = text.encode("latin-1", "ignore")  # a copy of a Latin-1 string; shorter when it is not one
+    if len(encoded) == len(text):
+        folded = encoded.translate(_LATIN1_BYTES)
+        if folded.isascii():  # every character folded to one ASCII character, as the table says
+            if b"  " in folded:
+                folded = b" ".join(folded.split())
+            return (b" " + folded.strip(b" ") + b" ").decode("ascii")
+    return _fold_line_by_words(text)
+
+
+def _fold_line_by_words(text: str) -> str:
+    """fold_line for text with characters beyond Latin-1, or whose fold is not one ASCII character."""
     cache = _WORD_CACHE
     parts = []
     # Fold the ASCII characters in one bytes pass, then only words that still hold non-ASCII ones.
@@ -234,15 +259,34 @@ def _fold_joined_with_origin(text: str) -> Folded:
     return Folded(words, spans)
 
 
+# The folded words of a non-ASCII word with their [start, end) inside it, since posts repeat words. Only
+# words up to WORD_CACHE_LONGEST characters, at most ORIGIN_CACHE_WORDS of them (a few MiB), emptied when
+# full.
+_ORIGIN_CACHE: dict[str, tuple[tuple[str, int, int], ...]] = {}
+ORIGIN_CACHE_WORDS = 20_000
+
+
 def _fold_word_with_origin(word: str, offset: int) -> list[tuple[str, int, int]]:
+    """The folded words of `word` (which starts at `offset` in the text) with their spans in the text."""
+    pieces = _ORIGIN_CACHE.get(word)
+    if pieces is None:
+        pieces = _fold_word_with_own_origin(word)
+        if len(word) <= WORD_CACHE_LONGEST:
+            if len(_ORIGIN_CACHE) >= ORIGIN_CACHE_WORDS:
+                _ORIGIN_CACHE.clear()
+            _ORIGIN_CACHE[word] = pieces
+    return [(folded, offset + start, offset + end) for folded, start, end in pieces]
+
+
+def _fold_word_with_own_origin(word: str) -> tuple[tuple[str, int, int], ...]:
     pieces: list[str] = []
     origin: list[int] = []
     for index, char in enumerate(word):
         folded = FOLD_TABLE[ord(char)]
         pieces.append(folded)
-        origin.extend([offset + index] * len(folded))
+        origin.extend([index] * len(folded))
     folded_word = "".join(pieces)
-    return [
+    return tuple(
         (_unconfuse_word(m.group()), origin[m.start()], origin[m.end() - 1] + 1)
         for m in _WORD.finditer(folded_word)
-    ]
+    )
