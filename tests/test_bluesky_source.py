@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -553,9 +554,11 @@ def jetstream_source(xrpc: Xrpc, server: Jetstream, **kwargs: Any) -> JetstreamS
 def fetch_until(
     source: JetstreamSource, count: int, cursor: str | None = None
 ) -> tuple[list, str | None, list]:
-    """Fetch (saving the cursor as the pipeline would) until `count` posts came, or 50 fetches."""
+    """Fetch (saving the cursor as the pipeline would) until `count` posts came, or 20 s passed (a loaded
+    machine may take a while to reconnect; a count of fetches ran out there)."""
     posts, rejected = [], []
-    for _ in range(50):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
         fetch = source.fetch(JETSTREAM_FEED, cursor)
         posts += fetch.posts
         rejected += fetch.rejected
