@@ -368,7 +368,7 @@ def command_once(args: argparse.Namespace) -> int:
     with ServiceLock(settings.database), Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         pipeline.courier.progress_every = PROGRESS_EVERY
-        not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
+        not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll_until_caught_up(s, f) is None]
         failed = [f"{s}:{f}" for s, f in not_polled if not feed_is_paused(store, s, f)]
         delivered = pipeline.deliver_all()
         counts = store.counts()
