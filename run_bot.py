@@ -128,6 +128,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser(
         "once", help="poll every feed once, deliver, and exit (for cron and scripts)"
     ).set_defaults(handler=command_once)
+    backfill = commands.add_parser(
+        "backfill",
+        help="import a JSONL file of posts of any size (the replay format) in batches, without pacing; "
+        "a progress line on stderr; safe while the service runs; run it again to resume after a stop",
+    )
+    backfill.add_argument("file", type=Path, help="JSONL: one post a line, as a replay file")
+    backfill.add_argument(
+        "--source",
+        default="backfill",
+        help="name the posts' feed is stored under, with its cursor (default: backfill)",
+    )
+    backfill.add_argument(
+        "--batch-size", type=positive_int, default=2000, help="posts per transaction (default 2000)"
+    )
+    backfill.set_defaults(handler=command_backfill)
     check = commands.add_parser(
         "check-config", help="validate the settings and rules; print them with secrets masked"
     )
@@ -393,6 +408,29 @@ def command_once(args: argparse.Namespace) -> int:
     for channel, reason in paused_channels.items():
         log.warning("once: channel %s: %s", channel, reason)
     return 1 if failed or dead or paused_channels else 0
+
+
+def command_backfill(args: argparse.Namespace) -> int:
+    """Store FILE batch by batch under --source, then deliver if no service runs (see bot.backfill)."""
+    from bot.backfill import backfill
+
+    settings = load_settings(args.config)
+    redact_logs(settings)
+    detector = build_detector(settings)
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    lock = ServiceLock(settings.database)
+    try:
+        lock.acquire()
+        holder = None
+    except DatabaseInUse as error:
+        lock, holder = None, str(error)
+    try:
+        with Store.open(settings.database) as store:
+            return backfill(settings, store, detector, args.file, args.source, args.batch_size, holder)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def feed_is_paused(store: Store, source: str, feed: str) -> bool:
