@@ -31,7 +31,8 @@ DEMO = ROOT / "config" / "replay" / "cage-match-2023.jsonl"
 
 
 def write_feed(path: Path, count: int) -> None:
-    """`count` posts cycling through the demo's, each cycle a day later with its own ids and authors."""
+    """`count` posts cycling through the demo's, each cycle a minute later with its own ids and authors
+    (times stay in 2023, so none is quarantined as from the future)."""
     demo = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]
     with path.open("w", encoding="utf-8") as handle:
         for i in range(count):
@@ -39,7 +40,7 @@ def write_feed(path: Path, count: int) -> None:
             post = dict(demo[record])
             post["id"] = f"{cycle}{post['id']}"
             post["author"] = f"{post['author']}_{cycle % 997}"
-            moment = parse_datetime(post["created_at"]) + timedelta(days=cycle, seconds=i % 86400)
+            moment = parse_datetime(post["created_at"]) + timedelta(minutes=cycle)
             post["created_at"] = iso(moment)
             for link in ("reply_to", "quote_of"):
                 if post.get(link):
@@ -63,12 +64,14 @@ def backfill(directory: Path, feed: Path, batch: int) -> tuple[float, float]:
         (directory / name).unlink(missing_ok=True)
     command = [sys.executable, str(ROOT / "run_bot.py"), "--config", str(settings(directory))]
     command += ["--log-level", "WARNING", "backfill", str(feed), "--batch-size", str(batch)]
+    log = directory / "backfill.log"  # a file, not a pipe: an unread pipe would stall the child
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    with log.open("wb") as stderr:
+        child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"backfill failed: {child.stderr.read().decode() if child.stderr else ''}")
+        raise SystemExit(f"backfill failed:\n{log.read_text(errors='replace')[-2000:]}")
     return usage.ru_maxrss / 1024, seconds  # Linux reports KB
 
 
