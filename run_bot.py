@@ -49,7 +49,8 @@ EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
      (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`);
-     check-config --online: Threads or Instagram refused a feed
+     check-config --online: Threads or Instagram refused a feed; backfill: a batch failed 3 times (run it
+     again to resume)
   2  bad settings, rules, input or database
   141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 

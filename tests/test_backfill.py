@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.timeutil import iso
 from tests.conftest import DEMO_FEED, ROOT, replay_config
-from tests.test_service import start, wait_for
+from tests.test_service import no_process_outlives_its_test, start, wait_for  # noqa: F401 (autouse)
 
 
 def archive(write_feed, count: int) -> Path:
