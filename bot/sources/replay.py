@@ -49,12 +49,10 @@ class ReplaySource:
         self.replay_seconds = replay_seconds
         self.clock = clock
         self.batch = batch
-        self.rejected: list[
-            Rejected
-        ] = []  # paced: broken lines, handed out with every fetch for the quarantine
-        self.posts: list[
-            tuple[Post, int]
-        ] = []  # paced: (post, byte offset just past its line), in time order
+        # Paced only: the broken lines (handed out with every fetch, for the quarantine) and the posts, each
+        # with the byte offset just past its line, in time order.
+        self.rejected: list[Rejected] = []
+        self.posts: list[tuple[Post, int]] = []
         if replay_seconds > 0:
             chunk = read_records(path, 0, 0, None, self.rejected)
             self.posts = sorted(chunk.posts, key=lambda item: _position(item[0]))
