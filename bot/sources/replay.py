@@ -124,8 +124,10 @@ class ReplaySource:
                     f"all {len(self.posts)} posts are already stored; delete the database to watch it again"
                 )
             return f"{left} of {len(self.posts)} posts to go"
+        if after is not None:
+            return f"stored up to the post of {after[0]}; the file is read from its start to find the rest"
         size = self.path.stat().st_size
-        if after is None and offset >= size:
+        if offset >= size:
             return "the whole file is already stored; delete the database to read it again"
         return f"{max(size - offset, 0):,} of {size:,} bytes to go"
 
