@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.timeutil import iso
 from tests.conftest import DEMO_FEED, ROOT, replay_config
-from tests.test_service import no_process_outlives_its_test, start, wait_for  # noqa: F401 (autouse)
+from tests.test_service import STARTED, no_process_outlives_its_test, start, wait_for  # noqa: F401 (autouse)
 
 
 def archive(write_feed, count: int) -> Path:
@@ -144,3 +144,43 @@ def test_once_takes_the_whole_replay_file_one_bounded_batch_after_another(tmp_pa
     assert done.returncode == 0, done.stderr
     assert count(database, "posts") == 28
     assert rows(database, "SELECT fetched FROM runs ORDER BY id") == [(10,), (10,), (8,)]
+
+
+def serve(config: Path, out: Path) -> subprocess.Popen:
+    """The service, its console alerts going to `out`: a pipe nobody reads would fill and stall delivery."""
+    with out.open("w") as stdout:
+        process = subprocess.Popen(
+            [*COMMAND, "--config", str(config), "run"], cwd=ROOT, stdout=stdout, stderr=subprocess.DEVNULL
+        )
+    STARTED.append(process)
+    return process
+
+
+def test_a_service_killed_mid_file_resumes_from_the_last_committed_batch(tmp_path, write_config, write_feed):
+    feed = archive(write_feed, 20000)
+    database = tmp_path / "r.db"
+    text = replay_config(feed, database).replace('type = "replay"', 'type = "replay"\nbatch_size = 500')
+    config = write_config(text)
+    service = serve(config, tmp_path / "first.out")
+    assert wait_for(lambda: count(database, "posts") > 0, timeout=60)
+    service.send_signal(signal.SIGKILL)
+    service.wait(timeout=10)
+    stored = count(database, "posts")
+    assert 0 < stored < 20000 and stored % 500 == 0  # whole batches only
+    restarted = serve(config, tmp_path / "second.out")
+    assert wait_for(lambda: count(database, "posts") == 20000, timeout=120)
+    assert wait_for(lambda: rows(database, "SELECT count(*) FROM alerts WHERE status != 'sent'") == [(0,)])
+    restarted.send_signal(signal.SIGTERM)
+    restarted.wait(timeout=20)
+    assert restarted.returncode == 0
+
+    assert (
+        backfill(write_config(replay_config(DEMO_FEED, tmp_path / "ref.db"), "ref.toml"), feed).returncode
+        == 0
+    )
+    for sql in (
+        "SELECT key, text FROM posts ORDER BY key",
+        "SELECT post_key, rule_id FROM hits ORDER BY 1, 2",
+        "SELECT channel, key FROM alerts ORDER BY 1, 2",
+    ):
+        assert rows(database, sql) == rows(tmp_path / "ref.db", sql)
