@@ -218,3 +218,10 @@ def test_a_paced_replay_hands_out_at_most_a_batch_of_the_posts_that_are_ready(wr
         (["2", "3"], True),
         (["4", "5"], False),
     ]
+
+
+def test_a_file_rewritten_with_other_posts_of_the_same_length_is_read_again(write_feed):
+    feed = write_feed([post_record("1", "cage match #1")])
+    cursor = ReplaySource("demo", feed).fetch(feed.name, None).cursor
+    feed = write_feed([post_record("2", "cage match #2")])  # same name, same size
+    assert [p.id for p in ReplaySource("demo", feed).fetch(feed.name, cursor).posts] == ["2"]

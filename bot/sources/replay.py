@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,16 +81,17 @@ class ReplaySource:
         time order; the new cursor is the offset just past the last line read. A time cursor (left by a
         paced run) still counts: the file is read from its start, skipping the posts at or before it."""
         offset, line, after = _parse_cursor(cursor)
-        if offset > self.path.stat().st_size:
+        if offset and not _still_the_file_read(self.path, cursor or ""):
+            # Replaced or rewritten: read it again from the start; what is stored already adds nothing.
             log.warning(
-                "replay %s: %s is shorter than the saved cursor; reading it again", self.name, self.path
+                "replay %s: %s changed since the saved cursor; reading it again", self.name, self.path
             )
             offset, line = 0, 0
         rejected: list[Rejected] = []
         chunk = read_records(self.path, offset, line, self.batch, rejected)
         posts = sorted((p for p, _ in chunk.posts if after is None or _position(p) > after), key=_position)
         more = chunk.records == self.batch and chunk.offset < self.path.stat().st_size
-        new_cursor = _format_offset(chunk.offset, chunk.line) if chunk.offset > offset else cursor
+        new_cursor = _format_offset(self.path, chunk.offset, chunk.line) if chunk.offset > offset else cursor
         return Fetch(
             posts=tuple(posts), cursor=new_cursor, read=len(posts), rejected=tuple(rejected), more=more
         )
@@ -97,6 +99,8 @@ class ReplaySource:
     def _fetch_paced(self, cursor: str | None) -> Fetch:
         """Posts after `cursor` whose time has come on the replay clock, at most `batch` of them."""
         offset, _, after = _parse_cursor(cursor)
+        if offset and not _still_the_file_read(self.path, cursor or ""):
+            offset = 0
         # An offset cursor (left by `once`): the posts whose line lies before it are stored.
         todo = [post for post, end in self.posts if end > offset]
         now = self._replay_now(after, todo)
@@ -160,18 +164,38 @@ def _format_position(position: tuple[str, str]) -> str:
     return f"{position[0]}|{position[1]}"
 
 
-def _format_offset(offset: int, line: int) -> str:
-    return f"@{offset}:{line}"
+def _format_offset(path: Path, offset: int, line: int) -> str:
+    return f"@{offset}:{line}:{_tail_check(path, offset)}"
+
+
+def _tail_check(path: Path, offset: int) -> str:
+    """A checksum of the bytes just before `offset`: tells whether the file is still the one the cursor read
+    (a file rewritten with other posts of the same length keeps its size and inode)."""
+    with path.open("rb") as handle:
+        handle.seek(max(offset - _TAIL, 0))
+        return f"{zlib.crc32(handle.read(min(offset, _TAIL))):08x}"
+
+
+def _still_the_file_read(path: Path, cursor: str) -> bool:
+    """False when the file is shorter than the cursor's offset or its bytes before the offset changed."""
+    offset, _, _ = _parse_cursor(cursor)
+    if offset > path.stat().st_size:
+        return False
+    check = cursor.split(":")[2] if cursor.count(":") >= 2 else None
+    return check is None or check == _tail_check(path, offset)
+
+
+_TAIL = 256  # bytes before a cursor's offset whose checksum the cursor keeps
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int, tuple[str, str] | None]:
-    """(byte offset, line number, time position) of a cursor: `@offset:line` from a stream, `time|key`
+    """(byte offset, line number, time position) of a cursor: `@offset:line:check` from a stream, `time|key`
     from a paced replay (offset 0: the file is read from its start, skipping what is at or before it)."""
     if not cursor:
         return 0, 0, None
     if cursor.startswith("@"):
-        offset, _, line = cursor[1:].partition(":")
-        return int(offset), int(line or 0), None
+        offset, _, rest = cursor[1:].partition(":")
+        return int(offset), int(rest.partition(":")[0] or 0), None
     moment, _, key = cursor.partition("|")
     return 0, 0, (moment, key)
 
