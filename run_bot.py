@@ -49,8 +49,8 @@ EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
      (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`);
-     check-config --online: Threads or Instagram refused a feed; backfill: a batch failed 3 times (run it
-     again to resume)
+     check-config --online: Threads or Instagram refused a feed; backfill: stopped (Ctrl-C, SIGTERM) or a
+     batch failed 3 times; run it again to resume
   2  bad settings, rules, input or database
   141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 
@@ -428,7 +428,10 @@ def command_backfill(args: argparse.Namespace) -> int:
         lock, holder = None, str(error)
     try:
         with Store.open(settings.database) as store:
-            return backfill(settings, store, detector, args.file, args.source, args.batch_size, holder)
+            stop = stop_on_signals()  # Ctrl-C or SIGTERM: stop after the batch in hand
+            return backfill(
+                settings, store, detector, args.file, args.source, args.batch_size, holder, stop.is_set
+            )
     finally:
         if lock is not None:
             lock.release()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -31,10 +32,12 @@ def backfill(
     name: str,
     batch: int,
     service: str | None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> int:
     """Store every post of `path` under the feed `name`:<file name>, from its saved cursor on; then deliver
     the alerts unless `service` (why the service lock is taken) says a running service delivers them.
-    0 when the whole file is stored, 1 when a batch kept failing (run again to resume)."""
+    0 when the whole file is stored; 1 when a batch kept failing, or `stopping()` turned true (checked
+    between batches, so a stop waits for one batch at most): run again to resume."""
     source = ReplaySource(name, path, batch=batch)
     pipeline = build_pipeline(settings, store, paced=False, detector=detector, sources={name: source})
     feed = path.name
@@ -61,6 +64,10 @@ def backfill(
         progress.update(saved.fetched, source.bytes_done(store.feed_state(name, feed).cursor))
         if not saved.more:
             break
+        if stopping():
+            progress.finish()
+            log.info("backfill: stopped; what is stored stays: run the same command again to resume")
+            return 1
     progress.finish()
     if not service:
         pipeline.deliver_all()

@@ -184,3 +184,21 @@ def test_a_service_killed_mid_file_resumes_from_the_last_committed_batch(tmp_pat
         "SELECT channel, key FROM alerts ORDER BY 1, 2",
     ):
         assert rows(database, sql) == rows(tmp_path / "ref.db", sql)
+
+
+def test_ctrl_c_stops_a_backfill_after_the_batch_in_hand_in_one_line(tmp_path, write_config, write_feed):
+    feed = archive(write_feed, 20000)
+    database = tmp_path / "r.db"
+    config = write_config(replay_config(DEMO_FEED, database))
+    command = [*COMMAND, "--config", str(config), "backfill", str(feed), "--batch-size", "500"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    STARTED.append(process)
+    assert wait_for(lambda: count(database, "posts") > 0, timeout=60)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 1, err
+    assert "backfill: stopped; what is stored stays: run the same command again to resume" in err
+    assert "Traceback" not in err
+    assert 0 < count(database, "posts") < 20000
