@@ -32,7 +32,8 @@ EXIT_CODES = """exit codes:
   0  done (once: a feed waiting out a rate limit is paused, not failed)
   1  once ran, but a feed failed to poll, an alert was refused for good (dead), or a channel is paused
      (it refused every alert: its alerts are kept; fix it, then `alerts resume --channel NAME`);
-     check-config --online: Threads or Instagram refused a feed
+     check-config --online: Threads or Instagram refused a feed; backfill: stopped (Ctrl-C, SIGTERM) or a
+     batch failed 3 times; run it again to resume
   2  bad settings, rules, input or database
   141  the reader of the output went away (`report ... | head -1`), as any Unix tool stopped by SIGPIPE"""
 
@@ -136,6 +137,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands.add_parser(
         "once", help="poll every feed once, deliver, and exit (for cron and scripts)"
     ).set_defaults(handler=command_once)
+    backfill = commands.add_parser(
+        "backfill",
+        help="import a JSONL file of posts of any size (the replay format) in batches, without pacing; "
+        "a progress line on stderr; safe while the service runs; run it again to resume after a stop",
+    )
+    backfill.add_argument("file", type=Path, help="JSONL: one post a line, as a replay file")
+    backfill.add_argument(
+        "--source",
+        default="backfill",
+        help="name the posts' feed is stored under, with its cursor (default: backfill)",
+    )
+    backfill.add_argument(
+        "--batch-size", type=positive_int, default=2000, help="posts per transaction (default 2000)"
+    )
+    backfill.set_defaults(handler=command_backfill)
     check = commands.add_parser(
         "check-config", help="validate the settings and rules; print them with secrets masked"
     )
@@ -389,7 +405,7 @@ def command_once(args: argparse.Namespace) -> int:
     with ServiceLock(settings.database), Store.open(settings.database) as store:
         pipeline = build_pipeline(settings, store, paced=False, detector=detector)
         pipeline.courier.progress_every = PROGRESS_EVERY
-        not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll(s, f) is None]
+        not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll_until_caught_up(s, f) is None]
         failed = [f"{s}:{f}" for s, f in not_polled if not feed_is_paused(store, s, f)]
         delivered = pipeline.deliver_all()
         counts = store.counts()
@@ -414,6 +430,32 @@ def command_once(args: argparse.Namespace) -> int:
     for channel, reason in paused_channels.items():
         log.warning("once: channel %s: %s", channel, reason)
     return 1 if failed or dead or paused_channels else 0
+
+
+def command_backfill(args: argparse.Namespace) -> int:
+    """Store FILE batch by batch under --source, then deliver if no service runs (see bot.backfill)."""
+    from bot.backfill import backfill
+
+    settings = load_settings(args.config)
+    redact_logs(settings)
+    detector = build_detector(settings)
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    lock = ServiceLock(settings.database)
+    try:
+        lock.acquire()
+        holder = None
+    except DatabaseInUse as error:
+        lock, holder = None, str(error)
+    try:
+        with Store.open(settings.database) as store:
+            stop = stop_on_signals()  # Ctrl-C or SIGTERM: stop after the batch in hand
+            return backfill(
+                settings, store, detector, args.file, args.source, args.batch_size, holder, stop.is_set
+            )
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def feed_is_paused(store: Store, source: str, feed: str) -> bool:

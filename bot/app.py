@@ -10,7 +10,7 @@ from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
 from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
-from bot.sources import build_source
+from bot.sources import Source, build_source
 from bot.sources.replay import ReplaySource
 from config import Settings
 from config.settings import DetectorSettings
@@ -25,18 +25,21 @@ def build_pipeline(
     paced: bool = True,
     notifiers: Sequence[Notifier] | None = None,
     detector: Detector | None = None,
+    sources: dict[str, Source] | None = None,
 ) -> Pipeline:
     """Everything the service needs, built and validated before the first poll.
 
     `notifiers` replaces the configured channels (tests, and tools that deliver elsewhere); `detector` one
-    already built (commands build it before opening the database, so a bad model file touches nothing)."""
+    already built (commands build it before opening the database, so a bad model file touches nothing);
+    `sources` replaces the configured sources (a backfill polls its file alone)."""
     detector = detector or build_detector(settings)
-    sources = {
-        config.name: build_source(
-            config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
-        )
-        for config in settings.sources
-    }
+    if sources is None:
+        sources = {
+            config.name: build_source(
+                config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
+            )
+            for config in settings.sources
+        }
     if notifiers is None:
         notifiers = [build_notifier(config) for config in settings.channels]
     if not notifiers:
@@ -79,14 +82,5 @@ def _say_where_replays_stand(pipeline: Pipeline) -> None:
     """A replay that was fully stored by an earlier run shows nothing new; say so instead of looking stuck."""
     for name, feed in pipeline.feeds():
         source = pipeline.sources[name]
-        if not isinstance(source, ReplaySource):
-            continue
-        left = source.remaining(pipeline.store.feed_state(name, feed).cursor)
-        if left == 0 and source.posts:
-            log.info(
-                "replay %s: all %d posts are already stored; delete the database to watch it again",
-                name,
-                len(source.posts),
-            )
-        else:
-            log.info("replay %s: %d of %d posts to go", name, left, len(source.posts))
+        if isinstance(source, ReplaySource):
+            log.info("replay %s: %s", name, source.standing(pipeline.store.feed_state(name, feed).cursor))

@@ -99,6 +99,8 @@ class Fetch:
     `read` counts the posts the platform returned (X bills per post read), duplicates included.
     `accounts` holds (platform, username, user id) learned during this poll, to be kept in the database.
     `rejected` holds the records that could not become posts: quarantined, and the cursor moves past them.
+    `more` says the batch was cut at the source's bound and more posts are ready now (`once` and backfills
+    poll again at once).
     """
 
     posts: tuple[Post, ...]
@@ -106,3 +108,4 @@ class Fetch:
     read: int = 0
     accounts: tuple[tuple[str, str, str], ...] = ()
     rejected: tuple[Rejected, ...] = ()
+    more: bool = False

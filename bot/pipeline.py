@@ -8,8 +8,8 @@ lives in bot.delivery.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot import metrics
@@ -51,6 +51,17 @@ class Pipeline:
 
     # -- poll ----------------------------------------------------------------------------------------
 
+    def poll_until_caught_up(
+        self, source_name: str, feed: str, stopping: Callable[[], bool] = lambda: False
+    ) -> PollSaved | None:
+        """Poll the feed again as long as its source says more posts are ready now (a replay file read in
+        bounded batches), each batch its own transaction; stops early when `stopping()` turns true. Returns
+        the last batch saved (None if that poll was skipped or failed)."""
+        while True:
+            saved = self.poll(source_name, feed)
+            if saved is None or not saved.more or stopping():
+                return saved
+
     def poll(self, source_name: str, feed: str) -> PollSaved | None:
         """Fetch, match and store one feed. Returns what was saved, or None when skipped or failed."""
         source = self.sources[source_name]
@@ -91,6 +102,7 @@ class Pipeline:
             log.exception("%s: poll failed unexpectedly", where)
             self._record_failure(source_name, feed, started, f"{type(error).__name__}: {error}")
             return None
+        saved = replace(saved, more=fetch.more)
         self._watch(source_name, feed, None)
         for error in saved.quarantined:
             log.warning("%s: record quarantined: %s", where, error)

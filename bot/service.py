@@ -78,7 +78,9 @@ class Service:
             )
 
     def poll(self, source_name: str, feed: str) -> None:
-        saved = self.pipeline.poll(source_name, feed)
+        # A replay file is read in batches: the rest of what is ready now, batch by batch, but a stop
+        # waits for one batch at most.
+        saved = self.pipeline.poll_until_caught_up(source_name, feed, self.stopping.is_set)
         self.health.poll_finished(self.feed_health(source_name, feed))
         if saved and saved.alerts:
             self.wake_delivery()

@@ -67,7 +67,10 @@ def replay_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:
     options = {
         "path": table.get("path", "path"),
         "replay_seconds": table.get("replay_seconds", "duration", 0.0),
+        "batch_size": table.get("batch_size", "int", 2000),
     }
+    if not 1 <= options["batch_size"] <= 100_000:
+        table.fail("batch_size", "expected a whole number from 1 to 100000 (posts per poll)")
     if not options["path"].is_file():
         table.fail("path", f"replay file {options['path']} not found")
     return SourceOptions(options)

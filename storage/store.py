@@ -54,6 +54,7 @@ class PollSaved:
     alerts: int
     categories: dict[str, int] = field(default_factory=dict)  # new hits per category
     quarantined: tuple[str, ...] = ()  # the errors of the records quarantined for the first time
+    more: bool = False  # the source has more posts ready now (set by the pipeline from the fetch)
 
 
 class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
