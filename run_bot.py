@@ -434,7 +434,11 @@ def command_once(args: argparse.Namespace) -> int:
 
 def command_backfill(args: argparse.Namespace) -> int:
     """Store FILE batch by batch under --source, then deliver if no service runs (see bot.backfill)."""
+    from bot.app import build_detector
     from bot.backfill import backfill
+    from bot.commands import UsageError
+    from bot.lock import DatabaseInUse, ServiceLock
+    from config import load_settings
 
     settings = load_settings(args.config)
     redact_logs(settings)
