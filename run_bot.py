@@ -439,6 +439,7 @@ def command_backfill(args: argparse.Namespace) -> int:
     from bot.commands import UsageError
     from bot.lock import DatabaseInUse, ServiceLock
     from config import load_settings
+    from storage import Store
 
     settings = load_settings(args.config)
     redact_logs(settings)
