@@ -7,7 +7,7 @@ It never touches the database: the pipeline stores what it returns and the new c
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,6 +119,25 @@ def checked(post: Post) -> Post:
             f"field 'created_at' is {iso(post.created_at)}: before 1970 or in the future, not a post's time"
         )
     return post
+
+
+def posts_in_time_order(
+    records: Iterable[Any], convert: Callable[[Any], Post], keep_newest: int | None = None
+) -> tuple[tuple[Post, ...], tuple[Rejected, ...]]:
+    """Each record made a Post (see post_or_rejected; the last of one key wins), oldest first, and the records
+    rejected. `keep_newest`: at most that many of the newest (a first poll takes no history)."""
+    posts: dict[str, Post] = {}
+    rejected: list[Rejected] = []
+    for record in records:
+        post = post_or_rejected(record, convert)
+        if isinstance(post, Rejected):
+            rejected.append(post)
+        else:
+            posts[post.key] = post
+    ordered = sorted(posts.values(), key=lambda p: p.created_at)
+    if keep_newest is not None:
+        ordered = ordered[-keep_newest:]
+    return tuple(ordered), tuple(rejected)
 
 
 def post_or_rejected(record: Any, convert: Callable[[Any], Post]) -> Post | Rejected:

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from bot.models import Fetch, Post, Rejected
-from bot.sources import CLOCK_SLACK, SourceError, post_or_rejected
+from bot.models import Fetch, Post
+from bot.sources import CLOCK_SLACK, SourceError, posts_in_time_order
 from bot.sources.graph import GraphClient, GraphRefusal, mentions_in, paging_after
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
@@ -116,25 +116,14 @@ class InstagramSource:
     def _to_fetch(
         self, items: list[Any], feed: str, cursor: str | None, newest: datetime | None, seen: set[str]
     ) -> Fetch:
-        posts: dict[str, Post] = {}
-        rejected: list[Rejected] = []
-        for item in items:
-            if newest is not None and _is_old(item, newest, seen):
-                continue
-            post = post_or_rejected(item, lambda media: post_from_media(media, feed))
-            if isinstance(post, Rejected):
-                rejected.append(post)
-            else:
-                posts[post.key] = post
-        ordered = sorted(posts.values(), key=lambda p: p.created_at)
-        if cursor is None:
-            ordered = ordered[-self.first_poll_limit :]
-        return Fetch(
-            posts=tuple(ordered),
-            cursor=_next_cursor(items, newest, seen) or cursor,
-            read=len(items),
-            rejected=tuple(rejected),
+        fresh = [item for item in items if newest is None or not _is_old(item, newest, seen)]
+        posts, rejected = posts_in_time_order(
+            fresh,
+            lambda media: post_from_media(media, feed),
+            keep_newest=self.first_poll_limit if cursor is None else None,
         )
+        cursor = _next_cursor(items, newest, seen) or cursor
+        return Fetch(posts=posts, cursor=cursor, read=len(items), rejected=rejected)
 
 
 def post_from_media(media: dict[str, Any], feed: str) -> Post:

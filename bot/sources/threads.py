@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.models import Fetch, Post, Rejected
-from bot.sources import CLOCK_SLACK, SourceError, post_or_rejected
+from bot.models import Fetch, Post
+from bot.sources import CLOCK_SLACK, SourceError, posts_in_time_order
 from bot.sources.graph import GraphClient, mentions_in, paging_after
 from bot.timeutil import iso, parse_datetime, utcnow
 from config import SourceConfig
@@ -151,19 +151,13 @@ class ThreadsSource:
     def _to_fetch(
         self, records: list[Any], feed: str, cursor: str | None, newest: dict[str, int], read: int
     ) -> Fetch:
-        posts: dict[str, Post] = {}
-        rejected: list[Rejected] = []
-        for record in records:
-            post = post_or_rejected(record, lambda item: post_from_thread(item, feed))
-            if isinstance(post, Rejected):
-                rejected.append(post)
-            else:
-                posts[post.key] = post
-        ordered = sorted(posts.values(), key=lambda p: p.created_at)
-        if cursor is None:
-            ordered = ordered[-self.first_poll_limit :]
+        posts, rejected = posts_in_time_order(
+            records,
+            lambda item: post_from_thread(item, feed),
+            keep_newest=self.first_poll_limit if cursor is None else None,
+        )
         new_cursor = json.dumps(newest, sort_keys=True) if any(newest.values()) else cursor
-        return Fetch(posts=tuple(ordered), cursor=new_cursor, read=read, rejected=tuple(rejected))
+        return Fetch(posts=posts, cursor=new_cursor, read=read, rejected=rejected)
 
 
 def post_from_thread(item: dict[str, Any], feed: str) -> Post:
