@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 import run_bot
+from bot import logs
 from config import ConfigError, load_settings
 from storage import Store
 from tests.conftest import DEMO_FEED, ROOT, post_record, replay_config
@@ -102,8 +103,8 @@ SLACK_URL = "https://hooks.slack.com/services/T0SECRET/B0SECRET/abcdefghijklmnop
 def test_every_spelling_of_a_secret_url_is_redacted_in_log_lines_and_tracebacks(json_lines):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(run_bot.JsonFormatter() if json_lines else logging.Formatter("%(message)s"))
-    handler.addFilter(run_bot.RedactSecrets([SLACK_URL]))
+    handler.setFormatter(logs.JsonFormatter() if json_lines else logging.Formatter("%(message)s"))
+    handler.addFilter(logs.RedactSecrets([SLACK_URL]))
     logger = logging.getLogger("tests.redaction")
     logger.addHandler(handler)
     logger.propagate = False
