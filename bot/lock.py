@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from storage import DatabaseError
+from storage.opening import WRITES
 
 
 class DatabaseInUse(Exception):
@@ -41,7 +42,7 @@ class ServiceLock:
             if isinstance(error, PermissionError) or error.errno == errno.EROFS:
                 raise DatabaseError(
                     f"{self.database}: read-only directory {self.path.parent} (cannot create the lock file "
-                    f"{self.path.name}); this command writes to the database (reports and search only read)"
+                    f"{self.path.name}); {WRITES}"
                 ) from None
             raise DatabaseError(f"{self.path}: cannot create the lock file: {error.strerror}") from None
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -25,9 +24,10 @@ from bot.models import Fetch, Hit, Post, Rejected, span_rows
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
 from storage.labels import LabelStore
+from storage.opening import check_intact, check_schema, check_writable, connect, what_is_wrong
 from storage.outbox import Alert, Outbox
 from storage.reports import ReportStore
-from storage.schema import SCHEMA_VERSION, DatabaseError, migrate
+from storage.schema import DatabaseError, migrate
 from storage.versions import History, VersionPlan
 
 __all__ = ["Alert", "FeedState", "Found", "PollSaved", "Store"]
@@ -87,18 +87,18 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
                 raise DatabaseError(f"{path}: cannot create its directory: {error.strerror}") from None
         try:
             if not readonly:
-                _check_writable(path)
-            db = sqlite_utils.Database(_connect(path, readonly))
-            _check_intact(db)
+                check_writable(path)
+            db = sqlite_utils.Database(connect(path, readonly))
+            check_intact(db)
             if readonly:
-                _check_schema(db)
+                check_schema(db)
             else:
                 migrate(db)
                 db.enable_wal()
         except DatabaseError as error:
             raise DatabaseError(f"{path}: {error}") from None
         except sqlite3.Error as error:
-            raise DatabaseError(f"{path}: {_what_is_wrong(error)}") from None
+            raise DatabaseError(f"{path}: {what_is_wrong(error)}") from None
         return cls(db)
 
     def close(self) -> None:
@@ -378,92 +378,6 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
                 table: self.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in ("posts", "hits", "alerts")
             }
-
-
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """A connection to `path`; read-only ones through SQLite's `mode=ro`, so file permissions may forbid
-    writing."""
-    if not readonly:
-        return sqlite3.connect(path, check_same_thread=False, timeout=10)
-    uri = path.resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
-    try:
-        conn.execute("PRAGMA user_version").fetchone()
-    except sqlite3.OperationalError as error:
-        if getattr(error, "sqlite_errorname", "") != "SQLITE_READONLY_DIRECTORY":
-            raise
-        conn.close()
-        # A WAL database needs its -shm file, which a read-only directory cannot get. Nobody can be writing
-        # there (a writer needs the -wal file too), so the file is read as it stands, unless a -wal left
-        # behind holds part of it.
-        wal = path.with_name(path.name + "-wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            raise DatabaseError(
-                f"read-only directory, and {wal.name} holds changes SQLite can read only with write access "
-                "there; copy both files to a writable directory"
-            ) from None
-        conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False)
-    return conn
-
-
-def _check_writable(path: Path) -> None:
-    """DatabaseError unless this process may write the database (and the -wal and -shm files beside it)."""
-    if path.exists() and not os.access(path, os.W_OK):
-        raise DatabaseError(
-            "read-only (file permissions); this command writes to the database (reports and search only read)"
-        )
-    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
-    if not os.access(path.parent, os.W_OK) and not all(os.access(c, os.W_OK) for c in companions):
-        raise DatabaseError(
-            f"read-only directory {path.parent} (SQLite keeps {path.name}-wal and -shm beside the database); "
-            "this command writes to the database (reports and search only read)"
-        )
-
-
-def _check_intact(db: sqlite_utils.Database) -> None:
-    """DatabaseError when SQLite finds the file damaged: torn pages, a truncated file, broken b-trees."""
-    problems = [row[0] for row in db.execute("PRAGMA quick_check(1)").fetchall()]
-    if problems != ["ok"]:
-        # SQLite's report spans lines under a "*** in database main ***" heading: one line is wanted here.
-        lines = [line.strip() for problem in problems for line in problem.splitlines()]
-        raise DatabaseError(
-            _damaged("; ".join(line for line in lines if line and not line.startswith("***")))
-        )
-
-
-def _check_schema(db: sqlite_utils.Database) -> None:
-    """For a read-only open: DatabaseError unless the file is a Ringside database at this schema."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return
-    if version > SCHEMA_VERSION:
-        raise DatabaseError(
-            f"made by a newer Ringside (schema {version}, this one knows {SCHEMA_VERSION}); upgrade Ringside"
-        )
-    if version == 0:
-        raise DatabaseError("not a Ringside database (no schema version)")
-    raise DatabaseError(
-        f"schema {version}, older than this Ringside's {SCHEMA_VERSION}, and it is opened read-only: run a "
-        "command that writes (such as once) on it with write access to upgrade it"
-    )
-
-
-def _what_is_wrong(error: sqlite3.Error) -> str:
-    """SQLite's error as the operator needs to read it."""
-    name = getattr(error, "sqlite_errorname", "")
-    if name == "SQLITE_NOTADB":
-        return f"not an SQLite database ({error})"
-    if name.startswith("SQLITE_CORRUPT"):
-        return _damaged(str(error))
-    if name.startswith("SQLITE_READONLY"):
-        return f"read-only ({error}); this command writes to the database (reports and search only read)"
-    if name.startswith("SQLITE_CANTOPEN"):
-        return f"cannot open the file ({error})"
-    return str(error)
-
-
-def _damaged(detail: str) -> str:
-    return f"damaged ({detail}); restore a backup, or save what is left with: sqlite3 THIS-FILE .recover"
 
 
 POST_COLUMNS = (
