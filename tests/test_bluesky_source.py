@@ -554,8 +554,8 @@ def jetstream_source(xrpc: Xrpc, server: Jetstream, **kwargs: Any) -> JetstreamS
 def fetch_until(
     source: JetstreamSource, count: int, cursor: str | None = None
 ) -> tuple[list, str | None, list]:
-    """Fetch (saving the cursor as the pipeline would) until `count` posts came, or 20 s passed (a loaded
-    machine may take a while to reconnect; a count of fetches ran out there)."""
+    """Fetch (saving the cursor as the pipeline would) until `count` distinct posts came, or 20 s passed
+    (a loaded machine may take a while to reconnect)."""
     posts, rejected = [], []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -563,8 +563,8 @@ def fetch_until(
         posts += fetch.posts
         rejected += fetch.rejected
         cursor = fetch.cursor
-        if len(posts) >= count:
-            break
+        if len({post.key for post in posts}) >= count:  # distinct, as the store counts them: a restart
+            break  # replays from the last event it had, so that one may come twice
     return posts, cursor, rejected
 
 
