@@ -315,7 +315,9 @@ def stop_on_signals() -> threading.Event:
         if stop.is_set():
             raise SystemExit(1)
         log.info("received %s", signal.Signals(signum).name)
-        stop.set()
+        # Not stop.set() here: the handler runs in the main thread, which may be inside stop.wait() holding
+        # the event's lock at that instant, and set() would wait for it forever (a rare hang at SIGTERM).
+        threading.Thread(target=stop.set, name="stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
