@@ -20,6 +20,7 @@ from bot.notifiers.console import ConsoleNotifier
 from bot.service import Service
 from config import load_settings
 from storage import Store
+from storage.schema import DatabaseError
 from tests.conftest import DEMO_FEED, ROOT, replay_config
 
 
@@ -87,18 +88,33 @@ def start(config: Path) -> subprocess.Popen:
 
 
 def table(path: Path, sql: str) -> list[tuple]:
-    store = Store.open(path)
+    store = Store.open(path, readonly=True)
     try:
         return store.db.execute(sql).fetchall()
     finally:
         store.close()
 
 
+PENDING = "SELECT count(*) FROM alerts WHERE status = 'pending'"
+UNSENT = "SELECT count(*) FROM alerts WHERE status != 'sent'"
+
+
+def count_once_ready(path: Path, sql: str) -> int | None:
+    """The count `sql` gives, or None while the running service is still creating the file: a reader that
+    opens it in the middle of the first migration is refused (schema not yet current, or locked)."""
+    if not path.exists():
+        return None
+    try:
+        return table(path, sql)[0][0]
+    except DatabaseError:
+        return None
+
+
 def test_sigterm_finishes_the_work_in_flight_and_exits_0(tmp_path, write_config):
     database = tmp_path / "r.db"
     process = start(paced_config(write_config, tmp_path, 1))
-    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts") == [(28,)])
-    assert wait_for(lambda: table(database, "SELECT count(*) FROM alerts WHERE status = 'pending'") == [(0,)])
+    assert wait_for(lambda: count_once_ready(database, "SELECT count(*) FROM posts") == 28)
+    assert wait_for(lambda: count_once_ready(database, PENDING) == 0)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
@@ -110,14 +126,12 @@ def test_after_sigkill_a_restart_loses_nothing_and_duplicates_nothing(tmp_path, 
     config = paced_config(write_config, tmp_path, 4)
     database = tmp_path / "r.db"
     process = start(config)
-    assert wait_for(
-        lambda: database.exists() and 0 < table(database, "SELECT count(*) FROM posts")[0][0] < 28
-    )
+    assert wait_for(lambda: 0 < (count_once_ready(database, "SELECT count(*) FROM posts") or 0) < 28)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=10)
     restarted = start(config)
-    assert wait_for(lambda: table(database, "SELECT count(*) FROM posts")[0][0] == 28)
-    assert wait_for(lambda: table(database, "SELECT count(*) FROM alerts WHERE status != 'sent'") == [(0,)])
+    assert wait_for(lambda: count_once_ready(database, "SELECT count(*) FROM posts") == 28)
+    assert wait_for(lambda: count_once_ready(database, UNSENT) == 0)
     restarted.send_signal(signal.SIGTERM)
     restarted.communicate(timeout=10)
     assert restarted.returncode == 0
@@ -352,7 +366,7 @@ def test_a_second_service_on_the_same_database_refuses_to_start_naming_the_first
     config = paced_config(write_config, tmp_path, 30)
     database = tmp_path / "r.db"
     first = start(config)
-    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    assert wait_for(lambda: (count_once_ready(database, "SELECT count(*) FROM posts") or 0) > 0)
     second = start(config)
     _, err = second.communicate(timeout=30)
     once = run_once(config)
@@ -367,7 +381,7 @@ def test_a_service_killed_with_sigkill_does_not_block_the_next_start(tmp_path, w
     config = paced_config(write_config, tmp_path, 30)
     database = tmp_path / "r.db"
     first = start(config)
-    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    assert wait_for(lambda: (count_once_ready(database, "SELECT count(*) FROM posts") or 0) > 0)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=10)
     assert Path(f"{database}.lock").exists()  # left behind: the OS released the lock, not the file
@@ -380,7 +394,7 @@ def test_read_only_commands_work_while_the_service_runs(tmp_path, write_config):
     config = paced_config(write_config, tmp_path, 30)
     database = tmp_path / "r.db"
     first = start(config)
-    assert wait_for(lambda: database.exists() and table(database, "SELECT count(*) FROM posts")[0][0] > 0)
+    assert wait_for(lambda: (count_once_ready(database, "SELECT count(*) FROM posts") or 0) > 0)
     for command in (["check-config"], ["report", "latest-hits"], ["search", "cage"]):
         done = subprocess.run(
             [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), *command],
