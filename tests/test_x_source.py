@@ -13,8 +13,13 @@ import pytest
 import responses
 import tweepy
 
+from bot.detect.detector import Detector
+from bot.detect.matcher import Matcher
+from bot.models import Fetch
+from bot.pipeline import Pipeline
 from bot.sources import RateLimited, SourceError
 from bot.sources.x import MAX_QUERY, XSource, batch_accounts
+from storage import Store
 from tests.xapi import API, USERS, timeline, tweet, users_found
 
 TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
@@ -348,3 +353,47 @@ def test_a_batch_follows_search_pages_with_the_next_token_parameter_search_docum
     second = query_of(responses.calls[1])
     assert second["next_token"] == ["b2"] and "pagination_token" not in second
     assert "Unexpected parameter" not in caplog.text
+
+
+@responses.activate
+def test_a_poll_that_reaches_its_page_bound_hands_out_a_batch_and_resumes_where_it_stopped():
+    responses.get(TIMELINE, json=timeline(tweet("309", "newest"), tweet("308", "b"), next_token="p2"))
+    responses.get(TIMELINE, json=timeline(tweet("306", "c"), tweet("305", "d"), next_token="p3"))
+    responses.get(TIMELINE, json=timeline(tweet("303", "e"), tweet("302", "oldest new")))
+    source = make_source(max_pages=2)
+    first = source.fetch("elonmusk", "300")
+    assert [p.id for p in first.posts] == ["305", "306", "308", "309"] and first.more
+    second = source.fetch("elonmusk", first.cursor)
+    assert [p.id for p in second.posts] == ["302", "303"] and not second.more
+    assert second.cursor == "309"  # caught up: the newest post of the whole catch-up
+    third_page = query_of(responses.calls[2])
+    assert third_page["since_id"] == ["300"] and third_page["pagination_token"] == ["p3"]
+
+
+@responses.activate
+def test_a_catch_up_of_a_search_batch_goes_through_the_pipeline_one_transaction_per_batch(tmp_path):
+    pages = [[str(1300 - 10 * page - n) for n in range(3)] for page in range(5)]
+    for number, ids in enumerate(pages):
+        token = f"b{number + 2}" if number < len(pages) - 1 else None
+        responses.get(SEARCH, json=timeline(*[tweet(i, f"post {i}") for i in ids], next_token=token))
+    source = make_source(accounts=["elonmusk", "zuck"], batch=True, max_pages=2)
+    (feed,) = source.feeds()
+    with Store.open(tmp_path / "r.db") as store:
+        store.save_poll("x", feed, datetime.now(UTC), Fetch(posts=(), cursor="1200"), [], [])
+        pipeline = Pipeline(store, Detector(Matcher([])), {"x": source}, [])
+        saved = pipeline.poll_until_caught_up("x", feed)
+        assert saved is not None and not saved.more
+        assert store.counts()["posts"] == 15
+        assert store.feed_state("x", feed).cursor == "1300"
+    assert len(responses.calls) == 5  # each page read once
+
+
+@responses.activate
+def test_a_saved_page_token_x_refuses_skips_the_rest_of_the_catch_up_with_a_warning(caplog):
+    refused = {"errors": [{"message": "The `next_token` query parameter value [p2] is not valid"}]}
+    responses.get(TIMELINE, status=400, json=refused)
+    saved = json.dumps({"since_id": "300", "next_token": "p2", "newest": "309"})
+    with caplog.at_level(logging.WARNING):
+        fetch = make_source().fetch("elonmusk", saved)
+    assert fetch.posts == () and fetch.cursor == "309" and not fetch.more
+    assert "posts older than 309 and newer than 300 are skipped" in caplog.text

@@ -10,9 +10,11 @@ through search_recent_tweets, one `from:a OR from:b` query per 512 characters, e
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -47,7 +49,9 @@ EXPANSIONS = [
 USER_FIELDS = ["username", "name"]
 KIND_OF_REFERENCE = {"retweeted": "repost", "quoted": "quote", "replied_to": "reply"}
 MAX_QUERY = 512
-MAX_PAGES = 32  # users/:id/tweets serves at most the newest 3,200 posts: 32 pages of 100
+# A poll's bound: 32 pages of 100 posts. users/:id/tweets serves at most the newest 3,200 posts anyway; a
+# search batch with more new posts than that hands them out in batches (see CatchUp).
+MAX_PAGES = 32
 BATCH_PREFIX = "batch:"
 # Recent search asks for its next page as `next_token`, the timeline as `pagination_token`; tweepy sends
 # any other name on regardless, with an "Unexpected parameter" warning.
@@ -55,6 +59,36 @@ SEARCH_PAGE_PARAM = "next_token"
 REPOST_PREFIX = re.compile(r"RT @\w+: ")
 X_ESCAPE = re.compile(r"&(amp|lt|gt);")
 X_ESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Where a feed's polling stands. Caught up, the cursor is the newest id seen (`since_id`). A poll that
+    reached its bound with pages left hands out what it read and resumes there: X's `next_token` for the rest
+    of the same `since_id`, and the newest id handed out so far, which becomes the cursor once the rest is
+    read. The newest posts come first, so a catch-up stores them in batches from new to old."""
+
+    since_id: str | None
+    next_token: str | None = None
+    newest: int = 0
+
+    @classmethod
+    def from_cursor(cls, cursor: str | None) -> CatchUp:
+        if not cursor or not cursor.startswith("{"):
+            return cls(cursor or None, None, int(cursor) if cursor and cursor.isdigit() else 0)
+        try:
+            saved = json.loads(cursor)
+            return cls(saved["since_id"], str(saved["next_token"]), int(saved["newest"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("the saved cursor %r is not an X cursor; polling as the first time", cursor[:80])
+            return cls(None)
+
+    def cursor(self) -> str | None:
+        if self.next_token is None:
+            return str(self.newest) if self.newest else self.since_id
+        return json.dumps(
+            {"since_id": self.since_id, "next_token": self.next_token, "newest": str(self.newest)}
+        )
 
 
 class _TimeoutSession(requests.Session):
@@ -80,12 +114,14 @@ class XSource:
         first_poll_limit: int = 20,
         batch: bool = False,
         known_ids: dict[str, str] | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.name = name
         self.client = client
         self.accounts = [a.lower() for a in accounts]
         self.first_poll_limit = first_poll_limit
         self.batch = batch
+        self.max_pages = max_pages
         self.ids = {k.lower(): v for k, v in (known_ids or {}).items()}
         # Ids resolved but not yet handed back in a Fetch (the poll that resolved them may have failed).
         self._unsaved: dict[str, str] = {}
@@ -112,11 +148,31 @@ class XSource:
         return [BATCH_PREFIX + ",".join(group) for group in batch_accounts(self.accounts)]
 
     def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        """New posts of `feed` after `cursor`, at most `max_pages` pages of them; `more` when X has more
+        pages of new posts, which the next fetch reads (the cursor says where)."""
+        position = CatchUp.from_cursor(cursor)
+        try:
+            return self._fetch(feed, position)
+        except ExpiredPage as error:
+            # The rest of the catch-up cannot be paged to any more: the posts older than what was handed
+            # out and newer than since_id are skipped, and polling goes on from the newest handed out.
+            log.warning(
+                "%s: %s; posts older than %d and newer than %s are skipped",
+                feed,
+                error,
+                position.newest,
+                position.since_id,
+            )
+            return Fetch(posts=(), cursor=CatchUp(position.since_id, None, position.newest).cursor())
+
+    def _fetch(self, feed: str, position: CatchUp) -> Fetch:
         if feed.startswith(BATCH_PREFIX):
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
             search = self.client.search_recent_tweets
             try:
-                pages = self._pages(search, cursor, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
+                pages, left = self._pages(
+                    search, position, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
+                )
             except StaleCursor:
                 # Recent search reaches back 7 days: after a longer stop the gap cannot be fetched at all, and
                 # keeping the old since_id would fail forever. Say so, and start again from the newest posts.
@@ -124,14 +180,19 @@ class XSource:
                     "%s: since_id %s is older than recent search reaches (7 days); posts between "
                     "then and now cannot be fetched; starting again from the newest",
                     feed,
-                    cursor,
+                    position.since_id,
                 )
-                cursor = None
-                pages = self._pages(search, None, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query)
+                position = CatchUp(None)
+                pages, left = self._pages(
+                    search, position, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
+                )
         else:
             self._resolve(feed)
-            pages = self._pages(self.client.get_users_tweets, cursor, min_results=5, id=self.ids[feed])
-        fetch = self._to_fetch(pages, cursor, tuple(("x", name, uid) for name, uid in self._unsaved.items()))
+            pages, left = self._pages(
+                self.client.get_users_tweets, position, min_results=5, id=self.ids[feed]
+            )
+        learned = tuple(("x", name, uid) for name, uid in self._unsaved.items())
+        fetch = self._to_fetch(pages, position, left, learned)
         self._unsaved.clear()
         return fetch
 
@@ -150,38 +211,44 @@ class XSource:
     def _pages(
         self,
         endpoint: Callable[..., dict],
-        cursor: str | None,
+        position: CatchUp,
         min_results: int,
         page_param: str = "pagination_token",
         **args: Any,
-    ) -> list[dict]:
-        """Every page from `cursor` on; without a cursor, just enough for the first-poll limit.
+    ) -> tuple[list[dict], str | None]:
+        """The pages from `position` on, at most `max_pages`, and the token of the next page when X has more
+        new posts than that; without a since_id, just enough for the first-poll limit.
 
         Each page's meta.next_token is sent back as `page_param`, the name the endpoint documents.
         """
         args |= {"tweet_fields": TWEET_FIELDS, "expansions": EXPANSIONS, "user_fields": USER_FIELDS}
-        if cursor:
-            args["since_id"] = cursor
+        if position.since_id:
+            args["since_id"] = position.since_id
             wanted = None
         else:
             wanted = self.first_poll_limit
         pages: list[dict] = []
-        token = None
-        while len(pages) < MAX_PAGES:
+        token = position.next_token
+        while len(pages) < self.max_pages:
             size = 100 if wanted is None else max(min_results, min(100, wanted - _count(pages)))
-            page = self._call(endpoint, max_results=size, **{page_param: token}, **args)
+            try:
+                page = self._call(endpoint, max_results=size, **{page_param: token}, **args)
+            except ExpiredPage as error:
+                if not pages and position.next_token is not None and token == position.next_token:
+                    raise
+                raise SourceError(str(error)) from None
             metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
             if not token or (wanted is not None and _count(pages) >= wanted):
-                break
-        return pages
+                return pages, None
+        return pages, token if wanted is None else None
 
-    def _to_fetch(self, pages: list[dict], cursor: str | None, learned: tuple) -> Fetch:
+    def _to_fetch(self, pages: list[dict], position: CatchUp, left: str | None, learned: tuple) -> Fetch:
         read = _count(pages)
         posts: dict[str, Post] = {}
         rejected: list[Rejected] = []
-        newest = int(cursor) if cursor else 0
+        newest = position.newest
         for page in pages:
             includes = page.get("includes") or {}
             users = sanitised(_included_users(includes))
@@ -197,14 +264,21 @@ class XSource:
                 if post.key not in posts or int(post.version_id or 0) > int(posts[post.key].version_id or 0):
                     posts[post.key] = post
         ordered = sorted(posts.values(), key=lambda p: int(p.version_id or p.id), reverse=True)
-        if cursor is None:
+        if position.since_id is None:
             ordered = ordered[: self.first_poll_limit]
+        if left:
+            log.info(
+                "%s: more than %d pages of new posts; the rest follows in the next batch",
+                self.name,
+                len(pages),
+            )
         return Fetch(
             posts=tuple(reversed(ordered)),
-            cursor=str(newest) if newest else cursor,
+            cursor=CatchUp(position.since_id, left, newest).cursor(),
             read=read,
             accounts=learned,
             rejected=tuple(rejected),
+            more=left is not None,
         )
 
     def _call(self, endpoint: Callable[..., dict], **args: Any) -> dict:
@@ -227,6 +301,10 @@ class StaleCursor(SourceError):
     """X refused the since_id as too old for the endpoint (recent search: 7 days)."""
 
 
+class ExpiredPage(SourceError):
+    """X refused the page token a catch-up saved (tokens do not last forever)."""
+
+
 def _source_error(error: Exception) -> SourceError:
     if isinstance(error, tweepy.Unauthorized):
         return SourceError("X refused the bearer token (401 Unauthorized); check X_BEARER_TOKEN")
@@ -236,6 +314,8 @@ def _source_error(error: Exception) -> SourceError:
         return SourceError(f"X server error ({error.response.status_code}); retrying next poll")
     if isinstance(error, tweepy.BadRequest) and "since_id" in _problems(error):
         return StaleCursor(f"X refused the since_id: {_problems(error)}")
+    if isinstance(error, tweepy.BadRequest) and re.search("next_token|pagination_token", _problems(error)):
+        return ExpiredPage(f"X refused the saved page token: {_problems(error)}")
     if isinstance(error, tweepy.HTTPException):
         return SourceError(f"X answered {error.response.status_code}: {_problems(error)}")
     return SourceError(f"cannot reach X: {type(error).__name__}")
