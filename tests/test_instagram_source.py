@@ -339,3 +339,13 @@ def test_a_cursor_that_cannot_be_read_starts_the_feed_again_instead_of_stopping_
     fetch = make_source(first_poll_limit=2).fetch("bluebottle", cursor)
     assert [p.id for p in fetch.posts] == ["300", "301"]  # a first poll's worth, not an error every poll
     assert "is not an Instagram cursor; polling as the first time" in caplog.text
+
+
+@responses.activate
+def test_a_gap_longer_than_a_polls_pages_is_read_to_the_bound_and_said_in_a_warning(caplog):
+    endless = discovered(media("303", "newer", "2026-11-08T10:00:00+0000"), after="UDI=")
+    responses.get(DISCOVERY, json=endless)
+    with caplog.at_level("WARNING", logger="ringside.instagram"):
+        make_source().fetch("bluebottle", cursor_at("2026-11-05T10:00:00Z", "300"))
+    assert len(responses.calls) == 20
+    assert "bluebottle: more than 20 media since the last poll" in caplog.text

@@ -479,3 +479,12 @@ def test_metas_app_rate_limit_pauses_every_feed_of_the_source_not_only_the_one_r
         )
         assert pipeline.poll("threads", feed) is None
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_gap_longer_than_a_polls_pages_is_read_to_the_bound_and_said_in_a_warning(tmp_path, caplog):
+    responses.get(MY_THREADS, json=page(thread("302", "newest", "2026-11-06T10:00:00+0000"), after="again"))
+    with caplog.at_level(logging.WARNING, logger="ringside.threads"):
+        fetch = make_source(tmp_path).fetch("me", json.dumps({"threads": unix("2026-11-05T10:00:00Z")}))
+    assert len(responses.calls) == 20 and fetch.read == 20
+    assert "more than 20 posts since the last poll; older ones in this gap are not fetched" in caplog.text

@@ -94,6 +94,12 @@ class InstagramSource:
             items.extend(page_items)
             if after is None or not page_items or any(_time(i) and _time(i) <= newest for i in page_items):
                 break
+        else:
+            log.warning(
+                "%s: more than %d media since the last poll; older ones in this gap are not fetched",
+                feed,
+                len(items),
+            )
         return items
 
     def _page(self, feed: str, after: str | None, limit: int) -> dict[str, Any]:

@@ -146,6 +146,12 @@ class ThreadsSource:
             if after is None:
                 break
             params["after"] = after
+        else:
+            log.warning(
+                "%s: more than %d posts since the last poll; older ones in this gap are not fetched",
+                path,
+                len(items),
+            )
         return items
 
     def _to_fetch(
