@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
+import yaml
 from slack_bolt import BoltRequest
 
 from bot.delivery import REFUSALS_TO_PAUSE
@@ -238,6 +239,9 @@ def test_acknowledge_records_who_and_when_and_a_second_press_keeps_the_first(sto
     update = api.calls_to("chat.update")[-1].arguments
     assert buttons(update["blocks"]) == ["Not a challenge", "Mute this rule 24 h"]
     assert "Acknowledged by <@U0ALICE>" in json.dumps(update["blocks"], ensure_ascii=False)
+    report = store.report("alerts")
+    row = dict(zip(report.columns, next(r for r in report.rows if r[0] == "slack-app"), strict=True))
+    assert row["acknowledged"] == 1
 
 
 def test_not_a_challenge_on_an_exchanges_parent_labels_the_challenge_that_opened_it(
@@ -359,6 +363,13 @@ def test_run_bot_once_posts_the_demo_to_the_slack_app_and_records_each_message(t
         sent = sent.fetchone()[0]
     assert messages == sent == len(api.calls_to("chat.postMessage")) >= 2
     assert TOKENS["SLACK_BOT_TOKEN"] not in result.stderr + result.stdout
+
+
+def test_the_shipped_manifest_asks_for_chat_write_and_turns_on_socket_mode_and_interactivity():
+    manifest = yaml.safe_load((ROOT / "config" / "slack-app-manifest.yml").read_text(encoding="utf-8"))
+    assert manifest["oauth_config"]["scopes"]["bot"] == ["chat:write"]
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
 
 
 def test_a_database_of_the_previous_schema_upgrades_keeping_everything_it_had(tmp_path, detector):
