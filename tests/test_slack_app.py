@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ import sqlite_utils
 import yaml
 from slack_bolt import BoltRequest
 
+from bot.app import build_pipeline
 from bot.delivery import REFUSALS_TO_PAUSE
 from bot.notifiers import DeliveryError
 from bot.notifiers.slack_app import SlackAppNotifier, web_client
 from bot.notifiers.slack_buttons import Listener, button_app
 from bot.pipeline import Pipeline
+from bot.service import Service
 from bot.sources.replay import ReplaySource
 from bot.timeutil import utcnow
 from config import ConfigError, load_settings
@@ -32,6 +35,7 @@ from tests.conftest import DEMO_FEED, ROOT, replay_config
 from tests.slack_api import CHANNEL_ID, RATE_LIMITED, SlackApi, error
 from tests.test_exchanges import CHALLENGE, PEOPLE, post
 from tests.test_pipeline import RecordingChannel
+from tests.test_service import wait_for
 
 PAYLOAD = json.loads((ROOT / "tests" / "data" / "slack" / "block_actions.json").read_text())
 FAST = Delivery(max_attempts=8, max_age=3600, retry_base=0.01, retry_max=0.05)
@@ -279,6 +283,31 @@ def test_socket_mode_that_cannot_open_is_logged_and_stops_at_shutdown(store, api
     assert not listener.thread.is_alive()
     assert "cannot open Socket Mode" in caplog.text and "invalid_auth" in caplog.text
     assert TOKENS["SLACK_APP_TOKEN"] not in caplog.text
+
+
+def test_the_service_opens_socket_mode_for_the_buttons_when_it_starts_and_closes_it_when_it_stops(
+    tmp_path, api, caplog
+):
+    api.answer(error("invalid_auth"), method="apps.connections.open")  # as far as a test gets without network
+    config = tmp_path / "ringside.toml"
+    config.write_text(slack_app_config(tmp_path, api.base_url), encoding="utf-8")
+    settings = load_settings(config, environ=TOKENS)
+    with Store.open(settings.database) as store:
+        service = Service(settings, build_pipeline(settings, store))
+        notifier = next(n for n in service.pipeline.notifiers if isinstance(n, SlackAppNotifier))
+        stop = threading.Event()
+        runner = threading.Thread(target=service.run_until, args=[stop])
+        with caplog.at_level(logging.ERROR, logger="ringside.slack_app"):
+            runner.start()
+            try:
+                assert wait_for(lambda: api.calls_to("apps.connections.open"))
+                listener = notifier.listener
+            finally:
+                stop.set()
+                runner.join(20)
+    assert not runner.is_alive() and not listener.thread.is_alive() and notifier.listener is None
+    assert api.calls_to("apps.connections.open")[0].authorization == "Bearer " + TOKENS["SLACK_APP_TOKEN"]
+    assert "cannot open Socket Mode" in caplog.text
 
 
 # -- config and schema ------------------------------------------------------------------------------------
