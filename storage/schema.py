@@ -279,6 +279,7 @@ def _slack_app(db: sqlite_utils.Database) -> None:
         )
         """
     )
+    db.execute("CREATE INDEX slack_messages_at ON slack_messages(channel_id, ts)")  # a button finds its alert
     db.execute(
         """
         CREATE TABLE slack_threads (

@@ -55,6 +55,15 @@ class SlackStore:
         ).fetchone()
         return SlackMessage(*row) if row else None
 
+    def alert_at(self, channel_id: str, ts: str) -> Alert | None:
+        """The alert whose message is at `ts` in the Slack conversation `channel_id`, or None."""
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE id = "
+            "(SELECT alert_id FROM slack_messages WHERE channel_id = ? AND ts = ?)",
+            [channel_id, ts],
+        ).fetchone()
+        return _alert(row) if row else None
+
     def save_slack_message(self, message: SlackMessage, thread: tuple[str, str] | None = None) -> None:
         """Record where the alert's message is; with `thread` (channel, exchange id), that it is the parent
         of the exchange's thread in that channel. One transaction: both or neither."""
@@ -102,13 +111,6 @@ class SlackStore:
 
     def alert_by_id(self, alert_id: int) -> Alert | None:
         row = self.db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", [alert_id]).fetchone()
-        return _alert(row) if row else None
-
-    def alert_by_key(self, channel: str, key: str) -> Alert | None:
-        """The channel's alert with this idempotency key, or None."""
-        row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE channel = ? AND key = ?", [channel, key]
-        ).fetchone()
         return _alert(row) if row else None
 
     def record_action(self, alert_id: int, action: str, user_id: str, user_name: str | None) -> bool:

@@ -204,7 +204,7 @@ def test_not_a_challenge_stores_the_label_train_reads_and_replaces_the_button(st
     notifier = slack_app(store, api)
     polled(store, detector, notifier).deliver_all()
     alert, ts = sent_alert(store)
-    press(button_app(notifier, verify_token=False), "not_a_challenge", alert.key, ts)
+    press(button_app(notifier, verify_token=False, synchronous=True), "not_a_challenge", alert.key, ts)
     verdict = store.verdicts()[-1]
     assert (verdict.post_key, verdict.label, verdict.category, verdict.source) == (
         alert.payload["post"]["key"],
@@ -222,7 +222,9 @@ def test_mute_this_rule_mutes_it_for_24_hours_and_says_who_did(store, detector, 
     notifier = slack_app(store, api)
     polled(store, detector, notifier).deliver_all()
     alert, ts = sent_alert(store)
-    press(button_app(notifier, verify_token=False), "mute_rule", alert.key, ts, user="U0ALICE")
+    press(
+        button_app(notifier, verify_token=False, synchronous=True), "mute_rule", alert.key, ts, user="U0ALICE"
+    )
     ((kind, name, until),) = store.mutes()
     assert (kind, name) == ("rule", alert.payload["rule"]["id"])
     assert 23.9 < (until - utcnow()).total_seconds() / 3600 <= 24
@@ -235,7 +237,7 @@ def test_acknowledge_records_who_and_when_and_a_second_press_keeps_the_first(sto
     notifier = slack_app(store, api)
     polled(store, detector, notifier).deliver_all()
     alert, ts = sent_alert(store)
-    app = button_app(notifier, verify_token=False)
+    app = button_app(notifier, verify_token=False, synchronous=True)
     press(app, "acknowledge", alert.key, ts, user="U0ALICE")
     press(app, "acknowledge", alert.key, ts, user="U0BOB")
     (done,) = store.alert_actions(alert.id)
@@ -248,6 +250,25 @@ def test_acknowledge_records_who_and_when_and_a_second_press_keeps_the_first(sto
     assert row["acknowledged"] == 1
 
 
+def test_a_press_reaching_another_channel_of_the_same_app_acts_on_the_alert_of_the_message_pressed(
+    store, detector, api
+):
+    alerts_channel, ops_channel = slack_app(store, api, "alerts"), slack_app(store, api, "ops")
+    channels = [alerts_channel, ops_channel]
+    pipeline = Pipeline(store, detector, {"f": ReplaySource("f", DEMO_FEED)}, channels, delivery=FAST)
+    pipeline.poll("f", DEMO_FEED.name)
+    pipeline.deliver_all()
+    ops_alert, ops_ts = sent_alert(store, "ops")
+    alerts_alert, _ = sent_alert(store, "alerts")
+    assert ops_alert.key == alerts_alert.key  # one key in every channel
+    press(
+        button_app(alerts_channel, verify_token=False, synchronous=True), "acknowledge", ops_alert.key, ops_ts
+    )
+    assert [a.action for a in store.alert_actions(ops_alert.id)] == ["acknowledge"]
+    assert store.alert_actions(alerts_alert.id) == []
+    assert api.calls_to("chat.update")[-1].arguments["ts"] == ops_ts
+
+
 def test_not_a_challenge_on_an_exchanges_parent_labels_the_challenge_that_opened_it(
     store, detector, api, write_feed
 ):
@@ -255,7 +276,9 @@ def test_not_a_challenge_on_an_exchanges_parent_labels_the_challenge_that_opened
     polled(store, detector, notifier, write_feed(FOUR_TURNS[:3]), exchanges=PEOPLE).deliver_all()
     thread = store.slack_thread("slack-app", store.db.execute("SELECT id FROM exchanges").fetchone()[0])
     parent = store.alert_by_id(thread.parent_alert_id)
-    press(button_app(notifier, verify_token=False), "not_a_challenge", parent.key, thread.ts)
+    press(
+        button_app(notifier, verify_token=False, synchronous=True), "not_a_challenge", parent.key, thread.ts
+    )
     assert [(v.post_key, v.label) for v in store.verdicts()] == [("x:100", "none")]
     update = api.calls_to("chat.update")[-1].arguments
     assert update["ts"] == thread.ts and "turn 3" in update["blocks"][0]["text"]["text"]
@@ -265,7 +288,7 @@ def test_a_press_on_an_alert_this_database_does_not_have_writes_nothing(store, d
     notifier = slack_app(store, api)
     polled(store, detector, notifier).deliver_all()
     with caplog.at_level(logging.WARNING, logger="ringside.slack_app"):
-        press(button_app(notifier, verify_token=False), "acknowledge", "rs1-unknown", "1.2")
+        press(button_app(notifier, verify_token=False, synchronous=True), "acknowledge", "rs1-unknown", "1.2")
     assert store.db.execute("SELECT count(*) FROM alert_actions").fetchone()[0] == 0
     assert "rs1-unknown" in caplog.text and not api.calls_to("chat.update")
 

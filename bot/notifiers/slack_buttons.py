@@ -9,7 +9,7 @@ message; Socket Mode carries the presses, so Ringside needs no public URL.
 
 Each handler acknowledges the press at once (Slack wants that within 3 seconds), writes, and then replaces the
 pressed button with a line saying who did what. Presses are anyone's in the channel: who may see the alerts
-may judge them. A press of an alert this database does not know (another Ringside's) is logged and ignored.
+may judge them. A press on a message this database does not know (another Ringside's) is logged and ignored.
 """
 
 from __future__ import annotations
@@ -42,37 +42,45 @@ class ButtonHandlers:
 
     def not_a_challenge(self, ack: Callable[[], Any], body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        alert = self._alert(action)
-        if alert is not None:
+        alert = self._alert(body, action)
+        if alert is None:
+            return
+        try:
             post_key, version = labelled_post(self.notifier, alert)
-            try:
-                self.store.save_label(post_key, "none", "none", source="slack", version=version)
-            except LabelError as error:  # the post was pruned meanwhile: nothing to label
-                log.warning("%s: cannot label alert %s: %s", self.notifier.name, alert.key, error)
-                return
-            self._done(alert, "not_a_challenge", body)
+            self.store.save_label(post_key, "none", "none", source="slack", version=version)
+        except LabelError as error:  # the post was pruned meanwhile: nothing to label
+            log.warning("%s: cannot label alert %s: %s", self.notifier.name, alert.key, error)
+            return
+        self._done(alert, "not_a_challenge", body)
 
     def mute_rule(self, ack: Callable[[], Any], body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        alert = self._alert(action)
+        alert = self._alert(body, action)
         if alert is not None and "rule" in alert.payload:
             self.store.mute(utcnow() + MUTE_FOR, rule_id=alert.payload["rule"]["id"])
             self._done(alert, "mute_rule", body)
 
     def acknowledge(self, ack: Callable[[], Any], body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        alert = self._alert(action)
+        alert = self._alert(body, action)
         if alert is not None:
             self._done(alert, "acknowledge", body)
 
-    def _alert(self, action: dict[str, Any]) -> Alert | None:
-        alert = self.store.alert_by_key(self.notifier.name, str(action.get("value", "")))
-        if alert is None:
+    def _alert(self, body: dict[str, Any], action: dict[str, Any]) -> Alert | None:
+        """The alert whose message the button is on. Found by where the message is, not by the button's
+        key alone: one key is in every channel, and two channels of one Slack app share its presses."""
+        container = body.get("container") or {}
+        channel_id = container.get("channel_id") or (body.get("channel") or {}).get("id")
+        ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+        alert = self.store.alert_at(str(channel_id), str(ts))
+        if alert is None or alert.key != action.get("value"):
             log.warning(
-                "%s: a button named alert %r, which this database does not have",
+                "%s: a button for alert %r on message %s, which this database does not have",
                 self.notifier.name,
                 action.get("value"),
+                ts,
             )
+            return None
         return alert
 
     def _done(self, alert: Alert, action: str, body: dict[str, Any]) -> None:
@@ -99,10 +107,13 @@ def labelled_post(notifier: SlackAppNotifier, alert: Alert) -> tuple[str, int | 
     return notifier.store.post_of_alert(alert.id)
 
 
-def button_app(notifier: SlackAppNotifier, verify_token: bool = True) -> App:
+def button_app(notifier: SlackAppNotifier, verify_token: bool = True, synchronous: bool = False) -> App:
     """The Bolt app taking the channel's button presses; `verify_token` checks the bot token (auth.test)
-    when it is made."""
-    app = App(client=notifier.client, token_verification_enabled=verify_token, process_before_response=True)
+    when it is made. Bolt answers Slack as soon as a handler acks and lets it finish in a thread of its own;
+    `synchronous` makes `dispatch` return only once the handler finished (tests)."""
+    app = App(
+        client=notifier.client, token_verification_enabled=verify_token, process_before_response=synchronous
+    )
     handlers = ButtonHandlers(notifier)
     app.action(ACTION_PREFIX + "not_a_challenge")(handlers.not_a_challenge)
     app.action(ACTION_PREFIX + "mute_rule")(handlers.mute_rule)
