@@ -7,6 +7,7 @@ ids. A test scripts other answers for the next calls: 429 with Retry-After, an e
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -123,3 +124,57 @@ class SlackApi:
     def calls_to(self, method: str) -> list[Call]:
         with self.lock:
             return [c for c in self.calls if c.method == method]
+
+
+class SocketMode:
+    """A stand-in for Slack's Socket Mode end on 127.0.0.1 (a websocket server): it says hello to each client,
+    hands it the envelopes a test queues (`deliver`), and records the acknowledgements that come back."""
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.envelopes: deque[dict[str, Any]] = deque()
+        self.acks: list[dict[str, Any]] = []
+        self.connected = threading.Event()
+        self.closing = threading.Event()
+        self.server = serve(self._session, "127.0.0.1", 0)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SocketMode:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.closing.set()
+        self.server.shutdown()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/link"
+
+    def deliver(self, payload: dict[str, Any], envelope_id: str = "env-1") -> None:
+        """Queue an interactive envelope carrying `payload` for the connected client."""
+        self.envelopes.append(
+            {
+                "envelope_id": envelope_id,
+                "type": "interactive",
+                "accepts_response_payload": False,
+                "payload": payload,
+            }
+        )
+
+    def _session(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        connection.send(
+            json.dumps({"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0"}})
+        )
+        self.connected.set()
+        try:
+            while not self.closing.is_set():
+                if self.envelopes:
+                    connection.send(json.dumps(self.envelopes.popleft()))
+                with contextlib.suppress(TimeoutError):
+                    self.acks.append(json.loads(connection.recv(timeout=0.05)))
+        except ConnectionClosed:
+            pass

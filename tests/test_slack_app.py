@@ -32,7 +32,7 @@ from config.settings import Delivery
 from storage import SCHEMA_VERSION, Store
 from storage.schema import MIGRATIONS, migrate
 from tests.conftest import DEMO_FEED, ROOT, replay_config
-from tests.slack_api import CHANNEL_ID, RATE_LIMITED, SlackApi, error
+from tests.slack_api import CHANNEL_ID, RATE_LIMITED, Reply, SlackApi, SocketMode, error
 from tests.test_exchanges import CHALLENGE, PEOPLE, post
 from tests.test_pipeline import RecordingChannel
 from tests.test_service import wait_for
@@ -331,6 +331,34 @@ def test_the_service_opens_socket_mode_for_the_buttons_when_it_starts_and_closes
     assert not runner.is_alive() and not listener.thread.is_alive() and notifier.listener is None
     assert api.calls_to("apps.connections.open")[0].authorization == "Bearer " + TOKENS["SLACK_APP_TOKEN"]
     assert "cannot open Socket Mode" in caplog.text
+
+
+def test_a_press_over_socket_mode_reaches_the_running_service_and_is_acknowledged_to_slack(tmp_path, api):
+    config = tmp_path / "ringside.toml"
+    config.write_text(slack_app_config(tmp_path, api.base_url), encoding="utf-8")
+    settings = load_settings(config, environ=TOKENS)
+    with SocketMode() as slack, Store.open(settings.database) as store:
+        api.answer(Reply(body={"ok": True, "url": slack.url}), method="apps.connections.open")
+        service = Service(settings, build_pipeline(settings, store))
+        stop = threading.Event()
+        runner = threading.Thread(target=service.run_until, args=[stop])
+        runner.start()
+        try:
+            assert wait_for(lambda: store.db.execute("SELECT count(*) FROM slack_messages").fetchone()[0] > 0)
+            assert wait_for(slack.connected.is_set)
+            alert, ts = sent_alert(store)
+            body = copy.deepcopy(PAYLOAD)
+            body["actions"][0].update(action_id="ringside_acknowledge", value=alert.key)
+            body["container"].update(channel_id=CHANNEL_ID, message_ts=ts)
+            slack.deliver(body)
+            assert wait_for(lambda: store.alert_actions(alert.id) != [])
+            assert store.alert_actions(alert.id)[0].user_id == "W111"
+            assert wait_for(lambda: any(c.arguments.get("ts") == ts for c in api.calls_to("chat.update")))
+        finally:
+            stop.set()
+            runner.join(20)
+    assert not runner.is_alive()
+    assert {"envelope_id": "env-1"} in slack.acks
 
 
 # -- config and schema ------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ not_in_channel, channel_not_found, ...) is a refusal for good, which pauses the 
 from __future__ import annotations
 
 import logging
+import math
 import re
+from http.client import HTTPException
 from typing import Any
 
 from slack_sdk import WebClient
@@ -185,7 +187,7 @@ class SlackAppNotifier:
             return self.client.api_call(method, json={k: v for k, v in arguments.items() if v is not None})
         except SlackApiError as error:
             raise api_error(error, self.redact) from None
-        except (OSError, ValueError) as error:  # urllib: refused, reset, timed out; a body that is not JSON
+        except (OSError, HTTPException, ValueError) as error:  # refused, reset, timed out, cut off; not JSON
             raise DeliveryError(f"Slack {method}: {type(error).__name__}, no answer") from None
 
     def listen(self) -> None:
@@ -203,7 +205,7 @@ class SlackAppNotifier:
 
 def web_client(token: str, api_url: str, timeout: float) -> WebClient:
     """A Web API client with no retries of its own: the courier retries, honouring Retry-After."""
-    return WebClient(token=token, base_url=api_url, timeout=int(max(1, timeout)), retry_handlers=[])
+    return WebClient(token=token, base_url=api_url, timeout=math.ceil(timeout), retry_handlers=[])
 
 
 def api_error(error: SlackApiError, redact: Redactor) -> DeliveryError:
