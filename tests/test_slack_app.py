@@ -27,6 +27,7 @@ from bot.pipeline import Pipeline
 from bot.service import Service
 from bot.sources.replay import ReplaySource
 from bot.timeutil import utcnow
+from bot.watchdog import notice
 from config import ConfigError, load_settings
 from config.settings import Delivery
 from storage import SCHEMA_VERSION, Store
@@ -155,6 +156,15 @@ def test_a_token_or_channel_slack_refuses_pauses_the_channel_keeping_its_alerts(
     assert code in store.paused_channels()["slack-app"]
     assert store.db.execute("SELECT count(*) FROM alerts WHERE status = 'pending'").fetchone()[0] == pending
     assert TOKENS["SLACK_BOT_TOKEN"] not in json.dumps(store.paused_channels())
+
+
+def test_a_watchdog_notice_is_posted_without_buttons(store, api):
+    store.queue_notice(["slack-app"], notice("failing", "x", "elonmusk", utcnow(), "HTTP 503"))
+    Pipeline(store, None, {}, [slack_app(store, api)], delivery=FAST).deliver_all()
+    (posted,) = api.calls_to("chat.postMessage")
+    assert (
+        "x:elonmusk failing since" in posted.arguments["text"] and buttons(posted.arguments["blocks"]) == []
+    )
 
 
 # -- threads ----------------------------------------------------------------------------------------------
