@@ -41,7 +41,7 @@ def build_pipeline(
             for config in settings.sources
         }
     if notifiers is None:
-        notifiers = [build_notifier(config) for config in settings.channels]
+        notifiers = [build_notifier(config, store) for config in settings.channels]
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
     digests = {config.name: config.digest for config in settings.channels if config.digest}

@@ -122,12 +122,14 @@ class Service:
         if server is not None:
             server.start()
         self.scheduler.start()
+        self.start_listening()
         feeds = sum(1 for _ in self.pipeline.feeds())
         log.info(
             "running: %d feed(s), %d channel(s); Ctrl-C or SIGTERM stops", feeds, len(self.pipeline.notifiers)
         )
         stop.wait()
         log.info("stopping: finishing the jobs in flight")
+        self.stop_listening()
         finished = self.shutdown(self.settings.service.shutdown_grace)
         if finished:
             self.close_sources()
@@ -153,6 +155,20 @@ class Service:
             raise ConfigError(
                 f"{self.settings.path}: service.{key}: cannot listen on {host}:{port}: {error.strerror}"
             ) from None
+
+    def start_listening(self) -> None:
+        """Channels that take input (a Slack app's buttons, over Socket Mode) start taking it."""
+        for notifier in self.pipeline.notifiers:
+            listen = getattr(notifier, "listen", None)
+            if callable(listen):
+                listen()
+
+    def stop_listening(self) -> None:
+        """No more input: a button pressed now waits in Slack, which tells the presser it was not taken."""
+        for notifier in self.pipeline.notifiers:
+            stop = getattr(notifier, "stop_listening", None)
+            if callable(stop):
+                stop()
 
     def close_sources(self) -> None:
         """Close what the sources hold open (a Jetstream websocket); called once no poll runs."""

@@ -7,11 +7,13 @@ environment variable, and the value comes from the environment or a .env file.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.detect.scanners import ENGINES
 from config.secrets import Secret, check_http_url, required_secret
@@ -23,7 +25,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
 DEFAULT_RULES = CONFIG_DIR / "rules"
 DEFAULT_MODEL = CONFIG_DIR / "model" / "scorer.json"
 
-CHANNEL_TYPES = ("console", "slack", "webhook", "apprise")
+CHANNEL_TYPES = ("console", "slack", "webhook", "apprise", "slack_app")
 # HMAC-SHA256 is only as strong as its key: 16 bytes is 128 bits when random, the least to trust for signing.
 MIN_SIGNING_SECRET = 16
 
@@ -341,7 +343,16 @@ _CHANNEL_SECRETS = {
         "signing": ("secret_env", "RINGSIDE_WEBHOOK_SECRET", "the secret that signs each request"),
     },
     "apprise": {"url": ("url_env", "APPRISE_URL", "an Apprise URL such as discord://... or ntfy://...")},
+    "slack_app": {
+        "bot": ("bot_token_env", "SLACK_BOT_TOKEN", "the Slack app's bot token (xoxb-...)"),
+        "app": ("app_token_env", "SLACK_APP_TOKEN", "the Slack app's app-level token (xapp-...)"),
+    },
 }
+# A Slack app's tokens by what they start with: a token of the other kind fails only later, less clearly.
+_TOKEN_PREFIXES = {"bot": ("bot_token_env", "xoxb-"), "app": ("app_token_env", "xapp-")}
+SLACK_API_URL = "https://slack.com/api/"
+# A conversation's id (C0123ABCD, G... private, D... direct) or a name, with or without its #.
+_SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,}|#?[a-z0-9][a-z0-9_-]{0,79}")
 
 
 def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
@@ -354,7 +365,11 @@ def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
         options["color"] = table.get("color", "bool", True)
     else:
         options["timeout"] = table.get("timeout", "timeout", 10.0)
-        options["min_interval"] = table.get("min_interval", "duration", 1.0 if kind == "slack" else 0.0)
+        options["min_interval"] = table.get(
+            "min_interval", "duration", 1.0 if kind in ("slack", "slack_app") else 0.0
+        )
+    if kind == "slack_app":
+        options.update(_slack_app_options(table))
     secrets = {
         role: required_secret(table, environ, key, default_env, what)
         for role, (key, default_env, what) in _CHANNEL_SECRETS[kind].items()
@@ -363,6 +378,8 @@ def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
         check_http_url(table, secrets["url"])
     if "signing" in secrets:
         _check_signing_secret(table, secrets["signing"])
+    if kind == "slack_app":
+        _check_slack_tokens(table, secrets)
     table.finish()
     return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
 
@@ -375,3 +392,25 @@ def _check_signing_secret(table: Table, secret: Secret) -> None:
             f"${secret.env_name} is {size} bytes; a signing secret needs at least {MIN_SIGNING_SECRET} "
             "(make one with: openssl rand -hex 32)",
         )
+
+
+def _slack_app_options(table: Table) -> dict[str, Any]:
+    """Where a Slack app posts: the conversation, and the Web API's address (another for GovSlack)."""
+    channel = table.get("channel", "str")
+    if not _SLACK_CHANNEL.fullmatch(channel):
+        table.fail(
+            "channel", f"expected a channel id such as C0123ABCD or a name such as #alerts, got {channel!r}"
+        )
+    if table.data.get("digest"):
+        table.fail("digest", "a slack_app channel sends each alert on its own (its buttons act on one alert)")
+    api_url = table.get("api_url", "str", SLACK_API_URL)
+    parts = urlsplit(api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        table.fail("api_url", f"expected an http:// or https:// URL such as {SLACK_API_URL}, got {api_url!r}")
+    return {"channel": channel, "api_url": api_url if api_url.endswith("/") else api_url + "/"}
+
+
+def _check_slack_tokens(table: Table, secrets: dict[str, Secret]) -> None:
+    for role, (key, prefix) in _TOKEN_PREFIXES.items():
+        if not secrets[role].reveal().startswith(prefix):
+            table.fail(key, f"${secrets[role].env_name} does not start with {prefix}; is it the other token?")

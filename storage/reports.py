@@ -117,10 +117,12 @@ REPORTS = {
         Report(
             "alerts",
             "alerts_by_channel",
-            "The outbox per channel: pending, sent, dead, muted; the last error",
+            "The outbox per channel: pending, sent, dead, muted; acknowledged in Slack; the last error",
             """SELECT a.channel, sum(a.status = 'pending') AS pending, sum(a.status = 'sent') AS sent,
                       sum(a.status = 'dead') AS dead, sum(a.status = 'muted') AS muted,
                       sum(a.folded) AS folded,
+                      sum(EXISTS (SELECT 1 FROM alert_actions k
+                                  WHERE k.alert_id = a.id AND k.action = 'acknowledge')) AS acknowledged,
                       (SELECT last_error FROM alerts e
                        WHERE e.channel = a.channel AND e.last_error IS NOT NULL
                        ORDER BY e.id DESC LIMIT 1) AS last_error

@@ -264,6 +264,49 @@ def _v8_index_per_poll(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO posts_fts (posts_fts) VALUES ('rebuild')")
 
 
+def _slack_app(db: sqlite_utils.Database) -> None:
+    """The Slack app channel: where each alert's message is (so its buttons find it, and an alert whose
+    message was posted just before a crash is not posted again), each exchange's thread per channel, and what
+    people did with the buttons (who, when)."""
+    db.execute(
+        """
+        CREATE TABLE slack_messages (
+            alert_id INTEGER PRIMARY KEY REFERENCES alerts(id),
+            channel_id TEXT NOT NULL,      -- Slack's id of the conversation (C0123...), as chat.update needs
+            ts TEXT NOT NULL,              -- the message's timestamp: Slack's id for it
+            thread_ts TEXT,                -- the parent's ts, for a reply in an exchange's thread
+            posted_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX slack_messages_at ON slack_messages(channel_id, ts)")  # a button finds its alert
+    db.execute(
+        """
+        CREATE TABLE slack_threads (
+            channel TEXT NOT NULL,         -- the configured channel's name
+            exchange_id TEXT NOT NULL,     -- the exchange (its thread key, ex-...)
+            parent_alert_id INTEGER NOT NULL REFERENCES alerts(id),  -- the alert that opened the thread
+            latest_alert_id INTEGER NOT NULL REFERENCES alerts(id),  -- the newest turn, the parent shows
+            channel_id TEXT NOT NULL,
+            ts TEXT NOT NULL,              -- the parent message's ts: later turns reply to it
+            PRIMARY KEY (channel, exchange_id)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE alert_actions (
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            action TEXT NOT NULL CHECK (action IN ('not_a_challenge', 'mute_rule', 'acknowledge')),
+            user_id TEXT NOT NULL,         -- who pressed the button (Slack's user id, U0123...)
+            user_name TEXT,                -- their Slack name, when the payload says it
+            at TEXT NOT NULL,              -- ISO-8601 UTC
+            PRIMARY KEY (alert_id, action)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
@@ -273,6 +316,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v6_detector,
     _v7_versions_and_quarantine,
     _v8_index_per_poll,
+    _slack_app,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges", "labels"}

@@ -28,6 +28,7 @@ from storage.opening import check_intact, check_schema, check_writable, connect,
 from storage.outbox import Alert, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
+from storage.slack import SlackStore
 from storage.versions import History, VersionPlan
 
 __all__ = ["Alert", "FeedState", "Found", "PollSaved", "Store"]
@@ -57,7 +58,7 @@ class PollSaved:
     more: bool = False  # the source has more posts ready now (set by the pipeline from the fetch)
 
 
-class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from config import ChannelConfig
-from storage.store import Alert
+from storage.store import Alert, Store
 
 MESSAGE_LIMIT = 300  # characters of a delivery error kept (logged, and stored as the alert's last_error)
 
@@ -36,8 +36,16 @@ class Notifier(Protocol):
         ...
 
 
-def build_notifier(config: ChannelConfig) -> Notifier:
+def build_notifier(config: ChannelConfig, store: Store | None = None) -> Notifier:
+    """The channel `config` describes; `store` is where a Slack app records its messages and threads."""
     from bot.notifiers import apprise, console, slack, webhook
+
+    if config.type == "slack_app":
+        from bot.notifiers.slack_app import SlackAppNotifier  # slack_sdk, only when such a channel is set
+
+        if store is None:
+            raise ValueError("a slack_app channel needs the store to record its messages")
+        return SlackAppNotifier.from_config(config, store)
 
     builders = {
         "console": console.ConsoleNotifier.from_config,

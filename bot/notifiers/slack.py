@@ -83,14 +83,14 @@ def slack_message(alert: Alert) -> dict[str, Any]:
     if payload.get("kind") == "watchdog":
         title = ("⚠️ " if payload["state"] == "failing" else "✅ ") + notice_title(payload)
         return {
-            "text": _cut(_escape(payload["text"]), SECTION_LIMIT),
+            "text": _cut(escape(payload["text"]), SECTION_LIMIT),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": title}},
-                {"type": "section", "text": _mrkdwn(_cut(_literal(payload["text"]), SECTION_LIMIT))},
+                {"type": "section", "text": _mrkdwn(_cut(literal(payload["text"]), SECTION_LIMIT))},
             ],
         }
     if payload.get("kind") == "exchange":
-        return _exchange_message(payload)
+        return exchange_message(payload)
     if payload.get("kind") == "digest":
         return _digest_message(payload["alerts"])
     blocks = [_header(payload), *_alert_blocks(payload, alert.folded)]
@@ -108,39 +108,47 @@ def _digest_message(items: list[dict[str, Any]]) -> dict[str, Any]:
         blocks += _alert_blocks(item["payload"], item.get("folded", 0), title=True)
         shown += 1
     if shown < len(items):
-        blocks.append(_context(f"…and {len(items) - shown} more (see `run_bot.py report latest-hits`)"))
+        blocks.append(context_block(f"…and {len(items) - shown} more (see `run_bot.py report latest-hits`)"))
     text = f"Ringside digest: {len(items)} alerts. " + " | ".join(_fallback(i["payload"]) for i in items)
     return {"text": _cut(text, SECTION_LIMIT), "blocks": blocks}
 
 
-def _exchange_message(payload: dict[str, Any]) -> dict[str, Any]:
-    """The whole exchange in one message. Incoming webhooks cannot edit or thread, so a later turn is a
-    follow-up that names the exchange and the turn it follows."""
+def exchange_message(payload: dict[str, Any], follow_up: bool = True, spare: int = 0) -> dict[str, Any]:
+    """The whole exchange in one message, leaving `spare` of the 50 blocks free (for buttons). Incoming
+    webhooks cannot edit or thread, so there (`follow_up`) a later turn is a follow-up that names the exchange
+    and the turn it follows; the Slack app threads instead."""
     title = "🔥 " + exchange_title(payload)
+    note = exchange_follow_up(payload) if follow_up else None
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _truncate(title, HEADER_LIMIT)}},
-        _context(
-            f"thread `{_escape(payload['thread'])}`"
-            + (f" · {_literal(exchange_follow_up(payload) or '')}" if exchange_follow_up(payload) else "")
-        ),
+        context_block(f"thread `{escape(payload['thread'])}`" + (f" · {literal(note)}" if note else "")),
     ]
     posts = payload["exchange"]["posts"]
-    shown = posts[-((BLOCK_LIMIT - 3) // 2) :]  # the latest turns, if a long exchange outgrows 50 blocks
+    # The latest turns, if a long exchange outgrows 50 blocks.
+    shown = posts[-((BLOCK_LIMIT - 3 - spare) // 2) :]
     if len(shown) < len(posts):
-        blocks.append(_context(f"…{len(posts) - len(shown)} earlier turns"))
+        blocks.append(context_block(f"…{len(posts) - len(shown)} earlier turns"))
     for item in shown:
-        post = item["post"]
-        when = posted_at(post)
-        who = (
-            f"*{item['turn']}. {_literal(item['name'])}* · @{_literal(post['author'])} on "
-            f"{platform_name(post['platform'])} · {when}"
-        )
-        if link_target(post.get("url")):
-            who += f" · {_link(post['url'], 'open')}"
-        blocks.append(_context(who))
-        blocks.append({"type": "section", "text": _mrkdwn(bold_spans(post["text"], item["spans"]))})
+        blocks += turn_blocks(item)
     text = exchange_title(payload) + ": " + " / ".join(f"{i['name']}: {i['post']['text']}" for i in posts)
-    return {"text": _cut(_escape(text), SECTION_LIMIT), "blocks": blocks}
+    return {"text": _cut(escape(text), SECTION_LIMIT), "blocks": blocks}
+
+
+def turn_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """One turn of an exchange: who, where and when, then the post with its matched spans in bold."""
+    post = item["post"]
+    who = (
+        f"*{item['turn']}. {literal(item['name'])}* · @{literal(post['author'])} on "
+        f"{platform_name(post['platform'])} · {posted_at(post)}"
+    )
+    if link_target(post.get("url")):
+        who += f" · {_link(post['url'], 'open')}"
+    return [context_block(who), {"type": "section", "text": _mrkdwn(bold_spans(post["text"], item["spans"]))}]
+
+
+def turn_fallback(item: dict[str, Any]) -> str:
+    """The plain `text` of a message showing one turn (what notifications show)."""
+    return _cut(escape(f"Turn {item['turn']}: {item['name']}: {item['post']['text']}"), SECTION_LIMIT)
 
 
 def _header(payload: dict[str, Any]) -> dict[str, Any]:
@@ -152,24 +160,24 @@ def _header(payload: dict[str, Any]) -> dict[str, Any]:
 def _alert_blocks(payload: dict[str, Any], folded: int, title: bool = False) -> list[dict[str, Any]]:
     post, rule = payload["post"], payload["rule"]
     when = posted_at(post)
-    who = f"*@{_literal(post['author'])}* on {platform_name(post['platform'])} · {when}"
+    who = f"*@{literal(post['author'])}* on {platform_name(post['platform'])} · {when}"
     if post.get("kind") not in (None, "post"):
         who += f" · {post['kind']}"
     if title:
         who = f"{icon(rule['category'])} *{rule['category']}* {rule['severity']}/5 · " + who
-    footer = f"rule `{_literal(rule['id'])}`"
+    footer = f"rule `{literal(rule['id'])}`"
     why = why_line(payload)
     if why:
-        footer += f" · {_literal(why)}"
+        footer += f" · {literal(why)}"
     if link_target(post.get("url")):
         footer += f" · {_link(post['url'], 'open the post')}"
     if folded:
-        footer += f" · +{folded} more like this from @{_literal(post['author'])}"
+        footer += f" · +{folded} more like this from @{literal(post['author'])}"
     section = {"type": "section", "text": _mrkdwn(bold_spans(post["text"], payload["spans"]))}
-    return [_context(who), section, _context(footer)]
+    return [context_block(who), section, context_block(footer)]
 
 
-def _context(text: str) -> dict[str, Any]:
+def context_block(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [_mrkdwn(_cut(text, SECTION_LIMIT))]}
 
 
@@ -179,9 +187,9 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 
 
 def bold_spans(text: str, spans: list[list[Any]]) -> str:
-    """The post text as Slack mrkdwn showing exactly its characters (see `_literal`), matched spans in bold,
+    """The post text as Slack mrkdwn showing exactly its characters (see `literal`), matched spans in bold,
     at most 3,000 characters."""
-    marked = _literal(highlight(text, spans, _OPEN, _CLOSE))
+    marked = literal(highlight(text, spans, _OPEN, _CLOSE))
     return _cut(marked.replace(_OPEN, "*").replace(_CLOSE, "*"), SECTION_LIMIT, bold=True)
 
 
@@ -196,15 +204,15 @@ def _fallback(payload: dict[str, Any]) -> str:
     post, rule = payload["post"], payload["rule"]
     where = platform_name(post["platform"])
     text = f"{rule['category'].capitalize()} by @{post['author']} on {where}: {post['text']}"
-    return _cut(_escape(text), SECTION_LIMIT)
+    return _cut(escape(text), SECTION_LIMIT)
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
     """Entities for &, < and >: enough for the plain `text` fallback, which Slack shows in notifications."""
     return "".join(_ENTITIES.get(char, char) for char in text)
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """mrkdwn that shows `text` as it is: entities for &, < and >; each formatting character as a date Slack
     cannot format, whose fallback (the character) Slack shows as plain text; a soft hyphen before a `>` that
     opens a line. The bold markers _OPEN and _CLOSE pass through."""
