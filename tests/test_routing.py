@@ -234,7 +234,7 @@ def test_a_filtered_out_channel_gets_no_row_while_mutes_and_keys_work_as_before(
         store.mute(utcnow().replace(year=2999), rule_id="cage-fight")
         poll_everything(settings, store)
         rows = store.db.execute(
-            "SELECT channel, rule_id, status, key FROM alerts WHERE hit_id IS NOT NULL ORDER BY channel"
+            "SELECT channel, rule_id, status, key FROM alerts WHERE hit_id IS NOT NULL ORDER BY channel, id"
         ).fetchall()
     assert [(c, r, s) for c, r, s, _ in rows] == [
         ("everything", "cage-fight", "muted"),
