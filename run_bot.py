@@ -408,15 +408,20 @@ def feed_is_paused(store: Store, source: str, feed: str) -> bool:
 
 
 def command_check_config(args: argparse.Namespace) -> int:
+    """Print the settings (secrets masked) as JSON; on stderr, the channels each rule reaches, a warning
+    for each rule (or press source) that reaches none, and the verdict. Warnings leave the exit code 0."""
     from bot.app import build_detector
     from bot.detect.matcher import load_rules
+    from bot.reach import reach
     from config import load_settings
 
     settings = load_settings(args.config)
     rules = load_rules(settings.rules)
     detector = build_detector(settings)
+    routes = reach(settings, rules, model=detector.scorer is not None)
     shown = settings.masked()
     shown["matcher"]["rule_count"] = len(rules)
+    shown["routes"] = routes.shown()
     model = "no model (rules alone)"
     if detector.scorer is not None:
         trained = detector.scorer.meta.get("trained_on", {})
@@ -424,6 +429,8 @@ def command_check_config(args: argparse.Namespace) -> int:
         shown["detector"]["trained_on"] = trained
         model = f"the model {settings.detector.model} ({trained.get('posts', '?')} posts)"
     print(json.dumps(shown, indent=2, ensure_ascii=False))
+    for line in routes.lines + routes.warnings:
+        print(line, file=sys.stderr)
     print(
         f"ok: {settings.path}, {len(rules)} rule(s) in {settings.rules} and {model} are valid",
         file=sys.stderr,

@@ -10,6 +10,7 @@ from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
 from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
+from bot.routing import Router, check_routes
 from bot.sources import Source, build_source
 from bot.sources.replay import ReplaySource
 from config import Settings
@@ -55,14 +56,18 @@ def build_pipeline(
         intervals={config.name: config.every for config in settings.sources},
         watchdog_after=settings.service.watchdog_after,
         exchanges=settings.exchanges,
+        router=Router.from_settings(settings, detector.matcher.rules, [n.name for n in notifiers]),
     )
     _say_where_replays_stand(pipeline)
     return pipeline
 
 
 def build_detector(settings: Settings) -> Detector:
-    """The configured rules and model, validated; ConfigError or ModelError if either cannot be used."""
-    return detector_from(settings.rules, settings.engine, settings.detector)
+    """The configured rules and model, validated, with the names channels and rules give each other
+    (bot.routing); ConfigError or ModelError if either cannot be used."""
+    detector = detector_from(settings.rules, settings.engine, settings.detector)
+    check_routes(settings, detector.matcher.rules)
+    return detector
 
 
 def detector_from(rules: Path, engine: str, config: DetectorSettings) -> Detector:

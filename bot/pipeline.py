@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from bot import metrics
@@ -19,6 +20,7 @@ from bot.detect.detector import Detector, alerts_on
 from bot.exchanges import link_posts
 from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
+from bot.routing import Router
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
@@ -39,10 +41,13 @@ class Pipeline:
     intervals: dict[str, float] = field(default_factory=dict)  # seconds between polls, per source
     watchdog_after: int = 0  # intervals without success before a feed is reported; 0: off
     exchanges: Exchanges | None = None  # people and rivalries for exchange detection
+    router: Router | None = None  # which channels each alert goes to; None: every channel gets every alert
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
         self.courier = Courier(self.store, self.notifiers, self.delivery, self.digests)
+        if self.router is None:
+            self.router = Router([n.name for n in self.notifiers])
 
     def feeds(self) -> Iterable[tuple[str, str]]:
         for name, source in self.sources.items():
@@ -79,7 +84,7 @@ class Pipeline:
                 started,
                 fetch,
                 self._hits(fetch),
-                [n.name for n in self.notifiers],
+                partial(self.router.channels_for, source=source_name),
                 throttle=self.delivery.throttle,
                 platform=source.platform,
                 link=self._link if self.exchanges and self.exchanges.rivalries else None,

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bot.detect.scanners import ENGINES
+from config.routes import Route, route_from_table
 from config.secrets import Secret, check_http_url, required_secret
 from config.sources import SourceConfig, source_from_table
 from config.table import ConfigError, Table
@@ -36,6 +37,7 @@ class ChannelConfig:
     type: str
     options: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, Secret] = field(default_factory=dict)  # "url", "signing"
+    route: Route = field(default_factory=Route)  # which alerts the channel wants (bot.routing)
 
     @property
     def digest(self) -> float:
@@ -146,7 +148,7 @@ class Settings:
                 "rivalries": [sorted(group) for group in self.exchanges.rivalries],
             },
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
-            "channels": [_masked_part(c) for c in self.channels],
+            "channels": [_masked_part(c, **c.route.shown()) for c in self.channels],
         }
 
 
@@ -178,6 +180,10 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
+    exchanges = _exchanges(exchange_table, top.tables("people"), top.tables("rivalries"))
+    sources = _unique("sources", [source_from_table(t, environ) for t in top.tables("sources")], file)
+    # A channel's filters name people and sources: both are read first.
+    known = ([p.id for p in exchanges.people], [s.name for s in sources])
     settings = Settings(
         path=file,
         database=database,
@@ -188,9 +194,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
         delivery=_delivery(delivery),
         service=_service(service, environ),
-        exchanges=_exchanges(exchange_table, top.tables("people"), top.tables("rivalries")),
-        sources=_unique("sources", [source_from_table(t, environ) for t in top.tables("sources")], file),
-        channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
+        exchanges=exchanges,
+        sources=sources,
+        channels=_unique("channels", [_channel(t, environ, *known) for t in top.tables("channels")], file),
         detector=_detector(detector),
     )
     for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, top):
@@ -355,7 +361,9 @@ SLACK_API_URL = "https://slack.com/api/"
 _SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,}|#?[a-z0-9][a-z0-9_-]{0,79}")
 
 
-def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
+def _channel(
+    table: Table, environ: Mapping[str, str], people: list[str], sources: list[str]
+) -> ChannelConfig:
     kind = table.get("type", "str")
     if kind not in CHANNEL_TYPES:
         table.fail("type", f"unknown channel type {kind!r}; expected one of: {', '.join(CHANNEL_TYPES)}")
@@ -380,8 +388,9 @@ def _channel(table: Table, environ: Mapping[str, str]) -> ChannelConfig:
         _check_signing_secret(table, secrets["signing"])
     if kind == "slack_app":
         _check_slack_tokens(table, secrets)
+    route = route_from_table(table, people, sources)
     table.finish()
-    return ChannelConfig(name=name, type=kind, options=options, secrets=secrets)
+    return ChannelConfig(name=name, type=kind, options=options, secrets=secrets, route=route)
 
 
 def _check_signing_secret(table: Table, secret: Secret) -> None:

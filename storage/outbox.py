@@ -11,7 +11,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +27,8 @@ PAUSED = datetime(9999, 12, 31, tzinfo=UTC)
 # How a permanent refusal reads in last_error (bot.notifiers.http.check writes "... refused (HTTP 404 ...)").
 REFUSED = "refused ("
 REFUSAL_STREAK_LIMIT = 100  # a streak is only ever compared with a handful
+# The channels an alert payload goes to (bot.routing decides; the store only asks).
+ChannelsFor = Callable[[dict[str, Any]], Sequence[str]]
 _COLUMNS = "id, channel, key, payload, attempts, next_attempt_at, created_at, folded, digest_key"
 
 
@@ -67,11 +69,12 @@ class Outbox:
         self,
         new_hits: list[tuple[int, Hit, dict[str, Any] | None]],
         authors: dict[str, str],
-        channels: Sequence[str],
+        route: ChannelsFor,
         now: datetime,
         throttle: float,
     ) -> int:
-        """Queue an alert per new hit and channel, folding throttled ones, marking muted ones; count rows."""
+        """Queue an alert per new hit and channel that `route` names for it, folding throttled ones, marking
+        muted ones; count rows."""
         muted_rules, muted_authors = self._active_mutes(now)
         rows: list[dict[str, Any]] = []
         queued: dict[tuple[str, str, str], dict[str, Any]] = {}  # (channel, rule, author) -> row made now
@@ -85,7 +88,7 @@ class Outbox:
             muted = hit.rule_id in muted_rules or not muted_authors.isdisjoint(
                 {author, f"{platform}:{author}"}
             )
-            for channel in channels:
+            for channel in route(payload):
                 group = (channel, hit.rule_id, author)
                 if throttle > 0 and not muted:
                     if group in queued:

@@ -25,13 +25,13 @@ from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
 from storage.labels import LabelStore
 from storage.opening import check_intact, check_schema, check_writable, connect, what_is_wrong
-from storage.outbox import Alert, Outbox
+from storage.outbox import Alert, ChannelsFor, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
 from storage.slack import SlackStore
 from storage.versions import History, VersionPlan
 
-__all__ = ["Alert", "FeedState", "Found", "PollSaved", "Store"]
+__all__ = ["Alert", "ChannelsFor", "FeedState", "Found", "PollSaved", "Store"]
 
 # A hit, the post it was found in (that version's text: the same key may come twice in one poll with other
 # texts) and its alert payload (None: store the hit, alert nobody).
@@ -137,7 +137,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
         started_at: datetime,
         fetch: Fetch,
         hits: Sequence[Found],
-        channels: Sequence[str],
+        channels: Sequence[str] | ChannelsFor,
         throttle: float = 0.0,
         platform: str | None = None,
         link: Callable[[Store, Sequence[Post], dict[str, list[Hit]]], list[dict[str, Any]]] | None = None,
@@ -149,19 +149,21 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
         outbox row per channel is made only for hits not stored before, so polling the same posts again, or
         a new version that the same rule matches again, sends nothing twice, while a rule that newly matches
         a new version alerts with that version's text. `fetch.rejected` goes into the quarantine.
+        `channels` is every channel, or a function (bot.routing) naming the channels each payload goes to.
         """
+        route = channels if callable(channels) else _to_all(channels)
         now = utcnow()
         with self.lock, self.db.atomic():
             new_posts, versions = self._save_posts(source, fetch.posts, now)
             new_hits = self._save_hits(hits, versions, now)
             authors = {post.key: post.author.lower() for post in fetch.posts}
-            alerts = self._queue_alerts(new_hits, authors, channels, now, throttle)
+            alerts = self._queue_alerts(new_hits, authors, route, now, throttle)
             if link is not None:
                 by_post: dict[str, list[Hit]] = {}
                 for _, hit, _ in hits:
                     by_post.setdefault(hit.post_key, []).append(hit)
                 for payload in link(self, fetch.posts, by_post):
-                    alerts += self.queue_notice(channels, payload)
+                    alerts += self.queue_notice(route(payload), payload)
             self._save_accounts(fetch.accounts, now)
             quarantined = self._quarantine(source, feed, fetch.rejected, now)
             self._set_cursor(source, feed, fetch.cursor, None, now)
@@ -457,3 +459,9 @@ def hit_row(hit: Hit, now: datetime, version: int = 1) -> dict[str, Any]:
 def _chunks(values: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
+
+
+def _to_all(channels: Sequence[str]) -> ChannelsFor:
+    """The route of a caller that names its channels: every payload goes to all of them."""
+    names = list(channels)
+    return lambda payload: names

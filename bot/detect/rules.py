@@ -10,6 +10,7 @@
     platforms = ["x"]                 #   on these platforms,
     accounts = ["elonmusk"]           #   by these accounts ("name" or "platform:name"),
     kinds = ["post", "quote"]         #   of these kinds (post, reply, quote, repost)
+    channels = ["slack-main"]         # optional: its alerts go only to these channels (bot.routing)
 
 Every error names the file, the rule and, for a query, the column.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,18 @@ VETO = "veto"
 # the challenge they answer; a veto is kept so the decision can be read back.
 SILENT_CATEGORIES = frozenset({"response", VETO})
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
-_KEYS = ("id", "category", "severity", "query", "description", "languages", "platforms", "accounts", "kinds")
+_KEYS = (
+    "id",
+    "category",
+    "severity",
+    "query",
+    "description",
+    "languages",
+    "platforms",
+    "accounts",
+    "kinds",
+    "channels",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class Rule:
     platforms: frozenset[str] = frozenset()
     accounts: frozenset[str] = frozenset()
     kinds: frozenset[str] = frozenset()
+    channels: tuple[str, ...] = ()  # the only channels its alerts go to; empty: wherever channels want them
+    file: Path | None = field(default=None, compare=False)  # the rule file it came from, for messages
 
     def applies_to(self, post: Post) -> bool:
         """Whether the post is within this rule's scopes (a rule without scopes applies to every post)."""
@@ -95,7 +109,10 @@ def rules_in_file(file: Path) -> list[Rule]:
     for index, table in enumerate(tables):
         if not isinstance(table, dict):
             raise ConfigError(f"{file}: rules[{index}]: expected a [[rules]] table, got {table!r}")
-    return [rule_from_table(table, f"{file}: rules[{index}]") for index, table in enumerate(tables)]
+    return [
+        replace(rule_from_table(table, f"{file}: rules[{index}]"), file=file)
+        for index, table in enumerate(tables)
+    ]
 
 
 def rule_from_table(table: dict[str, Any], where: str) -> Rule:
@@ -135,6 +152,7 @@ def rule_from_table(table: dict[str, Any], where: str) -> Rule:
         platforms=_names(table, "platforms", where),
         accounts=_names(table, "accounts", where),
         kinds=_kinds(table, where),
+        channels=_channels(table, where),
     )
 
 
@@ -143,6 +161,19 @@ def _names(table: dict[str, Any], key: str, where: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise ConfigError(f'{where}: {key}: expected a list of names such as ["en", "fr"]')
     return frozenset(v.strip().lower().replace("@", "") for v in value)
+
+
+def _channels(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The channel names a rule sends to; whether such channels exist is checked with the settings
+    (bot.routing), which the rule pack does not know."""
+    if "channels" not in table:
+        return ()
+    value = table["channels"]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(
+            f'{where}: channels: expected a list of channel names such as ["slack-main"], got {value!r}'
+        )
+    return tuple(dict.fromkeys(v.strip() for v in value))
 
 
 def _kinds(table: dict[str, Any], where: str) -> frozenset[str]:
