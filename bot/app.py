@@ -55,6 +55,7 @@ def build_pipeline(
         intervals={config.name: config.every for config in settings.sources},
         watchdog_after=settings.service.watchdog_after,
         exchanges=settings.exchanges,
+        x_spend=settings.x_spend,
     )
     _say_where_replays_stand(pipeline)
     return pipeline
