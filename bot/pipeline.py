@@ -21,11 +21,11 @@ from bot.exchanges import link_posts
 from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
 from bot.sources import RateLimited, Source, SourceError
-from bot.spend import check_budget, publish, spend_at
+from bot.spend import budget_raised, check_budget, publish, spend_at
 from bot.timeutil import utcnow
 from bot.watchdog import watch
 from config.settings import Delivery, Exchanges, XSpend
-from storage.store import Found, PollSaved, Store
+from storage.store import FeedState, Found, PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
 
@@ -72,7 +72,11 @@ class Pipeline:
         where = f"{source_name}:{feed}"
         state = self.store.feed_state(source_name, feed)
         started = self.clock()
-        if state.paused_until and started < state.paused_until:
+        if (
+            state.paused_until
+            and started < state.paused_until
+            and not self._x_budget_raised(source, state, started)
+        ):
             log.debug("%s: rate limited until %s; skipped", where, state.paused_until)
             return None
         try:
@@ -135,6 +139,11 @@ class Pipeline:
 
     def _check_x_budget(self, now: datetime) -> None:
         check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
+
+    def _x_budget_raised(self, source: Source, state: FeedState, now: datetime) -> bool:
+        """An X feed paused by a budget that the operator has raised since polls again at once."""
+        assert state.paused_until is not None
+        return source.platform == "x" and budget_raised(self.store, self.x_spend, state.paused_until, now)
 
     def _publish_x_spend(self, now: datetime) -> None:
         try:

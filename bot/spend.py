@@ -122,6 +122,17 @@ def check_budget(store: Store, budget: XSpend, channels: Sequence[str], now: dat
     raise BudgetReached(text, longest.ends)
 
 
+def budget_raised(store: Store, budget: XSpend, paused_until: datetime, now: datetime) -> bool:
+    """Whether a feed paused until `paused_until` may poll now because its pause was a spent budget's (it
+    ends where the UTC day or month does) and the budget, raised or removed since, is no longer reached.
+
+    A platform's rate limit that happens to end exactly at midnight passes too: X then answers 429 and the
+    feed is paused again, until X's own reset."""
+    if paused_until not in (next_day(now), next_month(now)):
+        return False
+    return not budgets_reached(spend_at(store, budget.price_per_post, now), budget, now)
+
+
 def budget_notice(reached: Reached, text: str) -> dict:
     """The notice of a spent budget: a watchdog message (every channel renders those) from the source
     "budget"; its key is the period's, the same for every feed that finds that budget spent."""

@@ -216,6 +216,20 @@ def test_a_spent_monthly_budget_pauses_x_until_the_next_month_with_a_notice_of_i
 
 
 @responses.activate
+def test_a_budget_raised_during_its_pause_lets_x_poll_again_at_once(store, detector):
+    responses.get(TIMELINE, json=timeline(tweet("202", "b"), tweet("201", "a")))
+    responses.get(TIMELINE, json=timeline(tweet("203", "c")))
+    clock = Clock(DAY)
+    pipeline = x_pipeline(store, detector, clock, XSpend(budget_per_day=0.01))
+    pipeline.poll("x", "elonmusk")
+    assert pipeline.poll("x", "elonmusk") is None
+    assert pipeline.poll("x", "elonmusk") is None  # still paused: the budget is what it was
+    pipeline.x_spend = XSpend(budget_per_day=1.0)  # the operator raised it and restarted
+    assert pipeline.poll("x", "elonmusk").billed == 1
+    assert len(responses.calls) == 2
+
+
+@responses.activate
 def test_an_x_source_without_a_budget_is_never_paused(store, detector):
     responses.get(TIMELINE, json=timeline(tweet("202", "b"), tweet("201", "a")))
     responses.get(TIMELINE, json=timeline(tweet("203", "c")))
