@@ -73,34 +73,42 @@ def next_month(now: datetime) -> datetime:
 
 
 @dataclass(frozen=True)
-class Reached:
-    """A budget spent: its period ("day" or "month"), when that period started and ends, the limit and the
-    spend (dollars and posts)."""
+class Period:
+    """A budget's period ("day" or "month") around a moment: when it started and ends, the budget, and the
+    spend so far (dollars and posts)."""
 
-    period: str
+    name: str
     started: datetime
     ends: datetime
-    limit: float
+    budget: float
     spent: float
     posts: int
 
+    @property
+    def spent_all(self) -> bool:
+        # 400 posts at $0.005 must reach $2.00 although 400 * 0.005 is not exactly 2.0 in floating point.
+        return self.spent >= self.budget - 1e-9
 
-def budgets_reached(spend: Spend, budget: XSpend, now: datetime) -> list[Reached]:
-    """The budgets that `spend` has reached in the UTC day and month of `now`."""
-    periods = (
-        Reached("day", day_start(now), next_day(now), budget.budget_per_day or 0, spend.day, spend.day_posts),
-        Reached(
-            "month",
-            month_start(now),
-            next_month(now),
-            budget.budget_per_month or 0,
-            spend.month,
-            spend.month_posts,
-        ),
-    )
-    limits = {"day": budget.budget_per_day, "month": budget.budget_per_month}
-    # 400 posts at $0.005 must reach $2.00 although 400 * 0.005 is not exactly 2.0 in floating point.
-    return [p for p in periods if limits[p.period] is not None and p.spent >= p.limit - 1e-9]
+
+def budgets_reached(spend: Spend, budget: XSpend, now: datetime) -> list[Period]:
+    """The periods around `now` (UTC day, UTC month) whose budget `spend` has reached."""
+    periods = []
+    if budget.budget_per_day is not None:
+        periods.append(
+            Period("day", day_start(now), next_day(now), budget.budget_per_day, spend.day, spend.day_posts)
+        )
+    if budget.budget_per_month is not None:
+        periods.append(
+            Period(
+                "month",
+                month_start(now),
+                next_month(now),
+                budget.budget_per_month,
+                spend.month,
+                spend.month_posts,
+            )
+        )
+    return [period for period in periods if period.spent_all]
 
 
 def check_budget(store: Store, budget: XSpend, channels: Sequence[str], now: datetime) -> Spend:
@@ -112,10 +120,10 @@ def check_budget(store: Store, budget: XSpend, channels: Sequence[str], now: dat
     if not reached:
         return spend
     # A spent month outlasts a spent day; on a month's last day both end together: the month says more.
-    longest = max(reached, key=lambda r: (r.ends, r.period == "month"))
+    longest = max(reached, key=lambda period: (period.ends, period.name == "month"))
     text = (
-        f"X budget reached: ${longest.spent:.2f} spent this {longest.period} of ${longest.limit:.2f} "
-        f"({longest.posts} posts at ${budget.price_per_post} a post); X feeds paused until "
+        f"X budget reached: ${longest.spent:.2f} of ${longest.budget:.2f} per {longest.name} spent "
+        f"({longest.posts} posts at ${budget.price_per_post:g} a post); X feeds paused until "
         f"{longest.ends.strftime('%Y-%m-%d %H:%M UTC')}, other platforms go on"
     )
     store.queue_notice(channels, budget_notice(longest, text))
@@ -133,10 +141,10 @@ def budget_raised(store: Store, budget: XSpend, paused_until: datetime, now: dat
     return not budgets_reached(spend_at(store, budget.price_per_post, now), budget, now)
 
 
-def budget_notice(reached: Reached, text: str) -> dict:
+def budget_notice(reached: Period, text: str) -> dict:
     """The notice of a spent budget: a watchdog message (every channel renders those) from the source
     "budget"; its key is the period's, the same for every feed that finds that budget spent."""
-    return notice("failing", "budget", f"x:{reached.period}", reached.started, None, text=text)
+    return notice("failing", "budget", f"x:{reached.name}", reached.started, None, text=text)
 
 
 def publish(spend: Spend, budget: XSpend) -> None:

@@ -161,7 +161,7 @@ def test_a_spent_daily_budget_pauses_x_without_asking_x_while_the_replay_goes_on
     for feed_name in ("elonmusk", "finkd"):
         assert store.feed_state("x", feed_name).paused_until == datetime(2026, 4, 1, tzinfo=UTC)
     (error,) = store.db.execute("SELECT error FROM runs WHERE error IS NOT NULL").fetchall()
-    assert error[0].startswith("X budget reached: $0.01 spent this day of $0.01 (2 posts at $0.005 a post)")
+    assert error[0].startswith("X budget reached: $0.01 of $0.01 per day spent (2 posts at $0.005 a post)")
     pipeline.deliver_all()
     assert printed.getvalue().count("X BUDGET REACHED") == 1
     assert "X feeds paused until 2026-04-01 00:00 UTC, other platforms go on" in printed.getvalue()
@@ -212,7 +212,7 @@ def test_a_spent_monthly_budget_pauses_x_until_the_next_month_with_a_notice_of_i
     assert store.feed_state("x", "elonmusk").paused_until == datetime(2026, 4, 1, tzinfo=UTC)
     pipeline.deliver_all()
     assert printed.getvalue().count("X BUDGET REACHED") == 2  # March 30's day, then March's month
-    assert "$0.02 spent this month of $0.02 (4 posts" in printed.getvalue()
+    assert "$0.02 of $0.02 per month spent (4 posts" in printed.getvalue()
 
 
 @responses.activate
