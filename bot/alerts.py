@@ -121,9 +121,12 @@ def exchange_follow_up(payload: dict[str, Any]) -> str | None:
 
 
 def notice_title(payload: dict[str, Any]) -> str:
-    """The title of a watchdog notice: a feed failing or recovered, or a channel paused (source "channel")."""
+    """The title of a watchdog notice: a feed failing or recovered, a channel paused (source "channel") or
+    X's budget spent (source "budget")."""
     if payload.get("source") == "channel":
         return "Channel paused"
+    if payload.get("source") == "budget":
+        return "X budget reached"
     return "Source failing" if payload["state"] == "failing" else "Source recovered"
 
 

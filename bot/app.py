@@ -57,6 +57,7 @@ def build_pipeline(
         watchdog_after=settings.service.watchdog_after,
         exchanges=settings.exchanges,
         router=Router.from_settings(settings, detector.matcher.rules, [n.name for n in notifiers]),
+        x_spend=settings.x_spend,
     )
     _say_where_replays_stand(pipeline)
     return pipeline

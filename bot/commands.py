@@ -194,8 +194,18 @@ def command_report(args: argparse.Namespace) -> int:
     if args.account is not None:
         _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
-        table = store.report(args.name, since, until, args.account, limit)
+    settings = load_settings(args.config)
+    spend = settings.x_spend
+    with Store.open(settings.database, create=False, readonly=True) as store:
+        table = store.report(
+            args.name,
+            since,
+            until,
+            args.account,
+            limit,
+            x_price=spend.price_per_post,
+            x_budgets=(spend.budget_per_day, spend.budget_per_month),
+        )
     print_table(table.columns, table.rows, args.format)
     return 0
 

@@ -41,6 +41,21 @@ X_REQUESTS = Counter(
 X_POSTS_READ = Counter(
     "ringside_x_posts_read", "Posts read from the X API (billed per post)", registry=REGISTRY
 )
+X_POSTS_BILLED = Counter(
+    "ringside_x_posts_billed",
+    "Posts X bills for: each post it returned, once per UTC day (the spend ledger)",
+    ["source"],
+    registry=REGISTRY,
+)
+X_SPEND = Gauge(
+    "ringside_x_spend_dollars",
+    "X spend in US dollars this UTC day or month, from the ledger at the configured price",
+    ["period"],
+    registry=REGISTRY,
+)
+X_BUDGET = Gauge(
+    "ringside_x_budget_dollars", "The X budget per UTC day or month, when set", ["period"], registry=REGISTRY
+)
 OUTBOX_BACKLOG = Gauge("ringside_outbox_backlog", "Alerts waiting to be sent", ["channel"], registry=REGISTRY)
 ALERTS_DEAD = Gauge(
     "ringside_alerts_dead", "Alerts given up on (retry-dead requeues)", ["channel"], registry=REGISTRY

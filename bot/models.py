@@ -101,6 +101,7 @@ class Fetch:
     `rejected` holds the records that could not become posts: quarantined, and the cursor moves past them.
     `more` says the batch was cut at the source's bound and more posts are ready now (`once` and backfills
     poll again at once).
+    `read_ids` holds the id of every post object X returned (its billing unit), for the spend ledger.
     """
 
     posts: tuple[Post, ...]
@@ -109,3 +110,4 @@ class Fetch:
     accounts: tuple[tuple[str, str, str], ...] = ()
     rejected: tuple[Rejected, ...] = ()
     more: bool = False
+    read_ids: tuple[str, ...] = ()

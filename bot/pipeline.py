@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from datetime import datetime
 from typing import Any
 
 from bot import metrics
@@ -22,10 +23,11 @@ from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
 from bot.routing import Router
 from bot.sources import RateLimited, Source, SourceError
+from bot.spend import budget_raised, check_budget, publish, spend_at
 from bot.timeutil import utcnow
 from bot.watchdog import watch
-from config.settings import Delivery, Exchanges
-from storage.store import Found, PollSaved, Store
+from config.settings import Delivery, Exchanges, XSpend
+from storage.store import FeedState, Found, PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
 
@@ -42,6 +44,8 @@ class Pipeline:
     watchdog_after: int = 0  # intervals without success before a feed is reported; 0: off
     exchanges: Exchanges | None = None  # people and rivalries for exchange detection
     router: Router | None = None  # which channels each alert goes to; None: every channel gets every alert
+    x_spend: XSpend = field(default_factory=XSpend)  # X's price and the operator's budgets
+    clock: Callable[[], datetime] = utcnow  # when a poll starts: the day its X reads are billed on
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,11 +76,17 @@ class Pipeline:
         source = self.sources[source_name]
         where = f"{source_name}:{feed}"
         state = self.store.feed_state(source_name, feed)
-        started = utcnow()
-        if state.paused_until and started < state.paused_until:
+        started = self.clock()
+        if (
+            state.paused_until
+            and started < state.paused_until
+            and not self._x_budget_raised(source, state, started)
+        ):
             log.debug("%s: rate limited until %s; skipped", where, state.paused_until)
             return None
         try:
+            if source.platform == "x":  # before X is asked, so a spent budget costs nothing more
+                self._check_x_budget(started)
             fetch = source.fetch(feed, state.cursor)
             saved = self.store.save_poll(
                 source_name,
@@ -115,6 +125,9 @@ class Pipeline:
         metrics.POLL_SECONDS.labels(source_name).observe((utcnow() - started).total_seconds())
         metrics.POSTS_FETCHED.labels(source_name).inc(saved.fetched)
         metrics.POSTS_NEW.labels(source_name).inc(saved.new_posts)
+        if source.platform == "x":
+            metrics.X_POSTS_BILLED.labels(source_name).inc(saved.billed)
+            self._publish_x_spend(started)
         for category, count in saved.categories.items():
             metrics.HITS.labels(category).inc(count)
         level = logging.INFO if saved.new_posts or saved.new_hits else logging.DEBUG
@@ -128,6 +141,20 @@ class Pipeline:
             saved.alerts,
         )
         return saved
+
+    def _check_x_budget(self, now: datetime) -> None:
+        check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
+
+    def _x_budget_raised(self, source: Source, state: FeedState, now: datetime) -> bool:
+        """An X feed paused by a budget that the operator has raised since polls again at once."""
+        assert state.paused_until is not None
+        return source.platform == "x" and budget_raised(self.store, self.x_spend, state.paused_until, now)
+
+    def _publish_x_spend(self, now: datetime) -> None:
+        try:
+            publish(spend_at(self.store, self.x_spend.price_per_post, now), self.x_spend)
+        except Exception:  # the gauges are a read-out: a fault reading them must not fail a stored poll
+            log.exception("could not read the X spend for /metrics")
 
     def _link(self, store: Store, posts: Sequence[Post], hits: dict[str, list[Hit]]) -> list[dict[str, Any]]:
         assert self.exchanges is not None

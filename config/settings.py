@@ -64,6 +64,15 @@ class Service:
 
 
 @dataclass(frozen=True)
+class XSpend:
+    """What X charges and how much the operator lets it charge: US dollars (the `[x]` table)."""
+
+    price_per_post: float = 0.005  # X's pay-per-use price of one post read (2026)
+    budget_per_day: float | None = None  # per UTC day; None: no limit
+    budget_per_month: float | None = None  # per UTC calendar month; None: no limit
+
+
+@dataclass(frozen=True)
 class Person:
     """Someone tracked across platforms: accounts are "platform:handle", lower case."""
 
@@ -113,6 +122,7 @@ class Settings:
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
     detector: DetectorSettings = field(default_factory=DetectorSettings)
+    x_spend: XSpend = field(default_factory=XSpend)
 
     def secrets(self) -> list[Secret]:
         """Every secret these settings hold, so logs can be scrubbed of them."""
@@ -138,6 +148,7 @@ class Settings:
             },
             "delivery": vars(self.delivery),
             "service": vars(self.service),
+            "x": vars(self.x_spend),
             "exchanges": {
                 "window": self.exchanges.window,
                 "cool_after": self.exchanges.cool_after,
@@ -176,7 +187,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     top = Table(_read_toml(file), "", file)
     storage, schedule, matcher = top.table("storage"), top.table("schedule"), top.table("matcher")
     delivery, service, exchange_table = top.table("delivery"), top.table("service"), top.table("exchanges")
-    detector = top.table("detector")
+    detector, x_table = top.table("detector"), top.table("x")
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
@@ -198,8 +209,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         sources=sources,
         channels=_unique("channels", [_channel(t, environ, *known) for t in top.tables("channels")], file),
         detector=_detector(detector),
+        x_spend=_x_spend(x_table),
     )
-    for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, top):
+    for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, x_table, top):
         table.finish()
     if not settings.sources:
         raise ConfigError(f"{file}: sources: no source configured; add a [[sources]] table")
@@ -252,6 +264,25 @@ def _detector(table: Table) -> DetectorSettings:
         if value < 1:
             table.fail(key, f"expected a whole number above zero, got {value}")
     return DetectorSettings(None if model == "off" else Path(model), threshold, **limits)
+
+
+def _x_spend(table: Table) -> XSpend:
+    """The [x] table: price_per_post, budget_per_day and budget_per_month, each in dollars above zero."""
+    return XSpend(
+        price_per_post=_dollars(table, "price_per_post", XSpend.price_per_post),
+        budget_per_day=_dollars(table, "budget_per_day", None),
+        budget_per_month=_dollars(table, "budget_per_month", None),
+    )
+
+
+def _dollars(table: Table, key: str, default: float | None) -> float | None:
+    table.used.add(key)
+    value = table.data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        table.fail(key, f"expected an amount of US dollars above zero such as 0.005 or 20, got {value!r}")
+    return float(value)
 
 
 def _engine(table: Table) -> str:

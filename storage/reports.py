@@ -19,7 +19,12 @@ import sqlite_utils
 from bot.models import parse_account
 from bot.timeutil import iso, utcnow
 
-X_PRICE_PER_POST = 0.005  # US dollars per post read from the X API (2026 pay-per-use)
+X_PRICE_PER_POST = 0.005  # US dollars per post read from the X API (2026 pay-per-use): the views' price
+# Posts one feed was billed for on the days `days` selects (SQL over `day`), from the X spend ledger.
+_BILLED = (
+    "(SELECT sum(t.posts) FROM x_read_totals t "
+    "WHERE t.source = r.source AND t.feed = r.feed AND t.day {days})"
+)
 
 
 @dataclass(frozen=True)
@@ -135,26 +140,45 @@ REPORTS = {
         Report(
             "source-health",
             "source_health",
-            f"Per source and feed: platform, last poll and success, posts, errors, X posts read and spend "
-            f"at ${X_PRICE_PER_POST} a post, failing since, rate-limited until",
-            f"""SELECT r.source, r.feed, max(r.platform) AS platform, max(r.finished_at) AS last_poll,
+            "Per source and feed: platform, last poll and success, posts, errors, X posts read; X posts "
+            "billed today, spend today and this month (UTC), budgets; failing since, rate-limited until",
+            """SELECT r.source, r.feed, max(r.platform) AS platform, max(r.finished_at) AS last_poll,
                       max(CASE WHEN r.error IS NULL THEN r.finished_at END) AS last_success,
                       count(*) AS polls, sum(r.error IS NOT NULL) AS errors,
                       sum(r.fetched) AS fetched, sum(r.new) AS new_posts,
                       sum(CASE WHEN r.platform = 'x' THEN r.fetched ELSE 0 END) AS x_posts_read,
-                      round(sum(CASE WHEN r.platform = 'x' THEN r.fetched ELSE 0 END) * {X_PRICE_PER_POST}, 2)
-                        AS x_spend_usd,
+                      """
+            + _BILLED.format(days="= date('now')")
+            + """ AS x_billed_today,
+                      round("""
+            + _BILLED.format(days="= date('now')")
+            + """ * {x_price}, 4) AS x_spend_today_usd,
+                      round("""
+            + _BILLED.format(days=">= strftime('%Y-%m-01', 'now')")
+            + """ * {x_price}, 4) AS x_spend_month_usd,
+                      CASE WHEN max(r.platform) = 'x' THEN {x_budget_day} END AS x_budget_day_usd,
+                      CASE WHEN max(r.platform) = 'x' THEN {x_budget_month} END AS x_budget_month_usd,
                       (SELECT error FROM runs e WHERE e.source = r.source AND e.feed = r.feed
                        ORDER BY e.id DESC LIMIT 1) AS last_error,
                       (SELECT failing_since FROM cursors c WHERE c.source = r.source AND c.feed = r.feed)
                         AS failing_since,
                       (SELECT paused_until FROM cursors c WHERE c.source = r.source AND c.feed = r.feed
                        AND c.paused_until > strftime('%Y-%m-%dT%H:%M:%f', 'now')) AS paused_until
-               FROM runs r WHERE {{where}}
+               FROM runs r WHERE {where}
                GROUP BY r.source, r.feed""",
             "r.started_at",
             _RUN_OF,
             "ORDER BY r.source, r.feed",
+        ),
+        Report(
+            "x-spend",
+            "x_spend",
+            "X posts billed and their cost per UTC day and feed (each post once a day, as X bills)",
+            """SELECT t.day, t.source, t.feed, t.posts, round(t.posts * {x_price}, 4) AS usd
+               FROM x_read_totals t WHERE {where}""",
+            "t.day || 'T23:59:59.999+00:00'",  # a day is in --since/--until when its last moment is
+            "(lower(t.feed) = :account OR lower(t.feed) = :handle)",
+            "ORDER BY t.day DESC, t.source, t.feed",
         ),
         Report(
             "exchanges",
@@ -185,7 +209,12 @@ REPORTS = {
 
 
 def view_sql(report: Report) -> str:
-    return f"CREATE VIEW {report.view} AS {report.sql.format(where='1 = 1')} {report.order}"
+    """A report as a view: no filter, X spend at the default price, no budget (a view cannot read the
+    settings; the report command can)."""
+    sql = report.sql.format(
+        where="1 = 1", x_price=X_PRICE_PER_POST, x_budget_day="NULL", x_budget_month="NULL"
+    )
+    return f"CREATE VIEW {report.view} AS {sql} {report.order}"
 
 
 class QueryError(Exception):
@@ -211,12 +240,20 @@ class ReportStore:
         until: datetime | None = None,
         account: str | None = None,
         limit: int | None = None,
+        x_price: float = X_PRICE_PER_POST,
+        x_budgets: tuple[float | None, float | None] = (None, None),
     ) -> Table:
         """Run report `name` (a key of REPORTS), filtered by time and account through parameters only.
 
-        `account` takes the forms rules take ("elonmusk", "@elonmusk", "x:elonmusk"); ValueError otherwise."""
+        `account` takes the forms rules take ("elonmusk", "@elonmusk", "x:elonmusk"); ValueError otherwise.
+        X spend is priced at `x_price` dollars a post; `x_budgets` are the budgets per day and per month."""
         report = REPORTS[name]
-        conditions, params = ["1 = 1"], {}
+        conditions: list[str] = ["1 = 1"]
+        params: dict[str, Any] = {
+            "x_price": x_price,
+            "x_budget_day": x_budgets[0],
+            "x_budget_month": x_budgets[1],
+        }
         if since is not None:
             conditions.append(f"{report.time_column} >= :since")
             params["since"] = iso(since)
@@ -227,7 +264,8 @@ class ReportStore:
             conditions.append(report.account_condition)
             params["platform"], params["handle"] = parse_account(account)
             params["account"] = account.strip().lower()
-        sql = f"{report.sql.format(where=' AND '.join(conditions))} {report.order}"
+        slots = {"x_price": ":x_price", "x_budget_day": ":x_budget_day", "x_budget_month": ":x_budget_month"}
+        sql = f"{report.sql.format(where=' AND '.join(conditions), **slots)} {report.order}"
         if limit is not None:
             sql += " LIMIT :limit"
             params["limit"] = limit

@@ -307,6 +307,32 @@ def _slack_app(db: sqlite_utils.Database) -> None:
     )
 
 
+def _x_spend_ledger(db: sqlite_utils.Database) -> None:
+    """The X spend ledger: X bills each post it returns once per UTC day. `x_reads` holds the ids read on a
+    day, so a post read again that day is not counted twice (Store prunes days that have ended);
+    `x_read_totals` keeps how many posts each feed was billed for each day, forever."""
+    db.execute(
+        """
+        CREATE TABLE x_reads (
+            day TEXT NOT NULL,             -- UTC date, YYYY-MM-DD
+            post_id TEXT NOT NULL,         -- the id of a post object X returned that day
+            PRIMARY KEY (day, post_id)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE x_read_totals (
+            day TEXT NOT NULL,             -- UTC date, YYYY-MM-DD
+            source TEXT NOT NULL,
+            feed TEXT NOT NULL,
+            posts INTEGER NOT NULL,        -- posts billed: first read that day by any feed
+            PRIMARY KEY (day, source, feed)
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1_initial,
     _v2_noise_control,
@@ -317,6 +343,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v7_versions_and_quarantine,
     _v8_index_per_poll,
     _slack_app,
+    _x_spend_ledger,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _OUR_TABLES = {"posts", "hits", "alerts", "cursors", "accounts", "runs", "mutes", "exchanges", "labels"}

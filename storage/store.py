@@ -29,6 +29,7 @@ from storage.outbox import Alert, ChannelsFor, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
 from storage.slack import SlackStore
+from storage.spend import SpendStore
 from storage.versions import History, VersionPlan
 
 __all__ = ["Alert", "ChannelsFor", "FeedState", "Found", "PollSaved", "Store"]
@@ -56,9 +57,10 @@ class PollSaved:
     categories: dict[str, int] = field(default_factory=dict)  # new hits per category
     quarantined: tuple[str, ...] = ()  # the errors of the records quarantined for the first time
     more: bool = False  # the source has more posts ready now (set by the pipeline from the fetch)
+    billed: int = 0  # X posts billed for the first time today (the spend ledger)
 
 
-class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore, SpendStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
@@ -150,6 +152,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
         a new version that the same rule matches again, sends nothing twice, while a rule that newly matches
         a new version alerts with that version's text. `fetch.rejected` goes into the quarantine.
         `channels` is every channel, or a function (bot.routing) naming the channels each payload goes to.
+        `fetch.read_ids` enter the X spend ledger on the UTC day of `started_at`, in the same transaction.
         """
         route = channels if callable(channels) else _to_all(channels)
         now = utcnow()
@@ -166,6 +169,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
                     alerts += self.queue_notice(route(payload), payload)
             self._save_accounts(fetch.accounts, now)
             quarantined = self._quarantine(source, feed, fetch.rejected, now)
+            billed = self._record_x_reads(source, feed, started_at, fetch.read_ids) if fetch.read_ids else 0
             self._set_cursor(source, feed, fetch.cursor, None, now)
             self.db["runs"].insert(
                 {
@@ -183,7 +187,7 @@ class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore):
         categories: dict[str, int] = {}
         for _, hit, _ in new_hits:
             categories[hit.category] = categories.get(hit.category, 0) + 1
-        return PollSaved(fetch.read, new_posts, len(new_hits), alerts, categories, quarantined)
+        return PollSaved(fetch.read, new_posts, len(new_hits), alerts, categories, quarantined, billed=billed)
 
     def save_failed_poll(
         self,

@@ -279,6 +279,7 @@ class XSource:
             accounts=learned,
             rejected=tuple(rejected),
             more=left is not None,
+            read_ids=_read_ids(pages),
         )
 
     def _call(self, endpoint: Callable[..., dict], **args: Any) -> dict:
@@ -427,6 +428,14 @@ def _tweet_id(tweet: Any) -> int:
         return int(tweet["id"])
     except (KeyError, TypeError, ValueError):
         return 0
+
+
+def _read_ids(pages: list[dict]) -> tuple[str, ...]:
+    """The id of every post object in the pages' `data`, rejected ones too: X bills each post it returns
+    (not the posts in `includes`), once per UTC day; the spend ledger (bot.spend) counts them."""
+    return tuple(
+        str(t["id"]) for page in pages for t in page.get("data") or [] if isinstance(t, dict) and t.get("id")
+    )
 
 
 def _count(pages: list[dict]) -> int:
