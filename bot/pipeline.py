@@ -23,7 +23,7 @@ from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
 from bot.routing import Router
 from bot.sources import RateLimited, Source, SourceError
-from bot.spend import budget_raised, check_budget, publish, spend_at
+from bot.spend import budget_raised, check_budget, posts_left, publish, spend_at
 from bot.timeutil import utcnow
 from bot.watchdog import watch
 from config.settings import Delivery, Exchanges, XSpend
@@ -86,8 +86,9 @@ class Pipeline:
             return None
         try:
             if source.platform == "x":  # before X is asked, so a spent budget costs nothing more
-                self._check_x_budget(started)
-            fetch = source.fetch(feed, state.cursor)
+                fetch = self._fetch_within_budget(source, feed, state.cursor, started)
+            else:
+                fetch = source.fetch(feed, state.cursor)
             saved = self.store.save_poll(
                 source_name,
                 feed,
@@ -142,8 +143,14 @@ class Pipeline:
         )
         return saved
 
-    def _check_x_budget(self, now: datetime) -> None:
-        check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
+    def _fetch_within_budget(self, source: Source, feed: str, cursor: str | None, now: datetime) -> Fetch:
+        """An X fetch of at most the posts the budgets leave (the rest follows from the saved page once the
+        budget allows); BudgetReached, with its notice queued, when a budget is already spent."""
+        spend = check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
+        allowed = posts_left(spend, self.x_spend)
+        if allowed is None:
+            return source.fetch(feed, cursor)
+        return source.fetch(feed, cursor, max_posts=allowed)  # type: ignore[call-arg]  # X's fetch takes it
 
     def _x_budget_raised(self, source: Source, state: FeedState, now: datetime) -> bool:
         """An X feed paused by a budget that the operator has raised since polls again at once."""

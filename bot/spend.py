@@ -130,6 +130,18 @@ def check_budget(store: Store, budget: XSpend, channels: Sequence[str], now: dat
     raise BudgetReached(text, longest.ends)
 
 
+def posts_left(spend: Spend, budget: XSpend) -> int | None:
+    """How many more posts X may return before the tighter budget is spent; None without a budget."""
+    left = [
+        limit - spent
+        for limit, spent in ((budget.budget_per_day, spend.day), (budget.budget_per_month, spend.month))
+        if limit is not None
+    ]
+    if not left:
+        return None
+    return max(0, int((min(left) + 1e-9) / budget.price_per_post))
+
+
 def budget_raised(store: Store, budget: XSpend, paused_until: datetime, now: datetime) -> bool:
     """Whether a feed paused until `paused_until` may poll now because its pause was a spent budget's (it
     ends where the UTC day or month does) and the budget, raised or removed since, is no longer reached.

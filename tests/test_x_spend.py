@@ -30,7 +30,7 @@ from storage import Store
 from storage.schema import MIGRATIONS, SCHEMA_VERSION, _x_spend_ledger, migrate
 from tests.conftest import ROOT, post_record, replay_config
 from tests.test_store import fill_a_schema_6_database
-from tests.test_x_source import make_source
+from tests.test_x_source import make_source, query_of
 from tests.xapi import API, USERS, timeline, tweet
 
 TIMELINE = f"{API}/users/{USERS['elonmusk']}/tweets"
@@ -165,6 +165,27 @@ def test_a_spent_daily_budget_pauses_x_without_asking_x_while_the_replay_goes_on
     pipeline.deliver_all()
     assert printed.getvalue().count("X BUDGET REACHED") == 1
     assert "X feeds paused until 2026-04-01 00:00 UTC, other platforms go on" in printed.getvalue()
+
+
+@responses.activate
+def test_a_poll_asks_x_only_for_what_the_budget_leaves_and_the_rest_follows_when_it_allows(store, detector):
+    pages = [[str(500 - 10 * page - n) for n in range(10)] for page in range(3)]
+    for number, ids in enumerate(pages):
+        token = f"p{number + 2}" if number < len(pages) - 1 else None
+        responses.get(TIMELINE, json=timeline(*[tweet(i, f"post {i}") for i in ids], next_token=token))
+    clock = Clock(DAY)
+    pipeline = x_pipeline(store, detector, clock, XSpend(budget_per_day=0.05))  # 10 posts a day
+    store.save_poll("x", "elonmusk", DAY, Fetch(posts=(), cursor="400"), [], [])
+    assert pipeline.poll_until_caught_up("x", "elonmusk") is None  # 10 read, then the budget stopped it
+    assert len(responses.calls) == 1 and query_of(responses.calls[0])["max_results"] == ["10"]
+    assert store.counts()["posts"] == 10
+    clock.now = DAY + timedelta(days=1, minutes=1)
+    pipeline.x_spend = XSpend(budget_per_day=1.0)
+    saved = pipeline.poll_until_caught_up("x", "elonmusk")
+    assert saved is not None and not saved.more
+    assert store.counts()["posts"] == 30  # the next day the saved page took up where the budget stopped
+    assert query_of(responses.calls[1])["pagination_token"] == ["p2"]
+    assert store.feed_state("x", "elonmusk").cursor == "500"
 
 
 @responses.activate

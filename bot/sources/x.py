@@ -147,12 +147,13 @@ class XSource:
             return list(self.accounts)
         return [BATCH_PREFIX + ",".join(group) for group in batch_accounts(self.accounts)]
 
-    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+    def fetch(self, feed: str, cursor: str | None, max_posts: int | None = None) -> Fetch:
         """New posts of `feed` after `cursor`, at most `max_pages` pages of them; `more` when X has more
-        pages of new posts, which the next fetch reads (the cursor says where)."""
+        pages of new posts, which the next fetch reads (the cursor says where). `max_posts` (what the
+        operator's budget leaves) stops the pages sooner: at most one page's minimum (10) beyond it."""
         position = CatchUp.from_cursor(cursor)
         try:
-            return self._fetch(feed, position)
+            return self._fetch(feed, position, max_posts)
         except ExpiredPage as error:
             # The rest of the catch-up cannot be paged to any more: the posts older than what was handed
             # out and newer than since_id are skipped, and polling goes on from the newest handed out.
@@ -165,13 +166,13 @@ class XSource:
             )
             return Fetch(posts=(), cursor=CatchUp(position.since_id, None, position.newest).cursor())
 
-    def _fetch(self, feed: str, position: CatchUp) -> Fetch:
+    def _fetch(self, feed: str, position: CatchUp, max_posts: int | None) -> Fetch:
         if feed.startswith(BATCH_PREFIX):
             query = search_query(feed.removeprefix(BATCH_PREFIX).split(","))
             search = self.client.search_recent_tweets
             try:
                 pages, left = self._pages(
-                    search, position, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
+                    search, position, max_posts, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
                 )
             except StaleCursor:
                 # Recent search reaches back 7 days: after a longer stop the gap cannot be fetched at all, and
@@ -184,12 +185,12 @@ class XSource:
                 )
                 position = CatchUp(None)
                 pages, left = self._pages(
-                    search, position, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
+                    search, position, max_posts, min_results=10, page_param=SEARCH_PAGE_PARAM, query=query
                 )
         else:
             self._resolve(feed)
             pages, left = self._pages(
-                self.client.get_users_tweets, position, min_results=5, id=self.ids[feed]
+                self.client.get_users_tweets, position, max_posts, min_results=5, id=self.ids[feed]
             )
         learned = tuple(("x", name, uid) for name, uid in self._unsaved.items())
         fetch = self._to_fetch(pages, position, left, learned)
@@ -212,12 +213,14 @@ class XSource:
         self,
         endpoint: Callable[..., dict],
         position: CatchUp,
+        max_posts: int | None,
         min_results: int,
         page_param: str = "pagination_token",
         **args: Any,
     ) -> tuple[list[dict], str | None]:
-        """The pages from `position` on, at most `max_pages`, and the token of the next page when X has more
-        new posts than that; without a since_id, just enough for the first-poll limit.
+        """The pages from `position` on, at most `max_pages` and about `max_posts` posts, and the token of the
+        next page when X has more new posts than that; without a since_id, just enough for the first-poll
+        limit (or `max_posts`, if fewer).
 
         Each page's meta.next_token is sent back as `page_param`, the name the endpoint documents.
         """
@@ -227,6 +230,8 @@ class XSource:
             wanted = None
         else:
             wanted = self.first_poll_limit
+        if wanted is None or (max_posts is not None and max_posts < wanted):
+            wanted = max_posts
         pages: list[dict] = []
         token = position.next_token
         while len(pages) < self.max_pages:
@@ -240,9 +245,12 @@ class XSource:
             metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
-            if not token or (wanted is not None and _count(pages) >= wanted):
+            if not token:
                 return pages, None
-        return pages, token if wanted is None else None
+            if wanted is not None and _count(pages) >= wanted:
+                # A first poll takes only its newest posts; a budget's stop resumes from here later.
+                return pages, token if position.since_id else None
+        return pages, token if position.since_id else None
 
     def _to_fetch(self, pages: list[dict], position: CatchUp, left: str | None, learned: tuple) -> Fetch:
         read = _count(pages)
