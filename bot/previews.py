@@ -57,37 +57,58 @@ def command_rules_try(args: argparse.Namespace) -> int:
     accounts = checked_accounts(args.account)
     settings = load_settings(args.config)
     matcher = matcher_of([rule], settings)
-    order = "oldest first" if args.oldest_first else "newest first"
     tally = Tally()
-    shown: list[tuple[Post, Hit]] = []
-    before, after = marks(sys.stdout)
     with Store.open(settings.database, create=False, readonly=True) as store:
-        for post, hit in hits_in_history(store, matcher, since, accounts, not args.oldest_first, tally):
-            if len(shown) == args.limit:
-                continue  # matching goes on, to say how many more there were
-            shown.append((post, hit))
-            if not args.json:
-                print(render_post(post, span_rows(hit.spans), before, after) + "\n")
+        found = hits_in_history(store, matcher, since, accounts, not args.oldest_first, tally)
+        shown = show_first(found, args.limit, None if args.json else marks(sys.stdout))
+    order = "oldest first" if args.oldest_first else "newest first"
     if args.json:
-        document = {
-            "query": args.query,
-            "order": order,
-            "since": iso(since) if since else None,
-            "accounts": accounts,
-            "read": tally.read,
-            "matched": tally.matched,
-            "shown": len(shown),
-            "more": tally.matched - len(shown),
-            "posts": [post_json(post, span_rows(hit.spans)) for post, hit in shown],
-        }
+        document = try_json(args.query, order, since, accounts, tally, shown)
         print(json_escaped(json.dumps(document, ensure_ascii=False, indent=1)))
         return 0
     more = tally.matched - len(shown)
     print(
-        f"{tally.matched} post(s) hit, of {tally.read} stored post(s) read{filters_said(since, accounts)}, "
-        f"{order}" + (f"; {more} more not shown (--limit {args.limit})" if more else "")
+        f"{tally.matched:,} post(s) hit, of {tally.read:,} stored post(s) read"
+        f"{filters_said(since, accounts)}, {order}"
+        + (f"; {more:,} more not shown (--limit {args.limit})" if more else "")
     )
     return 0
+
+
+def show_first(
+    found: Iterator[tuple[Post, Hit]], limit: int, marked: tuple[str, str] | None
+) -> list[tuple[Post, Hit]]:
+    """The first `limit` posts found, each printed as it comes when `marked` gives the marks; the rest are
+    read through too, so the tally counts every post hit."""
+    shown: list[tuple[Post, Hit]] = []
+    for post, hit in found:
+        if len(shown) == limit:
+            continue
+        shown.append((post, hit))
+        if marked is not None:
+            print(render_post(post, span_rows(hit.spans), *marked) + "\n")
+    return shown
+
+
+def try_json(
+    query: str,
+    order: str,
+    since: datetime | None,
+    accounts: list[str],
+    tally: Tally,
+    shown: list[tuple[Post, Hit]],
+) -> dict[str, Any]:
+    return {
+        "query": query,
+        "order": order,
+        "since": iso(since) if since else None,
+        "accounts": accounts,
+        "read": tally.read,
+        "matched": tally.matched,
+        "shown": len(shown),
+        "more": tally.matched - len(shown),
+        "posts": [post_json(post, span_rows(hit.spans)) for post, hit in shown],
+    }
 
 
 def query_rule(query: str) -> Rule:
@@ -243,45 +264,40 @@ def _current(batch: list[StoredText], key: str) -> int:
     return next(stored.version for stored in batch if stored.post.key == key and stored.current)
 
 
-def print_diff(diff: Diff, compared: str, filters: str, out: TextIO | None = None) -> None:
+def print_diff(diff: Diff, compared: str, filters: str) -> None:
     """The table of rules, the totals, then the example posts gained and lost per rule."""
-    out = out or sys.stdout
-    before, after = marks(out)
     changes = list(diff.changes.values())
     width = max([len("rule"), *(len(change.rule_id) for change in changes)])
-    print(f"rules diff: {compared}; {diff.read} stored post(s) read{filters}", file=out)
-    print(
-        f"{'rule':<{width}}  {'status':<8} {'before':>7} {'now':>7} {'gained':>7} {'lost':>7} {'same':>7}",
-        file=out,
-    )
+    print(f"rules diff: {compared}; {diff.read:,} stored post(s) read{filters}")
+    print(f"{'rule':<{width}}  {'status':<8} {'before':>7} {'now':>7} {'gained':>7} {'lost':>7} {'same':>7}")
     for c in changes:
         print(
             f"{c.rule_id:<{width}}  {c.status:<8} {c.lost + c.unchanged:>7} {c.gained + c.unchanged:>7} "
-            f"{c.gained:>7} {c.lost:>7} {c.unchanged:>7}",
-            file=out,
+            f"{c.gained:>7} {c.lost:>7} {c.unchanged:>7}"
         )
     statuses = [c.status for c in changes]
     print(
-        f"total: {sum(c.gained for c in changes)} hit(s) gained, {sum(c.lost for c in changes)} lost, "
-        f"{sum(c.unchanged for c in changes)} unchanged; rules: {statuses.count('added')} added, "
+        f"total: {sum(c.gained for c in changes):,} hit(s) gained, {sum(c.lost for c in changes):,} lost, "
+        f"{sum(c.unchanged for c in changes):,} unchanged; rules: {statuses.count('added')} added, "
         f"{statuses.count('removed')} removed, {statuses.count('changed')} changed, "
-        f"{statuses.count('same')} the same",
-        file=out,
+        f"{statuses.count('same')} the same"
     )
+    before, after = marks(sys.stdout)
     for c in changes:
-        for word, count, examples in (
-            ("gained", c.gained, c.gained_examples),
-            ("lost", c.lost, c.lost_examples),
-        ):
-            if not count:
-                continue
-            print(
-                f"\n{c.rule_id} {word} {count}"
-                + (f", the newest {len(examples)}:" if count > len(examples) else ":"),
-                file=out,
-            )
-            for post, spans in examples:
-                print("   " + render_post(post, spans, before, after).replace("\n", "\n   "), file=out)
+        print_examples(c.rule_id, "gained", c.gained, c.gained_examples, before, after)
+        print_examples(c.rule_id, "lost", c.lost, c.lost_examples, before, after)
+
+
+def print_examples(
+    rule_id: str, word: str, count: int, examples: list[tuple[Post, Spans]], before: str, after: str
+) -> None:
+    if not count:
+        return
+    print(
+        f"\n{rule_id} {word} {count:,}" + (f", the newest {len(examples)}:" if count > len(examples) else ":")
+    )
+    for post, spans in examples:
+        print("   " + render_post(post, spans, before, after).replace("\n", "\n   "))
 
 
 def diff_json(diff: Diff, directory: Path, against: str) -> dict[str, Any]:

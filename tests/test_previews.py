@@ -6,6 +6,8 @@ in a subprocess of run_bot.py, so their output goes to a pipe (matched words bet
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -93,6 +95,40 @@ def test_rules_try_oldest_first_reverses_the_order(history):
     done = ringside(history, "rules", "try", '"cage match"', "--oldest-first")
     assert heads(done.stdout) == ["x:1", "x:5", "threads:6"]
     assert done.stdout.rstrip().endswith("oldest first")
+
+
+def on_a_terminal(config: Path, *args: str, **environment: str) -> str:
+    """What a command prints to a real terminal (a pseudo-terminal), as text."""
+    leader, follower = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key != "NO_COLOR"} | environment
+    with os.fdopen(leader, "rb", buffering=0) as screen:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "run_bot.py"), "--config", str(config), *args],
+            cwd=ROOT,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=120,
+        )
+        os.close(follower)
+        assert done.returncode == 0, done.stderr
+        chunks = []
+        while True:
+            try:
+                chunk = screen.read(65536)
+            except OSError:  # EIO: the terminal is closed and read to its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def test_rules_try_on_a_terminal_marks_the_matched_words_in_bold_unless_no_color_is_set(history):
+    bold = on_a_terminal(history, "rules", "try", "bees")
+    assert "Nicolas Cage fights \x1b[1mbees\x1b[0m in his new film" in bold
+    plain = on_a_terminal(history, "rules", "try", "bees", NO_COLOR="1")
+    assert "Nicolas Cage fights [[bees]] in his new film" in plain and "\x1b" not in plain
 
 
 def test_rules_try_folds_accents_and_reads_near_as_the_rules_do(history):
