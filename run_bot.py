@@ -297,7 +297,7 @@ def add_rules_command(commands: argparse._SubParsersAction) -> None:
     try_.add_argument("query", help='the rule language: "cage match" OR octagon, cage NEAR/3 fight, ...')
     add_history_filters(try_)
     try_.add_argument(
-        "--limit", type=positive_int, default=20, help="show at most this many posts (default 20)"
+        "--limit", type=positive_int, default=20, metavar="N", help="show at most N posts (default 20)"
     )
     try_.add_argument("--oldest-first", action="store_true", help="oldest posts first (default: newest)")
     try_.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -308,22 +308,38 @@ def add_rules_command(commands: argparse._SubParsersAction) -> None:
         "stored (or against the rules in --against)",
     )
     diff.add_argument(
-        "directory", nargs="?", type=Path, help="rules directory (default: matcher.rules in the settings)"
+        "directory",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="rules directory (default: matcher.rules in the settings)",
     )
-    diff.add_argument("--against", type=Path, help="compare with the rules in this directory instead")
+    diff.add_argument(
+        "--against",
+        type=Path,
+        metavar="OLD_DIR",
+        help="compare with the rules in OLD_DIR, not the stored hits",
+    )
     add_history_filters(diff)
     diff.add_argument(
-        "--examples", type=positive_int, default=3, help="example posts per rule gained and lost (default 3)"
+        "--examples",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="example posts per rule gained and lost (default 3)",
     )
     diff.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     diff.set_defaults(handler=from_commands("command_rules_diff", "bot.previews"))
 
 
 def add_history_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", help="posted since: 30d, 12h, or a date such as 2026-01-01")
+    parser.add_argument(
+        "--since", metavar="WHEN", help="posted since: 30d, 12h, or a date such as 2026-01-01"
+    )
     parser.add_argument(
         "--account",
         action="append",
+        metavar="NAME",
         help="only posts by this account: elonmusk, @elonmusk or x:elonmusk (repeat for more)",
     )
 

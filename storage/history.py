@@ -21,8 +21,8 @@ from bot.timeutil import iso, parse_datetime
 
 _COLUMNS = (
     "p.rowid, p.key, p.platform, p.id, p.author, p.text, p.created_at, p.author_id, p.url, p.lang, p.kind, "
-    "p.reply_to, p.quote_of, p.mentions, p.conversation_id, p.version_id, p.version"
-)
+    "p.reply_to, p.quote_of, p.mentions, p.conversation_id, p.version_id"
+)  # not p.version: added by a migration, it sits after the raw JSON, which is read to reach it
 _CHUNK = 500  # keys per IN (...): under SQLite's oldest limit of bound parameters
 
 
@@ -78,8 +78,7 @@ class HistoryStore:
             if not rows:
                 return
             after = (rows[-1][6], rows[-1][0])
-            batch = [StoredText(_post(row), row[16], True) for row in rows]
-            yield self._with_earlier_versions(batch) if every_version else batch
+            yield self._texts([_post(row) for row in rows], every_version)
             if len(rows) < batch_size:
                 return
 
@@ -122,26 +121,36 @@ class HistoryStore:
             conditions.append(f"({' OR '.join(either)})")
         return conditions, params
 
-    def _with_earlier_versions(self, batch: list[StoredText]) -> list[StoredText]:
-        """The batch with each post's other stored texts placed after its current one."""
-        keys = [stored.post.key for stored in batch]
-        earlier: dict[str, list[tuple[int, str]]] = {}
+    def _texts(self, posts: list[Post], every_version: bool) -> list[StoredText]:
+        """Each post's current text with its version number, and with `every_version` its other texts after
+        it. A post never edited has no post_versions rows, and is version 1."""
+        history = self._version_history([post.key for post in posts])
+        texts = []
+        for post in posts:
+            current, versions = history.get(post.key, (1, []))
+            texts.append(StoredText(post, current, True))
+            if every_version:
+                texts.extend(
+                    StoredText(replace(post, text=text), number, False)
+                    for number, text in versions
+                    if number != current
+                )
+        return texts
+
+    def _version_history(self, keys: list[str]) -> dict[str, tuple[int, list[tuple[int, str]]]]:
+        """Post key -> (its current version, every (version, text) it had), for the posts ever edited."""
+        history: dict[str, tuple[int, list[tuple[int, str]]]] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
             sql = (
-                "SELECT post_key, version, text FROM post_versions "
-                f"WHERE post_key IN ({','.join('?' * len(chunk))}) ORDER BY post_key, version"
+                "SELECT v.post_key, p.version, v.version, v.text FROM post_versions v "
+                f"JOIN posts p ON p.key = v.post_key WHERE v.post_key IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY v.post_key, v.version"
             )
             with self.lock:
-                for key, version, text in self.db.execute(sql, chunk).fetchall():
-                    earlier.setdefault(key, []).append((version, text))
-        out = []
-        for stored in batch:
-            out.append(stored)
-            for version, text in earlier.get(stored.post.key, []):
-                if version != stored.version:
-                    out.append(StoredText(replace(stored.post, text=text), version, False))
-        return out
+                for key, current, version, text in self.db.execute(sql, chunk).fetchall():
+                    history.setdefault(key, (current, []))[1].append((version, text))
+        return history
 
 
 def _post(row: Sequence[Any]) -> Post:
