@@ -210,15 +210,8 @@ def command_rules_diff(args: argparse.Namespace) -> int:
     now = Detector(matcher_of(now_rules, settings))
     before = Detector(matcher_of(load_rules(args.against), settings)) if args.against else None
     with Store.open(settings.database, create=False, readonly=True) as store:
-        before_ids = (
-            {rule.id for rule in before.matcher.rules} if before is not None else store.hit_rule_ids()
-        )
-        now_ids = {rule.id for rule in now_rules}
-        unknown = None if before is None else False  # a DIR rule without stored hits: see RuleChange
-        changes = {
-            i: RuleChange(i, True if i in before_ids else unknown, i in now_ids)
-            for i in sorted(before_ids | now_ids)
-        }
+        before_ids = {rule.id for rule in before.matcher.rules} if before else store.hit_rule_ids()
+        changes = rule_changes(before_ids, {rule.id for rule in now_rules}, baseline_is_rules=bool(before))
         diff = Diff(changes, args.examples)
         for batch in store.post_batches(since, accounts, True, BATCH, every_version=True):
             now_hits = verdicts_of(now, batch)
@@ -232,6 +225,15 @@ def command_rules_diff(args: argparse.Namespace) -> int:
     else:
         print_diff(diff, f"the rules in {directory} against {against}", filters_said(since, accounts))
     return 0
+
+
+def rule_changes(before_ids: set[str], now_ids: set[str], baseline_is_rules: bool) -> dict[str, RuleChange]:
+    """An empty RuleChange for every rule id of either side, in id order."""
+    unknown = False if baseline_is_rules else None  # a DIR rule without stored hits: see RuleChange
+    return {
+        rule_id: RuleChange(rule_id, True if rule_id in before_ids else unknown, rule_id in now_ids)
+        for rule_id in sorted(before_ids | now_ids)
+    }
 
 
 def verdicts_of(detector: Detector, batch: list[StoredText]) -> dict[str, Verdicts]:
