@@ -72,7 +72,7 @@ def edited_rules(folder: Path) -> Path:
 
 
 def command_seconds(config: Path, *args: str) -> tuple[float, str]:
-    """Wall time of one run_bot.py command and the last line it printed."""
+    """Wall time of one run_bot.py command and its summary line (the last one, or the totals of a diff)."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     with tempfile.TemporaryFile("w+") as out:
         began = time.perf_counter()
@@ -85,7 +85,8 @@ def command_seconds(config: Path, *args: str) -> tuple[float, str]:
         elapsed = time.perf_counter() - began
         out.seek(0)
         lines = [line for line in out.read().splitlines() if line.strip()]
-    return elapsed, lines[-1] if lines else ""
+    summary = [line for line in lines if line.startswith("total:")] or lines[-1:]  # diff: its totals
+    return elapsed, summary[0] if summary else ""
 
 
 def main() -> None:
@@ -122,7 +123,7 @@ def main() -> None:
     for name, args in rows:
         seconds, last = command_seconds(config, *args)
         print(f"  {name}: {seconds:.2f} s, {options.posts / seconds:,.0f} posts/s (start-up included)")
-        print(f"    last line: {last}")
+        print(f"    {last}")
     if options.keep is None:
         shutil.rmtree(folder)
 
