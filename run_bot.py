@@ -88,13 +88,13 @@ def expected_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def from_commands(name: str) -> Callable[[argparse.Namespace], int]:
-    """The handler `name` of bot.commands, imported when the command runs rather than to parse arguments."""
+def from_commands(name: str, module: str = "bot.commands") -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of `module`, imported when the command runs rather than to parse arguments."""
 
     def run(args: argparse.Namespace) -> int:
-        import bot.commands
+        import importlib
 
-        return getattr(bot.commands, name)(args)
+        return getattr(importlib.import_module(module), name)(args)
 
     return run
 
@@ -104,7 +104,7 @@ class OneLineParser(argparse.ArgumentParser):
     `--help` still shows the usage. Subcommands inherit it."""
 
     def error(self, message: str) -> NoReturn:
-        command = self.prog.removeprefix("run_bot.py").strip()
+        command = self.prog.partition(" ")[2]  # "run_bot.py rules try" or "ringside rules try"
         self.exit(2, f"ringside: error: {command + ': ' if command else ''}{message}\n")
 
 
@@ -119,9 +119,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def program_name() -> str:
+    """What the user typed: `ringside` for the installed console command, else run_bot.py."""
+    return "ringside" if Path(sys.argv[0]).name == "ringside" else "run_bot.py"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = OneLineParser(
-        prog="run_bot.py",
+        prog=program_name(),
         description="Ringside watches public feeds for challenges and rivalries, keeps every hit in SQLite\n"
         "and alerts your channels. With no command it runs the service.",
         epilog=EXIT_CODES,
@@ -268,6 +273,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     prune.add_argument("--older-than", required=True, help="such as 90d")
     prune.add_argument("--vacuum", action="store_true", help="then give the space back to the file system")
     prune.set_defaults(handler=from_commands("command_prune"))
+    add_rules_command(commands)
     unmute = commands.add_parser("unmute", help="end a mute now")
     who = unmute.add_mutually_exclusive_group(required=True)
     who.add_argument("--rule", help="a rule id")
@@ -277,6 +283,65 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not hasattr(args, "handler"):
         args.handler = command_run
     return args
+
+
+def add_rules_command(commands: argparse._SubParsersAction) -> None:
+    """`rules try QUERY` and `rules diff [DIR]`: rule previews on the stored posts (bot.previews)."""
+    rules = commands.add_parser(
+        "rules", help="preview rules on the stored posts: try a query, or diff a rules directory"
+    )
+    actions = rules.add_subparsers(title="actions", metavar="ACTION", required=True)
+    try_ = actions.add_parser(
+        "try", help="list the stored posts a query in the rule language would hit, matched words marked"
+    )
+    try_.add_argument("query", help='the rule language: "cage match" OR octagon, cage NEAR/3 fight, ...')
+    add_history_filters(try_)
+    try_.add_argument(
+        "--limit", type=positive_int, default=20, metavar="N", help="show at most N posts (default 20)"
+    )
+    try_.add_argument("--oldest-first", action="store_true", help="oldest posts first (default: newest)")
+    try_.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    try_.set_defaults(handler=from_commands("command_rules_try", "bot.previews"))
+    diff = actions.add_parser(
+        "diff",
+        help="per rule, the hits the rules in DIR gain and lose over the stored posts, against the hits "
+        "stored (or against the rules in --against)",
+    )
+    diff.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="rules directory (default: matcher.rules in the settings)",
+    )
+    diff.add_argument(
+        "--against",
+        type=Path,
+        metavar="OLD_DIR",
+        help="compare with the rules in OLD_DIR, not the stored hits",
+    )
+    add_history_filters(diff)
+    diff.add_argument(
+        "--examples",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="example posts per rule gained and lost (default 3)",
+    )
+    diff.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    diff.set_defaults(handler=from_commands("command_rules_diff", "bot.previews"))
+
+
+def add_history_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since", metavar="WHEN", help="posted since: 30d, 12h, or a date such as 2026-01-01"
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        metavar="NAME",
+        help="only posts by this account: elonmusk, @elonmusk or x:elonmusk (repeat for more)",
+    )
 
 
 def command_run(args: argparse.Namespace) -> int:

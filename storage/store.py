@@ -23,6 +23,7 @@ import sqlite_utils
 from bot.models import Fetch, Hit, Post, Rejected, span_rows
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import ExchangeStore
+from storage.history import HistoryStore
 from storage.labels import LabelStore
 from storage.opening import check_intact, check_schema, check_writable, connect, what_is_wrong
 from storage.outbox import Alert, ChannelsFor, Outbox
@@ -60,7 +61,7 @@ class PollSaved:
     billed: int = 0  # X posts billed for the first time today (the spend ledger)
 
 
-class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore, SpendStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore, SpendStore, HistoryStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
