@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from bot import metrics
@@ -22,7 +23,9 @@ from bot.notifiers import Notifier
 from bot.sources import RateLimited, Source, SourceError
 from bot.timeutil import utcnow
 from bot.watchdog import watch
+from bot.watches import evaluate
 from config.settings import Delivery, Exchanges
+from config.watches import Watch
 from storage.store import Found, PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
@@ -39,6 +42,7 @@ class Pipeline:
     intervals: dict[str, float] = field(default_factory=dict)  # seconds between polls, per source
     watchdog_after: int = 0  # intervals without success before a feed is reported; 0: off
     exchanges: Exchanges | None = None  # people and rivalries for exchange detection
+    watches: Sequence[Watch] = ()  # frequency, spike and silence rules
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +153,21 @@ class Pipeline:
         every = self.intervals.get(source_name, 300.0)
         channels = [n.name for n in self.notifiers]
         watch(self.store, channels, source_name, feed, every, self.watchdog_after, error)
+
+    # -- watches -------------------------------------------------------------------------------------
+
+    def evaluate_watches(self, now: datetime | None = None) -> int:
+        """Evaluate the frequency, spike and silence watches at `now` (default: this moment); returns the
+        alert rows queued. Never raises: a failing watch is logged and the others go on."""
+        if not self.watches:
+            return 0
+        channels = [n.name for n in self.notifiers]
+        try:
+            people = self.exchanges or Exchanges()
+            return evaluate(self.store, self.watches, people, channels, now or utcnow())
+        except Exception:  # the people or the database: keep the service alive, try at the next evaluation
+            log.exception("watches: evaluation failed")
+            return 0
 
     # -- deliver -------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from bot.detect.scanners import ENGINES
 from config.secrets import Secret, check_http_url, required_secret
 from config.sources import SourceConfig, source_from_table
 from config.table import ConfigError, Table
+from config.watches import Watch, watches_from_tables
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
@@ -109,6 +110,8 @@ class Settings:
     sources: tuple[SourceConfig, ...]
     channels: tuple[ChannelConfig, ...]
     detector: DetectorSettings = field(default_factory=DetectorSettings)
+    watches: tuple[Watch, ...] = ()  # frequency, spike and silence rules (config.watches)
+    watch_every: float = 60.0  # seconds between two evaluations of the watches by the service
 
     def secrets(self) -> list[Secret]:
         """Every secret these settings hold, so logs can be scrubbed of them."""
@@ -131,6 +134,7 @@ class Settings:
                 "deliver_every": self.deliver_every,
                 "jitter": self.jitter,
                 "misfire_grace": self.misfire_grace,
+                "watch_every": self.watch_every,
             },
             "delivery": vars(self.delivery),
             "service": vars(self.service),
@@ -143,9 +147,22 @@ class Settings:
                 ],
                 "rivalries": [sorted(group) for group in self.exchanges.rivalries],
             },
+            "watches": [_masked_watch(w) for w in self.watches],
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
             "channels": [_masked_part(c) for c in self.channels],
         }
+
+
+def _masked_watch(watch: Watch) -> dict[str, Any]:
+    """A watch as written in the file: the keys of its type only."""
+    keys = {
+        "frequency": ("people", "count", "hours"),
+        "spike": ("category", "hours", "ratio", "baseline_days", "min_hits"),
+        "silence": ("people", "account", "days"),
+    }[watch.type]
+    shown = {key: getattr(watch, key) for key in keys if getattr(watch, key) not in (None, ())}
+    common = {"name": watch.name, "type": watch.type, "severity": watch.severity, "throttle": watch.throttle}
+    return common | {key: list(value) if isinstance(value, tuple) else value for key, value in shown.items()}
 
 
 def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, Any]:
@@ -176,6 +193,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     database = storage.get("path", "path", Path("data/ringside.db"))
     if environ.get("RINGSIDE_DB"):
         database = Path(environ["RINGSIDE_DB"])
+    exchanges = _exchanges(exchange_table, top.tables("people"), top.tables("rivalries"))
     settings = Settings(
         path=file,
         database=database,
@@ -186,10 +204,12 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         misfire_grace=schedule.get("misfire_grace", "duration", 60.0),
         delivery=_delivery(delivery),
         service=_service(service, environ),
-        exchanges=_exchanges(exchange_table, top.tables("people"), top.tables("rivalries")),
+        exchanges=exchanges,
         sources=_unique("sources", [source_from_table(t, environ) for t in top.tables("sources")], file),
         channels=_unique("channels", [_channel(t, environ) for t in top.tables("channels")], file),
         detector=_detector(detector),
+        watches=watches_from_tables(top.tables("watches"), {p.id for p in exchanges.people}),
+        watch_every=schedule.get("watch_every", "interval", 60.0),
     )
     for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, top):
         table.finish()

@@ -29,6 +29,7 @@ from storage.outbox import Alert, Outbox
 from storage.reports import ReportStore
 from storage.schema import DatabaseError, migrate
 from storage.versions import History, VersionPlan
+from storage.watches import WatchStore
 
 __all__ = ["Alert", "FeedState", "Found", "PollSaved", "Store"]
 
@@ -57,7 +58,7 @@ class PollSaved:
     more: bool = False  # the source has more posts ready now (set by the pipeline from the fetch)
 
 
-class Store(Outbox, ExchangeStore, ReportStore, LabelStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore, WatchStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
