@@ -94,7 +94,7 @@ class WatchStore:
         return [_post(row) for row in rows]
 
     def first_post_at(self) -> datetime | None:
-        """When the oldest stored post was made (on the posts_created index)."""
+        """When the oldest stored post was made (on the posts_created_key index)."""
         with self.lock:
             row = self.db.execute("SELECT min(created_at) FROM posts").fetchone()
         return parse_datetime(row[0]) if row[0] else None
@@ -123,29 +123,32 @@ class WatchStore:
             ).fetchone()
             if row is None:
                 return None
-            rows = self._newest_polls(row[0], handle) or self._newest_polls(row[0], None)
-        if not rows:
+            # The feeds a source polls are its rows in cursors: a few, where runs has one row per poll.
+            feeds = [f for (f,) in self.db.execute("SELECT feed FROM cursors WHERE source = ?", [row[0]])]
+            own = [feed for feed in feeds if feed.lower().lstrip("@") == handle]
+            polls = [self._polls_of(row[0], feed) for feed in own or feeds]
+        polls = [poll for poll in polls if poll is not None]
+        if not polls:
             return None
-        successes = [parse_datetime(success) for _, success in rows if success]
+        successes = [success for _, success in polls if success is not None]
         return FeedEvidence(
-            failing=any(error is not None for error, _ in rows),
-            last_success=max(successes) if successes else None,
+            failing=any(failing for failing, _ in polls), last_success=max(successes) if successes else None
         )
 
-    def _newest_polls(self, source: str, feed: str | None) -> list[tuple[Any, ...]]:
-        """Per feed of the source (or the one feed): the newest poll's error, and when a poll of that feed
-        last succeeded."""
-        return self.db.execute(
-            """
-            SELECT r.error,
-                   (SELECT max(s.finished_at) FROM runs s
-                    WHERE s.source = r.source AND s.feed = r.feed AND s.error IS NULL)
-            FROM runs r
-            WHERE r.id IN (SELECT max(id) FROM runs WHERE source = ? AND (? IS NULL OR lower(feed) = ?)
-                           GROUP BY feed)
-            """,
-            [source, feed, feed],
-        ).fetchall()
+    def _polls_of(self, source: str, feed: str) -> tuple[bool, datetime | None] | None:
+        """Whether the feed's newest poll failed, and when a poll of it last succeeded; None if never
+        polled. Two index look-ups (runs_feed, runs_success), however many polls the feed has had."""
+        newest = self.db.execute(
+            "SELECT error FROM runs WHERE source = ? AND feed = ? ORDER BY started_at DESC, id DESC LIMIT 1",
+            [source, feed],
+        ).fetchone()
+        if newest is None:
+            return None
+        (success,) = self.db.execute(
+            "SELECT max(finished_at) FROM runs WHERE source = ? AND feed = ? AND error IS NULL",
+            [source, feed],
+        ).fetchone()
+        return newest[0] is not None, parse_datetime(success) if success else None
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import io
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 
 import jsonschema
@@ -20,7 +21,7 @@ from bot.notifiers.console import ConsoleNotifier
 from bot.notifiers.slack import slack_message
 from bot.pipeline import Pipeline
 from bot.sources.replay import ReplaySource
-from bot.timeutil import iso
+from bot.timeutil import iso, utcnow
 from config import ConfigError, load_settings
 from config.settings import Exchanges, Person
 from config.watches import Watch
@@ -68,9 +69,9 @@ class Watching:
         self.channels = [self.channel, *channels]
         self.feeds = 0
 
-    def store_posts(self, records: list[dict]) -> None:
+    def store_posts(self, records: list[dict], feed_name: str | None = None) -> None:
         self.feeds += 1
-        feed = self.write_feed(records, name=f"feed{self.feeds}.jsonl")
+        feed = self.write_feed(records, name=feed_name or f"feed{self.feeds}.jsonl")
         pipeline = self.pipeline({"replay": ReplaySource("replay", feed)})
         assert pipeline.poll("replay", feed.name) is not None
 
@@ -267,9 +268,21 @@ def test_a_failing_feed_is_not_taken_for_silence(watching):
     w = watching(SILENCE)
     w.store_posts([post("1", "elonmusk", "hello", 80)])
     feed = f"feed{w.feeds}.jsonl"
-    w.store.save_failed_poll("replay", feed, NOW, "HTTP 503 from the platform")
+    w.store.save_failed_poll("replay", feed, utcnow(), "HTTP 503 from the platform")
     assert w.evaluate() == []
     assert w.store.watch_state("musk-quiet").firing_since is None
+
+
+def test_another_feed_of_the_source_failing_does_not_hide_a_silence_on_the_account_s_own_feed(watching):
+    w = watching(SILENCE)
+    w.store_posts([post("1", "elonmusk", "hello", 80)], feed_name="elonmusk")  # a feed named after him
+    w.store_posts([post("2", "finkd", "hi", 1)], feed_name="finkd")
+    w.store.save_failed_poll("replay", "finkd", utcnow(), "HTTP 503 from the platform")
+    (alert,) = w.evaluate()
+    assert alert["rule"]["id"] == "musk-quiet"
+    w.store.save_failed_poll("replay", "elonmusk", utcnow(), "HTTP 503 from the platform")
+    assert w.evaluate(NOW + timedelta(hours=1)) == []  # his own feed failing: unknown, the state kept
+    assert w.store.watch_state("musk-quiet").firing_since == NOW
 
 
 def test_silence_clears_when_the_person_posts_and_fires_again_later(watching):
@@ -526,3 +539,35 @@ def test_a_database_of_the_previous_schema_keeps_every_row_when_it_gains_watch_s
         plan = store.db.execute(f"EXPLAIN QUERY PLAN {latest}").fetchall()
         assert "posts_account_created" in str(plan)
     assert sqlite3.connect(path).execute("SELECT count(*) FROM watch_state").fetchone() == (0,)
+
+
+def test_the_service_evaluates_the_watches_in_a_job_of_their_own_and_delivers_the_alert(
+    tmp_path, write_config, write_feed
+):
+    from bot.service import Service
+    from tests.test_service import wait_for
+
+    now = datetime.now(UTC)
+    feed = write_feed(
+        [
+            post(str(n), "finkd", "@elonmusk", 0, mentions=["elonmusk"]) | {"created_at": iso(now)}
+            for n in range(2)
+        ]
+    )
+    text = replay_config(feed, tmp_path / "r.db", WATCHES.replace("count = 3", "count = 2"))
+    config = write_config(text.replace('jitter = "0s"', 'jitter = "0s"\nwatch_every = "1s"'))
+    settings = load_settings(config, environ={})
+    out = io.StringIO()
+    with Store.open(settings.database) as store:
+        pipeline = build_pipeline(settings, store, notifiers=[ConsoleNotifier("console", out, color=False)])
+        service = Service(settings, pipeline)
+        stop = threading.Event()
+        runner = threading.Thread(target=service.run_until, args=[stop])
+        runner.start()
+        try:
+            assert wait_for(lambda: "WATCH MUSK-ZUCK-BACK-AND-FORTH" in out.getvalue())
+        finally:
+            stop.set()
+            runner.join(10)
+        assert store.db.execute("SELECT count(*) FROM alerts WHERE key LIKE 'rs1f-%'").fetchone() == (1,)
+    assert out.getvalue().count("WATCH MUSK-ZUCK-BACK-AND-FORTH") == 1
