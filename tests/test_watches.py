@@ -185,6 +185,15 @@ def test_a_restart_while_the_watch_still_fires_does_not_repeat_its_alert(watchin
     assert len(keys) == 1
 
 
+def test_a_watch_that_fails_is_logged_and_the_others_still_alert(watching, caplog):
+    broken = Watch("ghost", "frequency", people=("musk", "nobody"), count=1, hours=1)  # not in PEOPLE
+    w = watching(broken, FREQUENCY)
+    w.store_posts(taunts(3))
+    (alert,) = w.evaluate()
+    assert alert["rule"]["id"] == "musk-zuck"
+    assert "watch ghost: evaluation failed" in caplog.text
+
+
 # -- spike -------------------------------------------------------------------------------------------
 
 
