@@ -405,6 +405,7 @@ def command_once(args: argparse.Namespace) -> int:
         pipeline.courier.progress_every = PROGRESS_EVERY
         not_polled = [(s, f) for s, f in pipeline.feeds() if pipeline.poll_until_caught_up(s, f) is None]
         failed = [f"{s}:{f}" for s, f in not_polled if not feed_is_paused(store, s, f)]
+        pipeline.evaluate_watches()
         delivered = pipeline.deliver_all()
         counts = store.counts()
         paused_channels = store.paused_channels()
@@ -475,7 +476,7 @@ def feed_is_paused(store: Store, source: str, feed: str) -> bool:
 def command_check_config(args: argparse.Namespace) -> int:
     """Print the settings (secrets masked) as JSON; on stderr, the channels each rule reaches, a warning
     for each rule (or press source) that reaches none, and the verdict. Warnings leave the exit code 0."""
-    from bot.app import build_detector
+    from bot.app import build_detector, check_watches
     from bot.detect.matcher import load_rules
     from bot.reach import reach
     from config import load_settings
@@ -483,6 +484,7 @@ def command_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     rules = load_rules(settings.rules)
     detector = build_detector(settings)
+    check_watches(settings, detector)
     routes = reach(settings, rules, model=detector.scorer is not None)
     shown = settings.masked()
     shown["matcher"]["rule_count"] = len(rules)
@@ -500,6 +502,8 @@ def command_check_config(args: argparse.Namespace) -> int:
         f"ok: {settings.path}, {len(rules)} rule(s) in {settings.rules} and {model} are valid",
         file=sys.stderr,
     )
+    for watch in settings.watches:
+        print(f"watch: {watch.describe()}", file=sys.stderr)
     return check_feeds_online(settings) if getattr(args, "online", False) else 0
 
 

@@ -120,6 +120,32 @@ def exchange_follow_up(payload: dict[str, Any]) -> str | None:
     )
 
 
+WATCH_ICONS = {"frequency": "🔁", "spike": "📈", "silence": "🔇"}
+
+
+def watch_title(payload: dict[str, Any]) -> str:
+    """ "Spike · severity 4/5 · watch challenge-surge" """
+    rule = payload["rule"]
+    return f"{rule['category'].capitalize()} · severity {rule['severity']}/5 · watch {rule['id']}"
+
+
+def watch_icon(payload: dict[str, Any]) -> str:
+    return WATCH_ICONS.get(payload["rule"]["category"], "•")
+
+
+def watch_window(payload: dict[str, Any]) -> str:
+    """ "2026-11-24 18:00 UTC to 2026-11-26 18:00 UTC" """
+    window = payload["window"]
+    return f"{posted_at({'created_at': window['start']})} to {posted_at({'created_at': window['end']})}"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A post's text on one line, at most `limit` characters: a watch alert lists posts, it does not
+    show them whole."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def notice_title(payload: dict[str, Any]) -> str:
     """The title of a watchdog notice: a feed failing or recovered, a channel paused (source "channel") or
     X's budget spent (source "budget")."""

@@ -15,6 +15,7 @@ from bot.sources import Source, build_source
 from bot.sources.replay import ReplaySource
 from config import Settings
 from config.settings import DetectorSettings
+from config.watches import check_categories
 from storage import Store
 
 log = logging.getLogger("ringside")
@@ -34,6 +35,7 @@ def build_pipeline(
     already built (commands build it before opening the database, so a bad model file touches nothing);
     `sources` replaces the configured sources (a backfill polls its file alone)."""
     detector = detector or build_detector(settings)
+    check_watches(settings, detector)
     if sources is None:
         sources = {
             config.name: build_source(
@@ -58,9 +60,16 @@ def build_pipeline(
         exchanges=settings.exchanges,
         router=Router.from_settings(settings, detector.matcher.rules, [n.name for n in notifiers]),
         x_spend=settings.x_spend,
+        watches=settings.watches,
     )
     _say_where_replays_stand(pipeline)
     return pipeline
+
+
+def check_watches(settings: Settings, detector: Detector) -> None:
+    """A spike watch must count a category the loaded rules have; ConfigError naming the key if not."""
+    categories = {rule.category for rule in detector.matcher.rules}
+    check_categories(settings.watches, categories, settings.path, settings.rules)
 
 
 def build_detector(settings: Settings) -> Detector:

@@ -26,7 +26,9 @@ from bot.sources import RateLimited, Source, SourceError
 from bot.spend import budget_raised, check_budget, posts_left, publish, spend_at
 from bot.timeutil import utcnow
 from bot.watchdog import watch
+from bot.watches import evaluate
 from config.settings import Delivery, Exchanges, XSpend
+from config.watches import Watch
 from storage.store import FeedState, Found, PollSaved, Store
 
 log = logging.getLogger("ringside.pipeline")
@@ -46,6 +48,7 @@ class Pipeline:
     router: Router | None = None  # which channels each alert goes to; None: every channel gets every alert
     x_spend: XSpend = field(default_factory=XSpend)  # X's price and the operator's budgets
     clock: Callable[[], datetime] = utcnow  # when a poll starts: the day its X reads are billed on
+    watches: Sequence[Watch] = ()  # frequency, spike and silence rules
     courier: Courier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +191,21 @@ class Pipeline:
         every = self.intervals.get(source_name, 300.0)
         channels = [n.name for n in self.notifiers]
         watch(self.store, channels, source_name, feed, every, self.watchdog_after, error)
+
+    # -- watches -------------------------------------------------------------------------------------
+
+    def evaluate_watches(self, now: datetime | None = None) -> int:
+        """Evaluate the frequency, spike and silence watches at `now` (default: this moment); returns the
+        alert rows queued. Never raises: a failing watch is logged and the others go on."""
+        if not self.watches:
+            return 0
+        channels = [n.name for n in self.notifiers]
+        try:
+            people = self.exchanges or Exchanges()
+            return evaluate(self.store, self.watches, people, channels, now or utcnow())
+        except Exception:  # the people or the database: keep the service alive, try at the next evaluation
+            log.exception("watches: evaluation failed")
+            return 0
 
     # -- deliver -------------------------------------------------------------------------------------
 

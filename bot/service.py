@@ -66,6 +66,17 @@ class Service:
             name="heartbeat",
             next_run_time=now,
         )
+        if self.pipeline.watches:
+            # Its own job, not after each poll: silence must be noticed when nothing is posted, and one
+            # evaluation a minute costs the same however many feeds there are.
+            self.scheduler.add_job(
+                self.evaluate_watches,
+                "interval",
+                seconds=self.settings.watch_every,
+                id="watches",
+                name="watches",
+                next_run_time=now,
+            )
         for notifier in self.pipeline.notifiers:
             self.scheduler.add_job(
                 self.deliver,
@@ -83,6 +94,10 @@ class Service:
         saved = self.pipeline.poll_until_caught_up(source_name, feed, self.stopping.is_set)
         self.health.poll_finished(self.feed_health(source_name, feed))
         if saved and saved.alerts:
+            self.wake_delivery()
+
+    def evaluate_watches(self) -> None:
+        if self.pipeline.evaluate_watches():
             self.wake_delivery()
 
     def deliver(self, notifier: Notifier) -> None:

@@ -20,6 +20,7 @@ from config.routes import Route, route_from_table
 from config.secrets import Secret, check_http_url, required_secret
 from config.sources import SourceConfig, source_from_table
 from config.table import ConfigError, Table
+from config.watches import Watch, watches_from_tables
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "ringside.toml"
@@ -123,6 +124,8 @@ class Settings:
     channels: tuple[ChannelConfig, ...]
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     x_spend: XSpend = field(default_factory=XSpend)
+    watches: tuple[Watch, ...] = ()  # frequency, spike and silence rules (config.watches)
+    watch_every: float = 60.0  # seconds between two evaluations of the watches by the service
 
     def secrets(self) -> list[Secret]:
         """Every secret these settings hold, so logs can be scrubbed of them."""
@@ -145,6 +148,7 @@ class Settings:
                 "deliver_every": self.deliver_every,
                 "jitter": self.jitter,
                 "misfire_grace": self.misfire_grace,
+                "watch_every": self.watch_every,
             },
             "delivery": vars(self.delivery),
             "service": vars(self.service),
@@ -158,9 +162,22 @@ class Settings:
                 ],
                 "rivalries": [sorted(group) for group in self.exchanges.rivalries],
             },
+            "watches": [_masked_watch(w) for w in self.watches],
             "sources": [_masked_part(s, every=s.every) for s in self.sources],
             "channels": [_masked_part(c, **c.route.shown()) for c in self.channels],
         }
+
+
+def _masked_watch(watch: Watch) -> dict[str, Any]:
+    """A watch as written in the file: the keys of its type only."""
+    keys = {
+        "frequency": ("people", "count", "hours"),
+        "spike": ("category", "hours", "ratio", "baseline_days", "min_hits"),
+        "silence": ("people", "account", "days"),
+    }[watch.type]
+    shown = {key: getattr(watch, key) for key in keys if getattr(watch, key) not in (None, ())}
+    common = {"name": watch.name, "type": watch.type, "severity": watch.severity, "throttle": watch.throttle}
+    return common | {key: list(value) if isinstance(value, tuple) else value for key, value in shown.items()}
 
 
 def _masked_part(part: SourceConfig | ChannelConfig, **extra: Any) -> dict[str, Any]:
@@ -210,6 +227,8 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         channels=_unique("channels", [_channel(t, environ, *known) for t in top.tables("channels")], file),
         detector=_detector(detector),
         x_spend=_x_spend(x_table),
+        watches=watches_from_tables(top.tables("watches"), {p.id for p in exchanges.people}),
+        watch_every=schedule.get("watch_every", "interval", 60.0),
     )
     for table in (storage, schedule, matcher, delivery, service, exchange_table, detector, x_table, top):
         table.finish()

@@ -32,6 +32,7 @@ from storage.schema import DatabaseError, migrate
 from storage.slack import SlackStore
 from storage.spend import SpendStore
 from storage.versions import History, VersionPlan
+from storage.watches import WatchStore
 
 __all__ = ["Alert", "ChannelsFor", "FeedState", "Found", "PollSaved", "Store"]
 
@@ -61,7 +62,7 @@ class PollSaved:
     billed: int = 0  # X posts billed for the first time today (the spend ledger)
 
 
-class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore, SpendStore, HistoryStore):
+class Store(Outbox, ExchangeStore, ReportStore, LabelStore, SlackStore, SpendStore, HistoryStore, WatchStore):
     """A Ringside database. Safe to share between threads: writes are serialised by a lock."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:

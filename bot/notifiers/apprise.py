@@ -15,8 +15,11 @@ from bot.alerts import (
     highlight,
     link_target,
     notice_title,
+    one_line,
     platform_name,
     posted_at,
+    watch_title,
+    watch_window,
     why_line,
 )
 from bot.notifiers import DeliveryError
@@ -86,6 +89,14 @@ def apprise_message(alert: Alert) -> tuple[str, str]:
                 + highlight(post["text"], item["spans"], "**", "**", escape=quoted)
             )
         return exchange_title(payload), "\n\n".join(lines)
+    if payload.get("kind") == "watch":
+        lines = [quoted(payload["text"]), f"window: {watch_window(payload)}"]
+        lines += [
+            f"{quoted('@' + post['author'])} on {platform_name(post['platform'])}, {posted_at(post)}: "
+            + quoted(one_line(post["text"]))
+            for post in payload["posts"]
+        ]
+        return watch_title(payload), "\n\n".join(lines)
     if payload.get("kind") == "digest":
         items = payload["alerts"]
         return f"Ringside digest: {len(items)} alerts", "\n\n".join(

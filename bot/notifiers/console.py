@@ -11,8 +11,12 @@ from bot.alerts import (
     highlight,
     icon,
     notice_title,
+    one_line,
     platform_name,
     posted_at,
+    watch_icon,
+    watch_title,
+    watch_window,
     why_line,
 )
 from bot.terminal import printable_payload
@@ -41,6 +45,8 @@ class ConsoleNotifier:
             text = f"{title} · {payload['source']}:{payload['feed']}\n   {payload['text']}\n"
         elif payload.get("kind") == "exchange":
             text = render_exchange(payload, self.color)
+        elif payload.get("kind") == "watch":
+            text = render_watch(payload)
         elif payload.get("kind") == "digest":
             items = payload["alerts"]
             text = f"📰 DIGEST · {len(items)} alerts\n\n" + "\n".join(
@@ -90,5 +96,20 @@ def render_exchange(payload: dict, color: bool = False) -> str:
         )
         lines.append(
             "      " + highlight(post["text"], item["spans"], before, after).replace("\n", "\n      ")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_watch(payload: dict) -> str:
+    """A frequency, spike or silence alert: what was measured, over when, and the posts that made it."""
+    lines = [
+        f"{watch_icon(payload)} {watch_title(payload).upper()}",
+        f"   {payload['text']}",
+        f"   window: {watch_window(payload)}",
+    ]
+    for post in payload["posts"]:
+        lines.append(
+            f"   · @{post['author']} on {platform_name(post['platform'])} · {posted_at(post)}: "
+            f"{one_line(post['text'])}"
         )
     return "\n".join(lines) + "\n"

@@ -25,8 +25,12 @@ from bot.alerts import (
     icon,
     link_target,
     notice_title,
+    one_line,
     platform_name,
     posted_at,
+    watch_icon,
+    watch_title,
+    watch_window,
     why_line,
 )
 from bot.notifiers import http
@@ -91,6 +95,8 @@ def slack_message(alert: Alert) -> dict[str, Any]:
         }
     if payload.get("kind") == "exchange":
         return exchange_message(payload)
+    if payload.get("kind") == "watch":
+        return _watch_message(payload)
     if payload.get("kind") == "digest":
         return _digest_message(payload["alerts"])
     blocks = [_header(payload), *_alert_blocks(payload, alert.folded)]
@@ -149,6 +155,28 @@ def turn_blocks(item: dict[str, Any]) -> list[dict[str, Any]]:
 def turn_fallback(item: dict[str, Any]) -> str:
     """The plain `text` of a message showing one turn (what notifications show)."""
     return _cut(escape(f"Turn {item['turn']}: {item['name']}: {item['post']['text']}"), SECTION_LIMIT)
+
+
+def _watch_message(payload: dict[str, Any]) -> dict[str, Any]:
+    """A frequency, spike or silence alert: the measurement, its window, then each post as a line."""
+    title = f"{watch_icon(payload)} {watch_title(payload)}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _truncate(title, HEADER_LIMIT)}},
+        {"type": "section", "text": _mrkdwn(_cut(literal(payload["text"]), SECTION_LIMIT))},
+        context_block(f"window: {watch_window(payload)}"),
+    ]
+    for post in payload["posts"][: BLOCK_LIMIT - len(blocks)]:
+        line = (
+            f"*@{literal(post['author'])}* on {platform_name(post['platform'])} · {posted_at(post)}: "
+            f"{literal(one_line(post['text']))}"
+        )
+        if link_target(post.get("url")):
+            line += f" · {_link(post['url'], 'open')}"
+        blocks.append(context_block(line))
+    return {
+        "text": _cut(escape(f"{watch_title(payload)}: {payload['text']}"), SECTION_LIMIT),
+        "blocks": blocks,
+    }
 
 
 def _header(payload: dict[str, Any]) -> dict[str, Any]:

@@ -89,6 +89,9 @@ def webhook_document(alert: Alert) -> dict[str, Any]:
             "follows": payload["follows"],
             "exchange": payload["exchange"],
         }
+    if payload.get("kind") == "watch":
+        fields = ("rule", "watch", "window", "people", "names", "platforms", "measured", "text", "posts")
+        return {"schema": SCHEMA, "type": "watch", "id": payload["key"], **{k: payload[k] for k in fields}}
     if payload.get("kind") == "digest":
         return {
             "schema": SCHEMA,

@@ -1,0 +1,210 @@
+"""Watch queries, mixed into Store: the SQL behind bot.watches (frequency, spike and silence rules).
+
+Accounts are "platform:handle" in lower case, as [[people]] writes them; each is looked up on the
+posts_account_created index (platform, lower(author), created_at), so a query reads the posts of its window
+and accounts, not the whole table (bench/watches.py measures it on a million posts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlite_utils
+
+from bot.timeutil import iso, parse_datetime, utcnow
+from storage.exchanges import _POST, StoredPost, _post
+
+_IN_JSON = "IN (SELECT value FROM json_each(?))"  # in a list of values bound as one JSON array
+
+
+@dataclass(frozen=True)
+class WatchState:
+    firing_since: datetime | None
+    alerts: int  # alerts made in the current episode
+    last_alert_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FeedEvidence:
+    """What the polls of an account's feed say: whether its newest poll failed, and when a poll last
+    succeeded (None: never)."""
+
+    failing: bool
+    last_success: datetime | None
+
+
+def _split(accounts: Sequence[str]) -> list[tuple[str, str]]:
+    return [
+        (platform, handle) for platform, _, handle in (a.lower().partition(":") for a in sorted(accounts))
+    ]
+
+
+class WatchStore:
+    db: sqlite_utils.Database
+    lock: threading.RLock
+
+    def posts_addressing(
+        self, authors: Sequence[str], addressed: Sequence[str], since: datetime, until: datetime
+    ) -> list[StoredPost]:
+        """Posts by `authors` in [since, until) that mention one of the `addressed` accounts, or reply to or
+        quote a stored post of theirs; oldest first."""
+        addressed_list = json.dumps(sorted(addressed))
+        found: list[StoredPost] = []
+        with self.lock:
+            for platform, handle in _split(authors):
+                rows = self.db.execute(
+                    f"""
+                    SELECT {_POST} FROM posts p
+                    WHERE p.platform = ? AND lower(p.author) = ? AND p.created_at >= ? AND p.created_at < ?
+                      AND (EXISTS (SELECT 1 FROM json_each(p.mentions) m
+                                   WHERE lower(p.platform || ':' || m.value) {_IN_JSON})
+                        OR EXISTS (SELECT 1 FROM posts q
+                                   WHERE q.platform = p.platform AND q.id IN (p.reply_to, p.quote_of)
+                                     AND lower(q.platform || ':' || q.author) {_IN_JSON}))
+                    """,
+                    [platform, handle, iso(since), iso(until), addressed_list, addressed_list],
+                ).fetchall()
+                found += [_post(row) for row in rows]
+        return sorted(found, key=lambda post: (post.created_at, post.key))
+
+    def posts_in_category(self, category: str, since: datetime, until: datetime) -> int:
+        """How many posts made in [since, until) have a hit of `category` (a post counts once, whatever
+        number of rules it matched)."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT count(*) FROM posts p WHERE p.created_at >= ? AND p.created_at < ? "
+                "AND EXISTS (SELECT 1 FROM hits h WHERE h.post_key = p.key AND h.category = ?)",
+                [iso(since), iso(until), category],
+            ).fetchone()[0]
+
+    def latest_posts_in_category(self, category: str, since: datetime, until: datetime, limit: int) -> list:
+        """The newest posts of [since, until) with a hit of `category`, newest first."""
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT {_POST} FROM posts p WHERE p.created_at >= ? AND p.created_at < ? "
+                "AND EXISTS (SELECT 1 FROM hits h WHERE h.post_key = p.key AND h.category = ?) "
+                "ORDER BY p.created_at DESC LIMIT ?",
+                [iso(since), iso(until), category, limit],
+            ).fetchall()
+        return [_post(row) for row in rows]
+
+    def first_post_at(self) -> datetime | None:
+        """When the oldest stored post was made (on the posts_created_key index)."""
+        with self.lock:
+            row = self.db.execute("SELECT min(created_at) FROM posts").fetchone()
+        return parse_datetime(row[0]) if row[0] else None
+
+    def last_post_at(self, account: str) -> datetime | None:
+        """When the account's newest stored post was made; None if none is stored."""
+        ((platform, handle),) = _split([account])
+        with self.lock:
+            row = self.db.execute(
+                "SELECT max(created_at) FROM posts WHERE platform = ? AND lower(author) = ?",
+                [platform, handle],
+            ).fetchone()
+        return parse_datetime(row[0]) if row[0] else None
+
+    def feed_evidence(self, account: str) -> FeedEvidence | None:
+        """What the polls say of the feed that brings the account's posts: the source of its newest post,
+        and of that source the feed named after the handle (X, Bluesky, Mastodon, Threads and Instagram
+        name their feeds so), else every feed of the source, any of whose newest polls failing counts as
+        failing. None when the account has no stored post or its source was never polled."""
+        ((platform, handle),) = _split([account])
+        with self.lock:
+            row = self.db.execute(
+                "SELECT source FROM posts WHERE platform = ? AND lower(author) = ? "
+                "ORDER BY created_at DESC LIMIT 1",
+                [platform, handle],
+            ).fetchone()
+            if row is None:
+                return None
+            # The feeds a source polls are its rows in cursors: a few, where runs has one row per poll.
+            feeds = [f for (f,) in self.db.execute("SELECT feed FROM cursors WHERE source = ?", [row[0]])]
+            own = [feed for feed in feeds if feed.lower().lstrip("@") == handle]
+            polls = [self._polls_of(row[0], feed) for feed in own or feeds]
+        polls = [poll for poll in polls if poll is not None]
+        if not polls:
+            return None
+        successes = [success for _, success in polls if success is not None]
+        return FeedEvidence(
+            failing=any(failing for failing, _ in polls), last_success=max(successes) if successes else None
+        )
+
+    def _polls_of(self, source: str, feed: str) -> tuple[bool, datetime | None] | None:
+        """Whether the feed's newest poll failed, and when a poll of it last succeeded; None if never
+        polled. Two index look-ups (runs_feed, runs_success), however many polls the feed has had."""
+        newest = self.db.execute(
+            "SELECT error FROM runs WHERE source = ? AND feed = ? ORDER BY started_at DESC, id DESC LIMIT 1",
+            [source, feed],
+        ).fetchone()
+        if newest is None:
+            return None
+        (success,) = self.db.execute(
+            "SELECT max(finished_at) FROM runs WHERE source = ? AND feed = ? AND error IS NULL",
+            [source, feed],
+        ).fetchone()
+        return newest[0] is not None, parse_datetime(success) if success else None
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def watch_state(self, name: str) -> WatchState:
+        with self.lock:
+            row = self.db.execute(
+                "SELECT firing_since, alerts, last_alert_at FROM watch_state WHERE name = ?", [name]
+            ).fetchone()
+        if row is None:
+            return WatchState(None, 0, None)
+        return WatchState(
+            parse_datetime(row[0]) if row[0] else None, row[1], parse_datetime(row[2]) if row[2] else None
+        )
+
+    def record_watch(
+        self,
+        name: str,
+        state: WatchState,
+        checked_at: datetime,
+        channels: Sequence[str],
+        payload: dict[str, Any] | None,
+    ) -> int:
+        """Save the watch's new state and, in the same transaction, queue `payload` (if any) to every
+        channel: an alert is made exactly when its state says so, even across a crash. Returns the rows
+        queued."""
+        with self.lock, self.db.atomic():
+            self.db["watch_state"].upsert(
+                {
+                    "name": name,
+                    "firing_since": iso(state.firing_since) if state.firing_since else None,
+                    "alerts": state.alerts,
+                    "checked_at": iso(checked_at),
+                }
+                | ({"last_alert_at": iso(checked_at), "last_key": payload["key"]} if payload else {}),
+                pk="name",
+            )
+            return self.queue_watch_alert(channels, payload) if payload else 0
+
+    def queue_watch_alert(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
+        """A watch alert per channel, carrying its rule (the watch's name) like a hit's alert does."""
+        now = iso(utcnow())
+        rows = [
+            {
+                "channel": channel,
+                "key": payload["key"],
+                "hit_id": None,
+                "rule_id": payload["rule"]["id"],
+                "author": None,
+                "payload": json.dumps(payload, ensure_ascii=False),
+                "status": "pending",
+                "attempts": 0,
+                "folded": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for channel in channels
+        ]
+        self.db["alerts"].insert_all(rows, ignore=True)
+        return len(rows)
