@@ -199,10 +199,9 @@ class Pipeline:
         alert rows queued. Never raises: a failing watch is logged and the others go on."""
         if not self.watches:
             return 0
-        channels = [n.name for n in self.notifiers]
         try:
             people = self.exchanges or Exchanges()
-            return evaluate(self.store, self.watches, people, channels, now or utcnow())
+            return evaluate(self.store, self.watches, people, self.router.channels_for, now or utcnow())
         except Exception:  # the people or the database: keep the service alive, try at the next evaluation
             log.exception("watches: evaluation failed")
             return 0

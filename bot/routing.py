@@ -16,6 +16,9 @@ What each filter means for each kind of alert:
     coverage      RSS/Atom posts need it on      -                               -
     rule channels the rule's `channels` list     -                               -
 
+A watch's alert (frequency, spike, silence) is filtered like a hit: its severity, its type as category, its
+name as rule id, the people and platforms it is about (a spike has none: those filters let it through).
+
 "-": the alert has no such fact and the filter lets it through. A health notice (a feed failing or back, a
 channel paused) is about the service itself and reaches every channel whatever its filters. A rule's
 `channels` list narrows where its hits go; each of those channels still applies its own filters.
@@ -32,8 +35,9 @@ from bot.models import MODEL_RULE
 from config.routes import COVERAGE_PLATFORM, EXCHANGE_CATEGORY
 from config.settings import ChannelConfig, Exchanges, Settings
 from config.table import ConfigError
+from config.watches import WATCH_TYPES
 
-HIT, EXCHANGE, NOTICE = "hit", "exchange", "notice"
+HIT, EXCHANGE, WATCH, NOTICE = "hit", "exchange", "watch", "notice"
 # Payload kinds that are about the service's own health: every channel hears of them.
 _HEALTH_KINDS = {"watchdog": NOTICE}
 
@@ -96,6 +100,16 @@ def facts_of(
     kind = payload.get("kind")
     if kind is None:
         return _hit_facts(payload, source, exchanges, rule_channels or {})
+    if kind == "watch":
+        rule = payload["rule"]
+        return AlertFacts(
+            kind=WATCH,
+            severity=rule["severity"],
+            category=rule["category"],
+            rule=rule["id"],
+            people=frozenset(payload.get("people", ())),
+            platforms=frozenset(payload.get("platforms", ())),
+        )
     if kind == "exchange":
         exchange = payload["exchange"]
         return AlertFacts(
@@ -173,8 +187,8 @@ class Router:
 def check_routes(settings: Settings, rules: Sequence[Rule]) -> None:
     """Refuse a rule id or category in a channel's filters that the rule pack lacks, and a channel in a
     rule's `channels` that the settings lack: one ConfigError naming the file and the key."""
-    rule_ids = {rule.id for rule in rules} | {MODEL_RULE}
-    categories = {rule.category for rule in rules} | set(CATEGORIES) | {EXCHANGE_CATEGORY}
+    rule_ids = {rule.id for rule in rules} | {MODEL_RULE} | {watch.name for watch in settings.watches}
+    categories = {rule.category for rule in rules} | set(CATEGORIES) | {EXCHANGE_CATEGORY} | set(WATCH_TYPES)
     for index, channel in enumerate(settings.channels):
         where = f"{settings.path}: channels[{index}]"
         unknown_rules = sorted(channel.route.rules - rule_ids)

@@ -25,6 +25,7 @@ from bot.timeutil import iso
 from config.settings import Exchanges, Person
 from config.watches import Watch
 from storage.exchanges import StoredPost
+from storage.outbox import ChannelsFor
 from storage.store import Store
 from storage.watches import WatchState
 
@@ -54,7 +55,7 @@ Outcome = Finding | Unknown | None  # None: not firing
 
 
 def evaluate(
-    store: Store, watches: Sequence[Watch], exchanges: Exchanges, channels: Sequence[str], now: datetime
+    store: Store, watches: Sequence[Watch], exchanges: Exchanges, channels: ChannelsFor, now: datetime
 ) -> int:
     """Evaluate every watch at `now`; queue its alert when due. Returns the alert rows queued. A watch that
     fails is logged and the others go on."""
@@ -68,7 +69,7 @@ def evaluate(
 
 
 def evaluate_one(
-    store: Store, watch: Watch, exchanges: Exchanges, channels: Sequence[str], now: datetime
+    store: Store, watch: Watch, exchanges: Exchanges, channels: ChannelsFor, now: datetime
 ) -> int:
     outcome = CHECKS[watch.type](store, watch, exchanges, now)
     if isinstance(outcome, Unknown):

@@ -18,6 +18,7 @@ import sqlite_utils
 
 from bot.timeutil import iso, parse_datetime, utcnow
 from storage.exchanges import _POST, StoredPost, _post
+from storage.outbox import ChannelsFor
 
 _IN_JSON = "IN (SELECT value FROM json_each(?))"  # in a list of values bound as one JSON array
 
@@ -168,12 +169,12 @@ class WatchStore:
         name: str,
         state: WatchState,
         checked_at: datetime,
-        channels: Sequence[str],
+        channels: ChannelsFor,
         payload: dict[str, Any] | None,
     ) -> int:
-        """Save the watch's new state and, in the same transaction, queue `payload` (if any) to every
-        channel: an alert is made exactly when its state says so, even across a crash. Returns the rows
-        queued."""
+        """Save the watch's new state and, in the same transaction, queue `payload` (if any) to the channels
+        `channels(payload)` names (routing): an alert is made exactly when its state says so, even across a
+        crash. Returns the rows queued."""
         with self.lock, self.db.atomic():
             self.db["watch_state"].upsert(
                 {
@@ -185,7 +186,7 @@ class WatchStore:
                 | ({"last_alert_at": iso(checked_at), "last_key": payload["key"]} if payload else {}),
                 pk="name",
             )
-            return self.queue_watch_alert(channels, payload) if payload else 0
+            return self.queue_watch_alert(channels(payload), payload) if payload else 0
 
     def queue_watch_alert(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
         """A watch alert per channel, carrying its rule (the watch's name) like a hit's alert does."""

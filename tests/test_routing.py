@@ -464,3 +464,47 @@ def test_the_readmes_routing_example_is_valid(tmp_path, write_feed):
     build_detector(settings)  # the rule's channel exists
     main, musk, press = settings.channels
     assert (main.route.min_severity, musk.route.people, press.route.coverage) == (4, {"musk"}, True)
+
+
+WATCH = """
+[[watches]]
+name = "musk-zuck"
+type = "frequency"
+people = ["musk", "zuck"]
+count = 3
+hours = 48
+severity = 4
+"""
+
+
+def watch_alert(severity: int = 4) -> dict:
+    """A frequency watch's payload, as bot.watches makes it."""
+    return {
+        "kind": "watch",
+        "key": "rs1f-test",
+        "rule": {"id": "musk-zuck", "category": "frequency", "severity": severity},
+        "people": ["musk", "zuck"],
+        "platforms": ["threads", "x"],
+    }
+
+
+def test_a_watch_alert_is_routed_by_its_type_name_severity_and_people(settings_with):
+    settings = settings_with(
+        channel("pager", 'categories = ["frequency"]\nmin_severity = 4')
+        + channel("desk", 'categories = ["challenge"]')
+        + channel("by-name", 'rules = ["musk-zuck"]')
+        + channel("bezos-desk", 'people = ["musk"]\nplatforms = ["instagram"]')
+        + WATCH
+    )
+    router = Router.from_settings(
+        settings, build_detector(settings).matcher.rules, ["pager", "desk", "by-name", "bezos-desk"]
+    )
+    assert router.channels_for(watch_alert()) == ["pager", "by-name"]
+    assert router.channels_for(watch_alert(severity=3)) == ["by-name"]
+
+
+def test_a_channel_may_filter_on_a_watch_type_or_name_which_check_config_accepts(settings_with):
+    settings = settings_with(
+        channel("spikes", 'categories = ["spike", "silence"]\nrules = ["musk-zuck"]') + WATCH
+    )
+    Router.from_settings(settings, build_detector(settings).matcher.rules, ["spikes"])  # no ConfigError
