@@ -290,3 +290,12 @@ def test_the_dashboard_reads_the_database_the_canned_queries_read():
     dashboard = metadata["plugins"]["datasette-dashboards"]["hits-by-day"]
     assert {chart["db"] for chart in dashboard["charts"].values()} == set(metadata["databases"])
     assert sorted(slug for row in dashboard["layout"] for slug in row) == sorted(dashboard["charts"])
+
+
+def test_the_readme_shows_the_dashboard_screenshot_small_enough_to_keep_in_the_repository():
+    readme = (ROOT / "README.md").read_text()
+    image = ROOT / "docs" / "img" / "hits-by-day.png"
+    assert "](docs/img/hits-by-day.png)" in readme and "sh docs/make-screenshot.sh" in readme
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size < 200_000
+    assert (ROOT / "docs" / "make-screenshot.sh").is_file()
+    assert "http://127.0.0.1:8001/-/dashboards/hits-by-day" in readme
