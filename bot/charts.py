@@ -47,7 +47,7 @@ class DayCounts:
         found = sorted({day for day, _ in counts})
         first = since.date() if since else (date.fromisoformat(found[0]) if found else None)
         if until is not None:
-            last = (until - timedelta(microseconds=1)).date()
+            last = _day_before(until)
         elif since is not None:
             last = utcnow().date()
         else:
@@ -72,6 +72,14 @@ class DayCounts:
             series.sort(key=lambda item: (-item[1][0], item[0]))
             rows.extend((day, name, *values) for name, values in series)
         return rows
+
+
+def _day_before(moment: datetime) -> date | None:
+    """The last day an exclusive `until` leaves in; None before year 1 (`--until 0001-01-01` leaves none)."""
+    try:
+        return (moment - timedelta(microseconds=1)).date()
+    except OverflowError:
+        return None
 
 
 def _every_day(first: date | None, last: date | None) -> list[str]:

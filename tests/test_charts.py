@@ -299,3 +299,9 @@ def test_the_readme_shows_the_dashboard_screenshot_small_enough_to_keep_in_the_r
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.stat().st_size < 200_000
     assert (ROOT / "docs" / "make-screenshot.sh").is_file()
     assert "http://127.0.0.1:8001/-/dashboards/hits-by-day" in readme
+
+
+def test_until_the_first_day_there_is_leaves_no_day_and_no_traceback(rivalry_db):
+    config, _ = rivalry_db
+    out = piped(config, "report", "hits-by-day", "--until", "0001-01-01", "--format", "bars")
+    assert out.splitlines()[-1] == "(no days in the range)"
