@@ -23,7 +23,7 @@ from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import Store
 
 if TYPE_CHECKING:
-    from storage.reports import Report, Table
+    from storage.reports import Chart, Table
 
 log = logging.getLogger("ringside")
 
@@ -199,22 +199,22 @@ def command_report(args: argparse.Namespace) -> int:
     if args.account is not None:
         _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
-    chart = REPORTS[args.name].chart is not None
-    if args.format == "bars" and not chart:
+    chart = REPORTS[args.name].chart
+    if args.format == "bars" and chart is None:
         charts = " and ".join(name for name, report in REPORTS.items() if report.chart)
         raise UsageError(f"--format bars: report {args.name!r} has no bars; {charts} do")
     with Store.open(load_settings(args.config).database, create=False, readonly=True) as store:
         # A chart's rows are cut after its empty days are added, so --limit counts the rows printed.
-        table = store.report(args.name, since, until, args.account, None if chart else limit)
-    if not chart:
+        table = store.report(args.name, since, until, args.account, limit if chart is None else None)
+    if chart is None:
         print_table(table.columns, table.rows, args.format or "table")
-        return 0
-    print_chart(REPORTS[args.name], table, since, until, args.format, limit)
+    else:
+        print_chart(chart, table, since, until, args.format, limit)
     return 0
 
 
 def print_chart(
-    report: Report,
+    chart: Chart,
     table: Table,
     since: datetime | None,
     until: datetime | None,
@@ -232,7 +232,7 @@ def print_chart(
         if limit is not None:
             days = replace(days, days=days.days[:limit])  # a bar per day: --limit counts them as rows
         span = f"{days.days[0]} to {days.days[-1]}" if days.days else "no days"
-        title = f"{report.description.split(';')[0]}, {span}"
+        title = f"{chart.title}, {span}"
         print("\n".join(draw_bars(title, days, shutil.get_terminal_size().columns)))
         return
     print_table(table.columns, days.rows()[:limit], form or "table")

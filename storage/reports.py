@@ -28,6 +28,7 @@ class Chart:
 
     series: str  # the column that names a bar's part (a category, a rivalry)
     value: str  # the column the bars measure
+    title: str  # the line above the bars
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ REPORTS = {
             "p.created_at",
             _POST_BY,
             "ORDER BY day, hits DESC, category",
-            chart=Chart("category", "hits"),
+            chart=Chart("category", "hits", "Hits per day (of the post) per category"),
         ),
         Report(
             "rivalry-hits-by-day",
@@ -89,7 +90,7 @@ REPORTS = {
             "p.created_at",
             _POST_BY,
             "ORDER BY day, hits DESC, rivalry",
-            chart=Chart("rivalry", "hits"),
+            chart=Chart("rivalry", "hits", "Hits per day (of the post) per rivalry"),
         ),
         Report(
             "top-accounts",
