@@ -253,7 +253,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     report = commands.add_parser("report", help="a report from the database (report --list names them)")
     report.add_argument("name", nargs="?", help="the report, such as hits-by-day or latest-hits")
     report.add_argument("--list", action="store_true", help="name every report with a line about it")
-    add_output_options(report, since_help="posts since: 7d, 12h, or a date such as 2026-01-01")
+    add_output_options(report, since_help="posts since: 7d, 12h, or a date such as 2026-01-01", bars=True)
     report.add_argument("--until", help="before this: a duration ago or a date")
     report.add_argument(
         "--account",
@@ -528,9 +528,16 @@ def check_feeds_online(settings: Settings) -> int:
     return 1 if refused else 0
 
 
-def add_output_options(parser: argparse.ArgumentParser, since_help: str) -> None:
+def add_output_options(parser: argparse.ArgumentParser, since_help: str, bars: bool = False) -> None:
     parser.add_argument("--since", help=since_help)
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    if bars:  # no default: a report by day draws bars when stdout is a terminal, a table otherwise
+        parser.add_argument(
+            "--format",
+            choices=["table", "csv", "json", "bars"],
+            help="default: bars on a terminal for hits-by-day and rivalry-hits-by-day, else table",
+        )
+    else:
+        parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
     parser.add_argument("--limit", type=positive_int, default=None, help="at most this many rows")
 
 

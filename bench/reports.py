@@ -167,16 +167,17 @@ def main() -> None:
     size = args.db.stat().st_size / 1e6
     print(f"open and check a {size:,.0f} MB file: {opening:.3f}s (read-only; a report adds its time to this)")
     since = datetime.now(UTC) - timedelta(days=30)
-    print(f"{'report':<15} {'rows':>7} {'all, s':>8} {'--since 30d, s':>15}")
+    width = max(len(name) for name in REPORTS)  # rivalry-hits-by-day is the longest name
+    print(f"{'report':<{width}} {'rows':>7} {'all, s':>8} {'--since 30d, s':>15}")
     worst = 0.0
     for name in REPORTS:
         rows = len(store.report(name, limit=1000).rows)
         whole = best_of(3, lambda n=name: store.report(n, limit=1000))
         recent = best_of(3, lambda n=name: store.report(n, since=since, limit=1000))
         worst = max(worst, whole, recent)
-        print(f"{name:<15} {rows:>7,} {whole:>8.3f} {recent:>15.3f}")
+        print(f"{name:<{width}} {rows:>7,} {whole:>8.3f} {recent:>15.3f}")
     search = best_of(3, lambda: store.search("cage NEAR match", limit=50))
-    print(f"{'search':<15} {len(store.search('cage NEAR match').rows):>7,} {search:>8.3f}")
+    print(f"{'search':<{width}} {len(store.search('cage NEAR match').rows):>7,} {search:>8.3f}")
     print(f"slowest report: {worst:.3f}s (target: under 1 s)")
     store.close()
 

@@ -11,14 +11,19 @@ import csv
 import json
 import logging
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.models import parse_account
 from bot.terminal import json_escaped, printable
 from bot.timeutil import parse_datetime, parse_duration, utcnow
 from config import DEFAULT_RULES, ConfigError, Settings, load_settings
 from storage import Store
+
+if TYPE_CHECKING:
+    from storage.reports import Chart, Table
 
 log = logging.getLogger("ringside")
 
@@ -194,20 +199,53 @@ def command_report(args: argparse.Namespace) -> int:
     if args.account is not None:
         _account("--account", args.account)
     limit = args.limit if args.limit is not None else (50 if args.name == "latest-hits" else None)
+    chart = REPORTS[args.name].chart
+    if args.format == "bars" and chart is None:
+        charts = " and ".join(name for name, report in REPORTS.items() if report.chart)
+        raise UsageError(f"--format bars: report {args.name!r} has no bars; {charts} do")
     settings = load_settings(args.config)
     spend = settings.x_spend
     with Store.open(settings.database, create=False, readonly=True) as store:
+        # A chart's rows are cut after its empty days are added, so --limit counts the rows printed.
         table = store.report(
             args.name,
             since,
             until,
             args.account,
-            limit,
+            limit if chart is None else None,
             x_price=spend.price_per_post,
             x_budgets=(spend.budget_per_day, spend.budget_per_month),
         )
-    print_table(table.columns, table.rows, args.format)
+    if chart is None:
+        print_table(table.columns, table.rows, args.format or "table")
+    else:
+        print_chart(chart, table, since, until, args.format, limit)
     return 0
+
+
+def print_chart(
+    chart: Chart,
+    table: Table,
+    since: datetime | None,
+    until: datetime | None,
+    form: str | None,
+    limit: int | None,
+) -> None:
+    """A report by day with every day of its range: bars when stdout is a terminal (or --format bars), else
+    the rows, zeros included, in the format asked for."""
+    import shutil
+
+    from bot.charts import DayCounts, draw_bars
+
+    days = DayCounts.from_rows(table.columns, table.rows, since, until)
+    if form == "bars" or (form is None and sys.stdout.isatty()):
+        if limit is not None:
+            days = replace(days, days=days.days[:limit])  # a bar per day: --limit counts them as rows
+        span = f"{days.days[0]} to {days.days[-1]}" if days.days else "no days"
+        title = f"{chart.title}, {span}"
+        print("\n".join(draw_bars(title, days, shutil.get_terminal_size().columns)))
+        return
+    print_table(table.columns, days.rows()[:limit], form or "table")
 
 
 def command_search(args: argparse.Namespace) -> int:

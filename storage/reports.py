@@ -28,6 +28,15 @@ _BILLED = (
 
 
 @dataclass(frozen=True)
+class Chart:
+    """A report whose rows are (day, series, value, ...): one row per day and series that has hits."""
+
+    series: str  # the column that names a bar's part (a category, a rivalry)
+    value: str  # the column the bars measure
+    title: str  # the line above the bars
+
+
+@dataclass(frozen=True)
 class Report:
     name: str
     view: str
@@ -37,6 +46,7 @@ class Report:
     account_condition: str | None  # what --account filters on: SQL reading :platform (or NULL) and :handle
     order: str = ""
     json_columns: tuple[str, ...] = ()  # stored as JSON text, given back as lists
+    chart: Chart | None = None  # a report by day that the terminal draws as bars
 
 
 # --account is compared, never matched as a LIKE pattern: `%` and `_` are plain characters in a handle.
@@ -60,15 +70,32 @@ REPORTS = {
         Report(
             "hits-by-day",
             "hits_by_day",
-            "Hits per day (of the post), by category",
-            """SELECT date(p.created_at) AS day, count(*) AS hits,
-                      sum(h.category = 'challenge') AS challenge, sum(h.category = 'rivalry') AS rivalry,
-                      sum(h.category = 'taunt') AS taunt, sum(h.category = 'response') AS response
+            "Hits per day (of the post) per category; bars on a terminal",
+            """SELECT date(p.created_at) AS day, h.category, count(*) AS hits
                FROM hits h JOIN posts p ON p.key = h.post_key WHERE {where}
-               GROUP BY day""",
+               GROUP BY day, h.category""",
             "p.created_at",
             _POST_BY,
-            "ORDER BY day DESC",
+            "ORDER BY day, hits DESC, category",
+            chart=Chart("category", "hits", "Hits per day (of the post) per category"),
+        ),
+        Report(
+            "rivalry-hits-by-day",
+            "rivalry_hits_by_day",
+            "Hits per day (of the post) per rivalry: the exchanges' people; bars on a terminal",
+            # A rivalry is the people of an exchange ("musk vs zuck"); its hits are those of the posts that
+            # are its turns. A turn linked without a hit of its own (a mention) counts in turns only.
+            """SELECT date(p.created_at) AS day,
+                      (SELECT group_concat(value, ' vs ') FROM json_each(x.people)) AS rivalry,
+                      count(DISTINCT h.id) AS hits, count(DISTINCT t.post_key) AS turns
+               FROM exchange_turns t JOIN exchanges x ON x.id = t.exchange_id
+               JOIN posts p ON p.key = t.post_key LEFT JOIN hits h ON h.post_key = t.post_key
+               WHERE {where}
+               GROUP BY day, rivalry""",
+            "p.created_at",
+            _POST_BY,
+            "ORDER BY day, hits DESC, rivalry",
+            chart=Chart("rivalry", "hits", "Hits per day (of the post) per rivalry"),
         ),
         Report(
             "top-accounts",

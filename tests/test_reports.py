@@ -69,7 +69,12 @@ def test_every_report_agrees_with_its_view_in_the_database(demo_db, capsys, name
         rows = [dict(r) for r in conn.execute(f"select * from {REPORTS[name].view}")]
     for row in rows:  # the view holds JSON text where the report gives a list
         row.update({column: json.loads(row[column]) for column in REPORTS[name].json_columns})
-    assert json.loads(out) == rows
+    printed = json.loads(out)
+    if REPORTS[name].chart:  # a report by day adds the days and series without hits, as zeros
+        chart = REPORTS[name].chart
+        assert {row[chart.value] for row in printed if row not in rows} <= {0}
+        printed = [row for row in printed if row in rows]
+    assert printed == rows
     if name not in ("alerts", "quarantine", "x-spend"):  # the demo has no broken record and reads no X
         assert rows, f"the demo should give {name} something to show"
 
@@ -77,7 +82,7 @@ def test_every_report_agrees_with_its_view_in_the_database(demo_db, capsys, name
 def test_report_list_names_each_report_with_a_line(capsys):
     code, out, _ = cli(capsys, "report", "--list")
     assert code == 0 and len(out.strip().splitlines()) == len(REPORTS)
-    assert out.startswith("hits-by-day    Hits per day")
+    assert out.split()[:4] == ["hits-by-day", "Hits", "per", "day"]
 
 
 def test_latest_hits_as_a_table_is_aligned_with_text_and_link(demo_db, capsys):
