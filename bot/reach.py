@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from bot.detect.rules import SILENT_CATEGORIES, Rule
 from bot.models import MODEL_RULE
 from bot.routing import EXCHANGE, HIT, AlertFacts, refusal
-from config.routes import COVERAGE_PLATFORM, EXCHANGE_CATEGORY
+from config.routes import EXCHANGE_CATEGORY
 from config.settings import ChannelConfig, Settings
 
 _POST_FILTERS = ("people", "platforms", "sources")
@@ -96,7 +96,7 @@ def _warn_of_unheard_press(found: Reach, settings: Settings) -> None:
     if not settings.channels or any(channel.route.coverage for channel in settings.channels):
         return
     for source in settings.sources:
-        if source.type == COVERAGE_PLATFORM:
+        if source.coverage:
             found.warnings.append(
                 f"warning: source {source.name} ({source.type}): its hits are press coverage and no channel "
                 "has coverage = true, so they are stored but nobody is alerted"

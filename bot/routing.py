@@ -13,7 +13,7 @@ What each filter means for each kind of alert:
     people        the author's [[people]] id     any of the exchange's people    -
     platforms     the post's platform            any platform of its posts       -
     sources       the source that fetched it     the source whose poll made it   -
-    coverage      RSS/Atom posts need it on      -                               -
+    coverage      a press source's hits need it  -                               -
     rule channels the rule's `channels` list     -                               -
 
 A watch's alert (frequency, spike, silence) is filtered like a hit: its severity, its type as category, its
@@ -93,13 +93,14 @@ def facts_of(
     source: str | None = None,
     exchanges: Exchanges | None = None,
     rule_channels: Mapping[str, tuple[str, ...]] | None = None,
+    coverage_sources: frozenset[str] | None = None,
 ) -> AlertFacts:
     """The routing facts of an outbox payload: a hit's (fetched by `source`), an exchange turn's (made by a
     poll of `source`), or a health notice's. A kind routing does not know has no facts, so it reaches every
     channel."""
     kind = payload.get("kind")
     if kind is None:
-        return _hit_facts(payload, source, exchanges, rule_channels or {})
+        return _hit_facts(payload, source, exchanges, rule_channels or {}, coverage_sources)
     if kind == "watch":
         rule = payload["rule"]
         return AlertFacts(
@@ -128,9 +129,13 @@ def _hit_facts(
     source: str | None,
     exchanges: Exchanges | None,
     rule_channels: Mapping[str, tuple[str, ...]],
+    coverage_sources: frozenset[str] | None,
 ) -> AlertFacts:
+    """A hit's facts. It is coverage when its source is one of `coverage_sources` (sources are press when
+    configured so, RSS ones by default); without settings, when the post comes from an RSS/Atom feed."""
     rule, post = payload["rule"], payload["post"]
     platform = post["platform"]
+    coverage = platform == COVERAGE_PLATFORM if coverage_sources is None else source in coverage_sources
     return AlertFacts(
         kind=HIT,
         severity=rule["severity"],
@@ -139,7 +144,7 @@ def _hit_facts(
         people=people_of(exchanges, platform, post["author"]),
         platforms=frozenset({platform}),
         source=source,
-        coverage=platform == COVERAGE_PLATFORM,
+        coverage=coverage,
         only_to=rule_channels.get(rule["id"]) or None,
     )
 
@@ -162,8 +167,10 @@ class Router:
         channels: Iterable[ChannelConfig] = (),
         exchanges: Exchanges | None = None,
         rules: Iterable[Rule] = (),
+        coverage_sources: Iterable[str] | None = None,
     ) -> None:
         self.names = list(names)
+        self.coverage_sources = None if coverage_sources is None else frozenset(coverage_sources)
         self.configs = {channel.name: channel for channel in channels}
         self.exchanges = exchanges
         self.rule_channels = {rule.id: rule.channels for rule in rules if rule.channels}
@@ -172,11 +179,12 @@ class Router:
     def from_settings(cls, settings: Settings, rules: Sequence[Rule], names: Sequence[str]) -> Router:
         """The router for these settings and rules; ConfigError when a name in either is unknown."""
         check_routes(settings, rules)
-        return cls(names, settings.channels, settings.exchanges, rules)
+        press = [source.name for source in settings.sources if source.coverage]
+        return cls(names, settings.channels, settings.exchanges, rules, coverage_sources=press)
 
     def channels_for(self, payload: Mapping[str, Any], source: str | None = None) -> list[str]:
         """The names of the channels that get this payload, in delivery order."""
-        facts = facts_of(payload, source, self.exchanges, self.rule_channels)
+        facts = facts_of(payload, source, self.exchanges, self.rule_channels, self.coverage_sources)
         return [
             name
             for name in self.names

@@ -24,6 +24,8 @@ class SourceConfig:
     every: float
     options: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, Secret] = field(default_factory=dict)  # by role: "token", ...
+    # Its hits are press coverage (other people's feud retold), which only channels with coverage = true get.
+    coverage: bool = False
 
     @property
     def secret(self) -> Secret | None:
@@ -58,9 +60,13 @@ def source_from_table(table: Table, environ: Mapping[str, str]) -> SourceConfig:
     name = table.get("name", "str", kind)
     reader, default_every = SOURCE_OPTIONS[kind]
     every = table.get("every", "interval", default_every)
+    # The press reaches Ringside through RSS and Atom; a feed that bridges a person's own posts says false.
+    coverage = table.get("coverage", "bool", kind == "rss")
     read = reader(table, environ)
     table.finish()
-    return SourceConfig(name=name, type=kind, every=every, options=read.options, secrets=read.secrets)
+    return SourceConfig(
+        name=name, type=kind, every=every, options=read.options, secrets=read.secrets, coverage=coverage
+    )
 
 
 def replay_options(table: Table, environ: Mapping[str, str]) -> SourceOptions:

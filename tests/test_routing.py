@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ path = "{social}"
 name = "press"
 type = "replay"
 path = "{press}"
+coverage = true
 {PEOPLE}
 {channels}
 """
@@ -409,6 +411,8 @@ def test_check_config_prints_the_channels_each_rule_reaches_and_warns_of_one_tha
         f"warning: rule feud (rivalry, severity 2) reaches no channel ({why})",
         "warning: rule walrus (taunt, severity 3) reaches no channel (the rule sends only to musk-watch; "
         "musk-watch: wants min_severity 4)",
+        "warning: source press (replay): its hits are press coverage and no channel has coverage = true, "
+        "so they are stored but nobody is alerted",
     ]
     shown = json.loads(done.stdout)
     assert shown["routes"]["rules"]["walrus"] == []
@@ -508,3 +512,39 @@ def test_a_channel_may_filter_on_a_watch_type_or_name_which_check_config_accepts
         channel("spikes", 'categories = ["spike", "silence"]\nrules = ["musk-zuck"]') + WATCH
     )
     Router.from_settings(settings, build_detector(settings).matcher.rules, ["spikes"])  # no ConfigError
+
+
+def test_an_rss_source_is_press_coverage_unless_it_says_it_bridges_someones_own_posts(
+    write_config, write_feed
+):
+    feed = write_feed(SOCIAL)
+    text = f"""
+[[sources]]
+name = "press"
+type = "rss"
+feeds = ["https://www.lemonde.example/rss.xml"]
+
+[[sources]]
+name = "bridge"
+type = "rss"
+feeds = ["https://bridge.example/elonmusk.rss"]
+coverage = false
+
+[[sources]]
+name = "social"
+type = "replay"
+path = "{feed}"
+"""
+    settings = load_settings(write_config(text), environ={})
+    assert {source.name: source.coverage for source in settings.sources} == {
+        "press": True,
+        "bridge": False,
+        "social": False,
+    }
+
+
+def test_hits_of_a_source_that_is_not_press_reach_every_channel_even_on_platform_rss(settings_with):
+    settings = settings_with(channel("everything") + channel("press-desk", "coverage = true"))
+    settings = replace(settings, sources=tuple(replace(s, coverage=False) for s in settings.sources))
+    got = routed(settings)
+    assert PRESS_POST in got["everything"]
