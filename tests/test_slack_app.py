@@ -208,6 +208,18 @@ def test_a_reply_whose_parent_update_was_rate_limited_is_not_posted_twice(store,
     assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0
 
 
+def test_a_reply_posted_whose_parent_slack_will_not_update_is_sent_not_dead(store, detector, api, write_feed):
+    """The turn reached its thread: a parent Slack refuses to update for good is logged, and the turn is not
+    counted dead (nor towards pausing the channel)."""
+    notifier = slack_app(store, api)
+    pipeline = polled(store, detector, notifier, write_feed(FOUR_TURNS[:3]), exchanges=PEOPLE)
+    api.answer(error("invalid_blocks"), method="chat.update")
+    pipeline.deliver_all()
+    replies = [c for c in api.calls_to("chat.postMessage") if "thread_ts" in c.arguments]
+    assert len(replies) == 1
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0
+
+
 # -- buttons ----------------------------------------------------------------------------------------------
 
 
