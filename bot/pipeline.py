@@ -8,6 +8,7 @@ lives in bot.delivery.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -50,6 +51,10 @@ class Pipeline:
     clock: Callable[[], datetime] = utcnow  # when a poll starts: the day its X reads are billed on
     watches: Sequence[Watch] = ()  # frequency, spike and silence rules
     courier: Courier = field(init=False)
+    # Posts of the budget handed to X polls still running: polls of several X feeds at the same time share
+    # what the budget leaves, rather than each asking for all of it.
+    _x_held: int = field(default=0, init=False, repr=False)
+    _x_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.courier = Courier(self.store, self.notifiers, self.delivery, self.digests)
@@ -87,9 +92,13 @@ class Pipeline:
         ):
             log.debug("%s: rate limited until %s; skipped", where, state.paused_until)
             return None
+        held = 0  # posts of the X budget this poll holds until its reads are in the ledger
         try:
             if source.platform == "x":  # before X is asked, so a spent budget costs nothing more
-                fetch = self._fetch_within_budget(source, feed, state.cursor, started)
+                held, fetch = self._fetch_within_budget(source, feed, state.cursor, started)
+                if fetch is None:
+                    log.info("%s: what the X budget leaves is being read by other X feeds; skipped", where)
+                    return None
             else:
                 fetch = source.fetch(feed, state.cursor)
             saved = self.store.save_poll(
@@ -121,6 +130,8 @@ class Pipeline:
             log.exception("%s: poll failed unexpectedly", where)
             self._record_failure(source_name, feed, started, f"{type(error).__name__}: {error}")
             return None
+        finally:
+            self._release_x_budget(held)
         saved = replace(saved, more=fetch.more)
         self._watch(source_name, feed, None)
         for error in saved.quarantined:
@@ -146,14 +157,32 @@ class Pipeline:
         )
         return saved
 
-    def _fetch_within_budget(self, source: Source, feed: str, cursor: str | None, now: datetime) -> Fetch:
-        """An X fetch of at most the posts the budgets leave (the rest follows from the saved page once the
-        budget allows); BudgetReached, with its notice queued, when a budget is already spent."""
+    def _fetch_within_budget(
+        self, source: Source, feed: str, cursor: str | None, now: datetime
+    ) -> tuple[int, Fetch | None]:
+        """An X fetch of at most the posts the budgets leave, less what X polls still running hold (the rest
+        follows from the saved page once the budget allows), and the posts this poll now holds, which the
+        caller releases once its reads are stored; None when the polls running hold all that is left.
+        BudgetReached, with its notice queued, when a budget is already spent."""
         spend = check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
-        allowed = posts_left(spend, self.x_spend)
-        if allowed is None:
-            return source.fetch(feed, cursor)
-        return source.fetch(feed, cursor, max_posts=allowed)  # type: ignore[call-arg]  # X's fetch takes it
+        left = posts_left(spend, self.x_spend)
+        if left is None:
+            return 0, source.fetch(feed, cursor)
+        with self._x_lock:
+            allowed = max(0, left - self._x_held)
+            if allowed == 0 and self._x_held:
+                return 0, None
+            self._x_held += allowed
+        try:
+            return allowed, source.fetch(feed, cursor, max_posts=allowed)  # type: ignore[call-arg]  # X's
+        except BaseException:
+            self._release_x_budget(allowed)
+            raise
+
+    def _release_x_budget(self, posts: int) -> None:
+        if posts:
+            with self._x_lock:
+                self._x_held -= posts
 
     def _x_budget_raised(self, source: Source, state: FeedState, now: datetime) -> bool:
         """An X feed paused by a budget that the operator has raised since polls again at once."""

@@ -65,7 +65,7 @@ def reach(settings: Settings, rules: Sequence[Rule], model: bool) -> Reach:
 def _reached(found: Reach, what: str, channels: Sequence[ChannelConfig], facts: AlertFacts) -> list[str]:
     reached = [channel for channel in channels if refusal(channel, facts) is None]
     if reached:
-        found.lines.append(f"route: {what} -> {', '.join(_with_conditions(c) for c in reached)}")
+        found.lines.append(f"route: {what} -> {', '.join(_with_conditions(c, facts) for c in reached)}")
     elif channels:
         found.lines.append(f"route: {what} -> no channel")
         found.warnings.append(f"warning: {what} reaches no channel ({_why_none(channels, facts)})")
@@ -81,12 +81,17 @@ def _why_none(channels: Sequence[ChannelConfig], facts: AlertFacts) -> str:
     return "; ".join([f"the rule sends only to {', '.join(facts.only_to)}", *reasons])
 
 
-def _with_conditions(channel: ChannelConfig) -> str:
-    """ "slack-main (only people musk; platforms x)" when the channel also filters on the post."""
-    conditions = [
-        f"{key} {', '.join(sorted(getattr(channel.route, key)))}"
-        for key in _POST_FILTERS
-        if getattr(channel.route, key)
+def _with_conditions(channel: ChannelConfig, facts: AlertFacts) -> str:
+    """ "slack-main (only people musk; platforms x)" when the channel also filters on the post, or on a
+    severity or category that only the alert will have (the model's hits, exchange turns)."""
+    route = channel.route
+    conditions = []
+    if facts.severity is None and route.min_severity > 1:
+        conditions.append(f"min_severity {route.min_severity}")
+    if facts.category is None and route.categories:
+        conditions.append(f"categories {', '.join(sorted(route.categories))}")
+    conditions += [
+        f"{key} {', '.join(sorted(getattr(route, key)))}" for key in _POST_FILTERS if getattr(route, key)
     ]
     return f"{channel.name} (only {'; '.join(conditions)})" if conditions else channel.name
 

@@ -35,10 +35,11 @@ class LabelStore:
     def post_of_alert(self, alert_id: int) -> tuple[str, int]:
         """The post an alert is about and the version its hit matched (the text the operator was shown);
         LabelError when there is no such alert or it is not about a post."""
-        row = self.db.execute(
-            "SELECT h.post_key, h.version FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE a.id = ?",
-            [alert_id],
-        ).fetchone()
+        with self.lock:  # the Slack app's buttons ask from a thread of their own
+            row = self.db.execute(
+                "SELECT h.post_key, h.version FROM alerts a JOIN hits h ON h.id = a.hit_id WHERE a.id = ?",
+                [alert_id],
+            ).fetchone()
         if row is None:
             raise LabelError(f"no alert {alert_id} about a post (see: run_bot.py report alerts)")
         return str(row[0]), int(row[1])

@@ -45,23 +45,29 @@ class AlertAction:
 
 
 class SlackStore:
+    """Reads take the store's lock too: Bolt's threads read here while a poll or a delivery may be in the
+    middle of a transaction on the same connection."""
+
     db: sqlite_utils.Database
     lock: threading.RLock
 
     def slack_message(self, alert_id: int) -> SlackMessage | None:
         """The message posted for the alert, or None when none was recorded."""
-        row = self.db.execute(
-            "SELECT alert_id, channel_id, ts, thread_ts FROM slack_messages WHERE alert_id = ?", [alert_id]
-        ).fetchone()
+        with self.lock:
+            row = self.db.execute(
+                "SELECT alert_id, channel_id, ts, thread_ts FROM slack_messages WHERE alert_id = ?",
+                [alert_id],
+            ).fetchone()
         return SlackMessage(*row) if row else None
 
     def alert_at(self, channel_id: str, ts: str) -> Alert | None:
         """The alert whose message is at `ts` in the Slack conversation `channel_id`, or None."""
-        row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM alerts WHERE id = "
-            "(SELECT alert_id FROM slack_messages WHERE channel_id = ? AND ts = ?)",
-            [channel_id, ts],
-        ).fetchone()
+        with self.lock:
+            row = self.db.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE id = "
+                "(SELECT alert_id FROM slack_messages WHERE channel_id = ? AND ts = ?)",
+                [channel_id, ts],
+            ).fetchone()
         return _alert(row) if row else None
 
     def save_slack_message(self, message: SlackMessage, thread: tuple[str, str] | None = None) -> None:
@@ -83,20 +89,22 @@ class SlackStore:
 
     def slack_thread(self, channel: str, exchange_id: str) -> SlackThread | None:
         """The exchange's thread in the configured channel, or None before its first alert was posted."""
-        row = self.db.execute(
-            "SELECT channel, exchange_id, parent_alert_id, latest_alert_id, channel_id, ts "
-            "FROM slack_threads WHERE channel = ? AND exchange_id = ?",
-            [channel, exchange_id],
-        ).fetchone()
+        with self.lock:
+            row = self.db.execute(
+                "SELECT channel, exchange_id, parent_alert_id, latest_alert_id, channel_id, ts "
+                "FROM slack_threads WHERE channel = ? AND exchange_id = ?",
+                [channel, exchange_id],
+            ).fetchone()
         return SlackThread(*row) if row else None
 
     def thread_opened_by(self, alert_id: int) -> SlackThread | None:
         """The thread whose parent message is this alert's, if any."""
-        row = self.db.execute(
-            "SELECT channel, exchange_id, parent_alert_id, latest_alert_id, channel_id, ts "
-            "FROM slack_threads WHERE parent_alert_id = ?",
-            [alert_id],
-        ).fetchone()
+        with self.lock:
+            row = self.db.execute(
+                "SELECT channel, exchange_id, parent_alert_id, latest_alert_id, channel_id, ts "
+                "FROM slack_threads WHERE parent_alert_id = ?",
+                [alert_id],
+            ).fetchone()
         return SlackThread(*row) if row else None
 
     def set_thread_latest(self, channel: str, exchange_id: str, alert_id: int) -> None:
@@ -110,7 +118,8 @@ class SlackStore:
             )
 
     def alert_by_id(self, alert_id: int) -> Alert | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", [alert_id]).fetchone()
+        with self.lock:
+            row = self.db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", [alert_id]).fetchone()
         return _alert(row) if row else None
 
     def record_action(self, alert_id: int, action: str, user_id: str, user_name: str | None) -> bool:
@@ -128,8 +137,10 @@ class SlackStore:
 
     def alert_actions(self, alert_id: int) -> list[AlertAction]:
         """What was done with the alert's buttons, in the order it was done."""
-        rows = self.db.execute(
-            "SELECT action, user_id, user_name, at FROM alert_actions WHERE alert_id = ? ORDER BY at, rowid",
-            [alert_id],
-        ).fetchall()
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT action, user_id, user_name, at FROM alert_actions WHERE alert_id = ? "
+                "ORDER BY at, rowid",
+                [alert_id],
+            ).fetchall()
         return [AlertAction(*row) for row in rows]

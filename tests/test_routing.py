@@ -402,7 +402,7 @@ def test_check_config_prints_the_channels_each_rule_reaches_and_warns_of_one_tha
     )
     assert "route: rule dare (challenge, severity 3) -> everything" in lines
     assert "route: rule accept-challenge (response): silent, no alert of its own" in lines
-    assert "route: exchange turns -> everything, musk-watch (only people musk)" in lines
+    assert "route: exchange turns -> everything, musk-watch (only min_severity 4; people musk)" in lines
     assert "route: model (any category)" not in done.stderr  # the model is off
     warnings = [line for line in lines if line.startswith("warning:")]
     why = "everything: wants categories challenge, exchange, taunt; musk-watch: wants min_severity 4"
@@ -548,3 +548,18 @@ def test_hits_of_a_source_that_is_not_press_reach_every_channel_even_on_platform
     settings = replace(settings, sources=tuple(replace(s, coverage=False) for s in settings.sources))
     got = routed(settings)
     assert PRESS_POST in got["everything"]
+
+
+def test_check_config_says_a_channel_takes_only_some_of_the_models_hits_and_exchange_turns(settings_with):
+    """The model's hits and exchange turns have no severity (nor the model's a category) before they happen:
+    a channel that filters on them takes only some, and its route line must say so."""
+    from bot.reach import reach
+
+    pager = channel("pager", 'min_severity = 4\ncategories = ["challenge", "exchange"]')
+    settings = settings_with(channel("all") + pager)
+    lines = reach(settings, build_detector(settings).matcher.rules, model=True).lines
+    assert (
+        "route: model (any category) -> all, pager (only min_severity 4; categories challenge, exchange)"
+        in lines
+    )
+    assert "route: exchange turns -> all, pager (only min_severity 4)" in lines

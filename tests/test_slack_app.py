@@ -3,6 +3,7 @@ the buttons through Bolt's dispatch with a recorded block_actions payload, writi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -207,6 +208,18 @@ def test_a_reply_whose_parent_update_was_rate_limited_is_not_posted_twice(store,
     assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0
 
 
+def test_a_reply_posted_whose_parent_slack_will_not_update_is_sent_not_dead(store, detector, api, write_feed):
+    """The turn reached its thread: a parent Slack refuses to update for good is logged, and the turn is not
+    counted dead (nor towards pausing the channel)."""
+    notifier = slack_app(store, api)
+    pipeline = polled(store, detector, notifier, write_feed(FOUR_TURNS[:3]), exchanges=PEOPLE)
+    api.answer(error("invalid_blocks"), method="chat.update")
+    pipeline.deliver_all()
+    replies = [c for c in api.calls_to("chat.postMessage") if "thread_ts" in c.arguments]
+    assert len(replies) == 1
+    assert store.db.execute("SELECT count(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0
+
+
 # -- buttons ----------------------------------------------------------------------------------------------
 
 
@@ -301,6 +314,39 @@ def test_a_press_on_an_alert_this_database_does_not_have_writes_nothing(store, d
         press(button_app(notifier, verify_token=False, synchronous=True), "acknowledge", "rs1-unknown", "1.2")
     assert store.db.execute("SELECT count(*) FROM alert_actions").fetchone()[0] == 0
     assert "rs1-unknown" in caplog.text and not api.calls_to("chat.update")
+
+
+def test_a_press_waits_for_a_write_in_flight_and_never_acts_on_what_it_rolled_back(store, detector, api):
+    """Button presses run in Bolt's threads on the store's one connection: reading without the store's lock,
+    they would see another thread's transaction half done (here a message recorded, then rolled back)."""
+    notifier = slack_app(store, api)
+    polled(store, detector, notifier)
+    alert = store.pending_alerts("slack-app", limit=1)[0]
+    writing, undo = threading.Event(), threading.Event()
+
+    def write_then_roll_back() -> None:
+        with contextlib.suppress(RuntimeError), store.lock, store.db.atomic():
+            store.db.execute(
+                "INSERT INTO slack_messages (alert_id, channel_id, ts, posted_at) VALUES (?, ?, '9.9', '')",
+                [alert.id, CHANNEL_ID],
+            )
+            writing.set()
+            undo.wait(5)
+            raise RuntimeError("the write failed")
+
+    writer = threading.Thread(target=write_then_roll_back)
+    writer.start()
+    assert writing.wait(5)
+    seen: list = []
+    reader = threading.Thread(
+        target=lambda: seen.extend([store.alert_at(CHANNEL_ID, "9.9"), store.slack_message(alert.id)])
+    )
+    reader.start()
+    reader.join(0.3)
+    undo.set()
+    writer.join(5)
+    reader.join(5)
+    assert seen == [None, None]
 
 
 def test_socket_mode_that_cannot_open_is_logged_and_stops_at_shutdown(store, api, caplog):

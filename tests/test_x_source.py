@@ -397,3 +397,36 @@ def test_a_saved_page_token_x_refuses_skips_the_rest_of_the_catch_up_with_a_warn
         fetch = make_source().fetch("elonmusk", saved)
     assert fetch.posts == () and fetch.cursor == "309" and not fetch.more
     assert "posts older than 309 and newer than 300 are skipped" in caplog.text
+
+
+@responses.activate
+def test_a_page_that_fails_in_a_catch_up_keeps_the_pages_read_before_it_and_the_next_poll_resumes_there(
+    caplog,
+):
+    responses.get(TIMELINE, json=timeline(tweet("309", "newest"), tweet("308", "b"), next_token="p2"))
+    responses.get(TIMELINE, status=503, json={"title": "Service Unavailable"})
+    responses.get(TIMELINE, json=timeline(tweet("306", "c"), tweet("305", "oldest new")))
+    source = make_source()
+    with caplog.at_level(logging.WARNING):
+        first = source.fetch("elonmusk", "300")
+    # X billed the first page: its posts are handed out (and enter the spend ledger), not read again.
+    assert [p.id for p in first.posts] == ["308", "309"] and first.read_ids == ("309", "308")
+    assert first.more and "X server error (503)" in caplog.text
+    second = source.fetch("elonmusk", first.cursor)
+    assert [p.id for p in second.posts] == ["305", "306"] and not second.more and second.cursor == "309"
+    resumed = query_of(responses.calls[2])
+    assert resumed["since_id"] == ["300"] and resumed["pagination_token"] == ["p2"]
+
+
+@responses.activate
+def test_a_429_on_the_first_page_of_a_poll_still_pauses_the_feed():
+    responses.get(TIMELINE, json=timeline(tweet("309", "newest"), next_token="p2"))
+    reset = int(time.time()) + 600
+    responses.get(
+        TIMELINE, status=429, json={"title": "Too Many Requests"}, headers={"x-rate-limit-reset": str(reset)}
+    )
+    source = make_source()
+    first = source.fetch("elonmusk", "300")
+    assert [p.id for p in first.posts] == ["309"] and first.more
+    with pytest.raises(RateLimited):
+        source.fetch("elonmusk", first.cursor)

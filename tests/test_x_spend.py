@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -201,6 +202,38 @@ def test_two_x_sources_that_find_the_budget_spent_send_one_notice(store, detecto
     assert len(responses.calls) == 1
     pipeline.deliver_all()
     assert printed.getvalue().count("X BUDGET REACHED") == 1
+
+
+@responses.activate
+def test_x_feeds_polled_at_the_same_time_share_what_the_budget_leaves_rather_than_each_take_it_all(
+    store, detector
+):
+    asked, release = threading.Event(), threading.Event()
+
+    def slow_answer(request):
+        asked.set()
+        release.wait(5)
+        page = timeline(*[tweet(str(500 - n), f"post {n}") for n in range(10)])
+        return 200, {}, json.dumps(page)
+
+    responses.add_callback(responses.GET, TIMELINE, callback=slow_answer)
+    responses.get(FINKD_TIMELINE, json=timeline(*[tweet(str(600 - n), f"post {n}") for n in range(10)]))
+    pipeline = x_pipeline(store, detector, Clock(DAY), XSpend(budget_per_day=0.05))  # 10 posts a day
+    for feed in ("elonmusk", "finkd"):
+        store.save_poll("x", feed, DAY, Fetch(posts=(), cursor="400"), [], [])
+    first = threading.Thread(target=pipeline.poll, args=("x", "elonmusk"))
+    first.start()
+    try:
+        assert asked.wait(5)  # the first poll asked X for the 10 posts the budget leaves, and waits
+        assert pipeline.poll("x", "finkd") is None  # what is left is the first poll's: X is not asked
+    finally:
+        release.set()
+        first.join(5)
+    assert [call.request.url.split("?")[0] for call in responses.calls] == [TIMELINE]
+    assert billed_per_day(store) == {"2026-03-31": 10}
+    assert (
+        store.feed_state("x", "finkd").cursor == "400" and store.feed_state("x", "finkd").paused_until is None
+    )
 
 
 @responses.activate

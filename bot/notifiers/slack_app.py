@@ -128,7 +128,15 @@ class SlackAppNotifier:
         if self.store.slack_message(alert.id) is None:
             self._post(alert, compose(alert, "reply", []), thread_ts=thread.ts)
         self.store.set_thread_latest(self.name, thread.exchange_id, alert.id)
-        self.update_message(thread.parent_alert_id)
+        try:
+            self.update_message(thread.parent_alert_id)
+        except DeliveryError as error:
+            if error.retry:  # a rate limit: the retry posts nothing again and updates the parent then
+                raise
+            # The turn is in its thread: a parent Slack will not update must not count it dead.
+            log.warning(
+                "%s: alert %s is in its thread; its parent was not updated: %s", self.name, alert.key, error
+            )
 
     def _post(
         self,

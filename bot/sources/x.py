@@ -242,6 +242,15 @@ class XSource:
                 if not pages and position.next_token is not None and token == position.next_token:
                     raise
                 raise SourceError(str(error)) from None
+            except SourceError as error:
+                if not pages or not position.since_id:
+                    raise
+                # X billed the pages read: hand them out and resume at this page, rather than read them
+                # again (billed again after midnight) and never get past a page that keeps failing.
+                log.warning(
+                    "%s: page %d failed (%s); the next poll resumes there", self.name, len(pages) + 1, error
+                )
+                return pages, token
             metrics.X_POSTS_READ.inc(len(page.get("data") or []))
             pages.append(page)
             token = (page.get("meta") or {}).get("next_token")
