@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
@@ -12,7 +13,7 @@ from bot.notifiers import Notifier, build_notifier
 from bot.pipeline import Pipeline
 from bot.sources import Source, build_source
 from bot.sources.replay import ReplaySource
-from config import Settings
+from config import Settings, SourceConfig
 from config.settings import DetectorSettings
 from storage import Store
 
@@ -34,30 +35,33 @@ def build_pipeline(
     `sources` replaces the configured sources (a backfill polls its file alone)."""
     detector = detector or build_detector(settings)
     if sources is None:
-        sources = {
-            config.name: build_source(
-                config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
-            )
-            for config in settings.sources
-        }
+        sources = {config.name: source_from(config, settings, store, paced) for config in settings.sources}
     if notifiers is None:
         notifiers = [build_notifier(config) for config in settings.channels]
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
-    digests = {config.name: config.digest for config in settings.channels if config.digest}
-    pipeline = Pipeline(
-        store,
-        detector,
-        sources,
-        notifiers,
-        delivery=settings.delivery,
-        digests=digests,
-        intervals={config.name: config.every for config in settings.sources},
-        watchdog_after=settings.service.watchdog_after,
-        exchanges=settings.exchanges,
-    )
+    pipeline = Pipeline(store, detector, sources, notifiers, **tuned_by(settings))
     _say_where_replays_stand(pipeline)
     return pipeline
+
+
+def source_from(config: SourceConfig, settings: Settings, store: Store, paced: bool = True) -> Source:
+    """The source `config` describes, knowing the account ids already resolved and stored."""
+    return build_source(
+        config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
+    )
+
+
+def tuned_by(settings: Settings) -> dict[str, Any]:
+    """The pipeline's fields that come from the settings, beside its detector, sources and channels: set at
+    start and again by a reload (Pipeline.adopt)."""
+    return {
+        "delivery": settings.delivery,
+        "digests": {config.name: config.digest for config in settings.channels if config.digest},
+        "intervals": {config.name: config.every for config in settings.sources},
+        "watchdog_after": settings.service.watchdog_after,
+        "exchanges": settings.exchanges,
+    }
 
 
 def build_detector(settings: Settings) -> Detector:
