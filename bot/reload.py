@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot import metrics
 from bot.app import build_detector, source_from
 from bot.logs import RedactSecrets
 from bot.notifiers import Notifier, build_notifier
@@ -180,6 +181,7 @@ class Reloader:
             notifiers = self._notifiers(settings)
         except Exception as error:  # whatever it is, the running version must go on: say it in one line
             log.error("reload (%s) refused, the running version goes on: %s", why, _one_line(error))
+            metrics.RELOADS.labels("refused").inc()
             return False
         for line in kept:
             log.warning("reload (%s): %s", why, line)
@@ -195,6 +197,7 @@ class Reloader:
         ):
             self._rewatch.set()
         log.info("reloaded (%s): %s", why, changes.line())
+        metrics.RELOADS.labels("applied").inc()
         return True
 
     def _sources(self, settings: Settings) -> tuple[dict[str, Source], list[Source]]:
@@ -202,13 +205,10 @@ class Reloader:
         its connections and the account ids it looked up), a new one where it changed; and the running
         objects no longer used."""
         pipeline = self.service.pipeline
-        running = {config.name: config for config in self.service.settings.sources}
+        running = {config.name: source_fingerprint(config) for config in self.service.settings.sources}
         sources = {}
         for config in settings.sources:
-            same = config.name in running and source_fingerprint(running[config.name]) == source_fingerprint(
-                config
-            )
-            if same and config.name in pipeline.sources:
+            if running.get(config.name) == source_fingerprint(config) and config.name in pipeline.sources:
                 sources[config.name] = pipeline.sources[config.name]
             else:
                 sources[config.name] = source_from(config, settings, pipeline.store)
@@ -217,13 +217,11 @@ class Reloader:
 
     def _notifiers(self, settings: Settings) -> list[Notifier]:
         """The channels `settings` names: the running notifier where its configuration is the same."""
-        running = {config.name: config for config in self.service.settings.channels}
+        running = {config.name: channel_fingerprint(config) for config in self.service.settings.channels}
         notifiers = {notifier.name: notifier for notifier in self.service.pipeline.notifiers}
         return [
             notifiers[config.name]
-            if config.name in notifiers
-            and config.name in running
-            and channel_fingerprint(running[config.name]) == channel_fingerprint(config)
+            if running.get(config.name) == channel_fingerprint(config) and config.name in notifiers
             else build_notifier(config)
             for config in settings.channels
         ]
