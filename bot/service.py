@@ -91,16 +91,17 @@ class Service:
 
     def poll(self, source_name: str, feed: str) -> None:
         # A replay file is read in batches: the rest of what is ready now, batch by batch, but a stop or a
-        # waiting reload waits for one batch at most.
-        with self.gate.shared():
-            if not self.pipeline.has_feed(source_name, feed):  # a reload removed it while this run waited
+        # waiting reload waits for one batch at most. After a reload the rest is polled with the new version.
+        while True:
+            with self.gate.shared():
+                if not self.pipeline.has_feed(source_name, feed):  # a reload removed it meanwhile
+                    return
+                saved = self.pipeline.poll_until_caught_up(source_name, feed, self._yield_to_stop_or_reload)
+            self.health.poll_finished(self.feed_health(source_name, feed))
+            if saved and saved.alerts:
+                self.wake_delivery()
+            if saved is None or not saved.more or self.stopping.is_set():
                 return
-            saved = self.pipeline.poll_until_caught_up(source_name, feed, self._yield_to_stop_or_reload)
-        self.health.poll_finished(self.feed_health(source_name, feed))
-        if saved and saved.more:  # it gave way to a reload: go on at once after it, not an interval later
-            self._run_now(f"poll:{source_name}:{feed}")
-        if saved and saved.alerts:
-            self.wake_delivery()
 
     def _yield_to_stop_or_reload(self) -> bool:
         return self.stopping.is_set() or self.gate.wanted()

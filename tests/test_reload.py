@@ -244,7 +244,8 @@ class InProcess:
         self.store.close()
 
     def count(self, sql: str) -> int:
-        return self.store.db.execute(sql).fetchone()[0]
+        with self.store.lock:  # the service's threads share this connection: never read mid-transaction
+            return self.store.db.execute(sql).fetchone()[0]
 
 
 SECOND = "SELECT count(*) FROM posts WHERE id LIKE 'b%'"
@@ -368,7 +369,8 @@ def test_a_webhook_url_rotated_in_dotenv_is_used_after_a_reload_and_no_alert_is_
             dotenv.write_text(f"RINGSIDE_WEBHOOK_URL={new.url}\n{secret}")
             assert running.reloader.reload("test")
             assert wait_for(lambda: running.count(POSTS) == 24 and running.count(UNSENT) == 0)
-            keys = [key for (key,) in running.store.db.execute("SELECT key FROM alerts")]
+            with running.store.lock:
+                keys = [key for (key,) in running.store.db.execute("SELECT key FROM alerts")]
         assert new.accepted()
         assert sorted(r.json["id"] for r in old.accepted() + new.accepted()) == sorted(keys)
 
