@@ -276,27 +276,29 @@ def test_a_feed_removed_by_a_reload_loses_its_job_keeps_its_cursor_and_resumes_w
     assert fetched == 12  # resumed from its cursor: no post fetched twice
 
 
-def test_a_reload_that_moves_the_database_keeps_it_says_a_restart_is_needed_and_applies_the_rest(
+def test_a_reload_that_moves_the_database_keeps_it_says_a_restart_is_needed_and_reschedules_the_rest(
     tmp_path, write_config, write_feed, caplog
 ):
     text = replay_config(duel_feed(write_feed, 2), tmp_path / "r.db")
     config = write_config(text)
     with InProcess(config) as running:
         config.write_text(
-            text.replace(str(tmp_path / "r.db"), str(tmp_path / "elsewhere.db")).replace(
-                'deliver_every = "1s"', 'deliver_every = "7s"'
-            )
+            text.replace(str(tmp_path / "r.db"), str(tmp_path / "elsewhere.db"))
+            .replace('deliver_every = "1s"', 'deliver_every = "7s"')
+            .replace('\nevery = "1s"', '\nevery = "9s"')
         )
         caplog.set_level(logging.INFO, logger="ringside.reload")
         assert running.reloader.reload("test")
         assert running.service.settings.database == tmp_path / "r.db"
         job = running.service.scheduler.get_job("deliver:console")
         assert job.trigger.interval.total_seconds() == 7
+        poll = running.service.scheduler.get_job("poll:demo:duels.jsonl")
+        assert poll.trigger.interval.total_seconds() == 9
     said = [record.getMessage() for record in caplog.records if record.name == "ringside.reload"]
     assert said == [
         f"reload (test): storage.path ({tmp_path / 'r.db'} -> {tmp_path / 'elsewhere.db'}) changed: takes a "
         "restart; the running value stays",
-        "reloaded (test): settings ~schedule",
+        "reloaded (test): sources ~demo, settings ~schedule",
     ]
     assert not (tmp_path / "elsewhere.db").exists()
 
@@ -381,3 +383,36 @@ def test_a_reload_reads_dotenv_afresh_but_the_process_environment_still_wins(tmp
     environ = environ_for_reload({"X_BEARER_TOKEN": "from-process"})
     assert environ["SLACK_WEBHOOK_URL"] == "https://hooks.example/new"
     assert environ["X_BEARER_TOKEN"] == "from-process"
+
+
+def test_a_channel_removed_by_a_reload_keeps_its_pending_alerts_and_sends_them_once_added_back(
+    tmp_path, write_config, write_feed
+):
+    from tests.receiver import OK, Receiver, status
+
+    console = replay_config(duel_feed(write_feed, 6), tmp_path / "r.db").replace(
+        "[schedule]", '[delivery]\nmax_attempts = 1000\nretry_base = "0.2s"\nretry_max = "0.5s"\n\n[schedule]'
+    )
+    hooked = console + '\n[[channels]]\nname = "hook"\ntype = "webhook"\ntimeout = "2s"\n'
+    config = write_config(hooked)
+    hook_alerts = "SELECT count(*) FROM alerts WHERE channel = 'hook'"
+    with Receiver(default=status(503)) as receiver:
+        environ = {"RINGSIDE_WEBHOOK_URL": receiver.url, "RINGSIDE_WEBHOOK_SECRET": "whsec-reload-test-0001"}
+        with InProcess(config, lambda: dict(environ)) as running:
+            assert wait_for(lambda: running.count(POSTS) == 6 and len(receiver.received) >= 1)
+            made = running.count(hook_alerts)
+            config.write_text(console)
+            assert running.reloader.reload("test")
+            assert running.service.scheduler.get_job("deliver:hook") is None
+            assert running.count(hook_alerts + " AND status = 'pending'") == made > 0  # kept, all of them
+
+            receiver.default = OK
+            config.write_text(hooked)
+            assert running.reloader.reload("test")
+            assert wait_for(lambda: running.count(UNSENT) == 0)
+            with running.store.lock:
+                keys = [
+                    key
+                    for (key,) in running.store.db.execute("SELECT key FROM alerts WHERE channel = 'hook'")
+                ]
+        assert sorted(r.json["id"] for r in receiver.accepted()) == sorted(keys)
