@@ -147,7 +147,7 @@ class Reloader:
         self.path = service.settings.path
         self._requests: queue.Queue[str | None] = queue.Queue()
         self._stop = threading.Event()
-        self._rewatch = threading.Event()  # the rules directory moved: watch the new one
+        self._rewatch = threading.Event()  # the files moved, or watching was turned on or off
         self._threads: list[threading.Thread] = []
         self._redacted = {secret.reveal() for secret in service.settings.secrets()}
 
@@ -163,6 +163,7 @@ class Reloader:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching and reloading (a reload under way finishes, for at most `timeout`)."""
         self._stop.set()
         self._requests.put(None)
         for thread in self._threads:
@@ -247,7 +248,10 @@ class Reloader:
                 if more is None:
                     return
                 reasons.append(more)
-            self.reload(", ".join(dict.fromkeys(reasons)))
+            try:
+                self.reload(", ".join(dict.fromkeys(reasons)))
+            except Exception:  # a bug in applying: say so, and keep serving the next SIGHUP
+                log.exception("reload failed unexpectedly")
 
     def _wait_for_start(self) -> bool:
         while not self.service.started.wait(0.1):
