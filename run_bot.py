@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 # detector, SQLite layer (sqlite-utils brings numpy), metrics and scheduler are imported by the command that
 # runs them.
 if TYPE_CHECKING:
+    from bot.reload import Reloader
     from config import Settings
     from storage import Store
 
@@ -347,10 +348,13 @@ def add_history_filters(parser: argparse.ArgumentParser) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from bot.app import build_detector, build_pipeline
     from bot.lock import ServiceLock
+    from bot.reload import Reloader
     from bot.service import Service
     from config import load_settings
+    from config.settings import environ_for_reload
     from storage import Store
 
+    started_with = dict(os.environ)  # before .env is loaded into it: a reload reads .env afresh
     settings = load_settings(args.config)
     redact_logs(settings)
     # Before the database is opened (and migrated): a bad model file changes nothing.
@@ -360,7 +364,14 @@ def command_run(args: argparse.Namespace) -> int:
         try:
             service = Service(settings, build_pipeline(settings, store, paced=True, detector=detector))
             log.info("database: %s", settings.database)
-            if not service.run_until(stop_on_signals()):
+            reloader = Reloader(service, lambda: environ_for_reload(started_with))
+            reload_on_sighup(reloader)
+            reloader.start()
+            try:
+                finished = service.run_until(stop_on_signals())
+            finally:
+                reloader.stop()
+            if not finished:
                 # A job outlived the grace and still uses the store: closing it would fail that job midway.
                 # Leaving now is what a SIGKILL does, which loses nothing; the OS releases the lock.
                 log.info("stopped")
@@ -387,6 +398,16 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     return stop
+
+
+def reload_on_sighup(reloader: Reloader) -> None:
+    """SIGHUP reloads the settings and rules (`kill -HUP PID`, `docker kill -s HUP NAME`)."""
+
+    def handle(_signum: int, _frame: object) -> None:
+        # From a short thread, as for SIGTERM: the handler must not take a lock the main thread may hold.
+        threading.Thread(target=reloader.request, args=["SIGHUP"], name="sighup", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, handle)
 
 
 def command_once(args: argparse.Namespace) -> int:

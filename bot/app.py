@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot.detect.detector import Detector
 from bot.detect.matcher import Matcher, load_rules
@@ -13,7 +14,7 @@ from bot.pipeline import Pipeline
 from bot.routing import Router, check_routes
 from bot.sources import Source, build_source
 from bot.sources.replay import ReplaySource
-from config import Settings
+from config import Settings, SourceConfig
 from config.settings import DetectorSettings
 from config.watches import check_categories
 from storage import Store
@@ -37,31 +38,12 @@ def build_pipeline(
     detector = detector or build_detector(settings)
     check_watches(settings, detector)
     if sources is None:
-        sources = {
-            config.name: build_source(
-                config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
-            )
-            for config in settings.sources
-        }
+        sources = {config.name: source_from(config, settings, store, paced) for config in settings.sources}
     if notifiers is None:
         notifiers = [build_notifier(config, store) for config in settings.channels]
     if not notifiers:
         log.warning("no channel configured: hits are stored but nobody is alerted")
-    digests = {config.name: config.digest for config in settings.channels if config.digest}
-    pipeline = Pipeline(
-        store,
-        detector,
-        sources,
-        notifiers,
-        delivery=settings.delivery,
-        digests=digests,
-        intervals={config.name: config.every for config in settings.sources},
-        watchdog_after=settings.service.watchdog_after,
-        exchanges=settings.exchanges,
-        router=Router.from_settings(settings, detector.matcher.rules, [n.name for n in notifiers]),
-        x_spend=settings.x_spend,
-        watches=settings.watches,
-    )
+    pipeline = Pipeline(store, detector, sources, notifiers, **tuned_by(settings, detector, notifiers))
     _say_where_replays_stand(pipeline)
     return pipeline
 
@@ -70,6 +52,29 @@ def check_watches(settings: Settings, detector: Detector) -> None:
     """A spike watch must count a category the loaded rules have; ConfigError naming the key if not."""
     categories = {rule.category for rule in detector.matcher.rules}
     check_categories(settings.watches, categories, settings.path, settings.rules)
+
+
+def source_from(config: SourceConfig, settings: Settings, store: Store, paced: bool = True) -> Source:
+    """The source `config` describes, knowing the account ids already resolved and stored."""
+    return build_source(
+        config, store.account_ids(config.type), paced=paced, data_dir=settings.database.parent
+    )
+
+
+def tuned_by(settings: Settings, detector: Detector, notifiers: Sequence[Notifier]) -> dict[str, Any]:
+    """The pipeline's fields that come from the settings, beside its detector, sources and channels: set at
+    start and again by a reload (Pipeline.adopt). ConfigError when the routes name a rule, category or
+    channel that is not there."""
+    return {
+        "delivery": settings.delivery,
+        "digests": {config.name: config.digest for config in settings.channels if config.digest},
+        "intervals": {config.name: config.every for config in settings.sources},
+        "watchdog_after": settings.service.watchdog_after,
+        "exchanges": settings.exchanges,
+        "router": Router.from_settings(settings, detector.matcher.rules, [n.name for n in notifiers]),
+        "x_spend": settings.x_spend,
+        "watches": settings.watches,
+    }
 
 
 def build_detector(settings: Settings) -> Detector:

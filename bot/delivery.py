@@ -81,6 +81,18 @@ class Courier:
         self._notice_queued = False
         self._halted = threading.Event()
 
+    def adopt(self, notifiers: Sequence[Notifier], delivery: Delivery, digests: dict[str, float]) -> None:
+        """Deliver to these channels from now on (a reload). A channel's lock and pacing are kept by its
+        name, so a changed channel's old and new versions never send at once, nor faster than its pace."""
+        for notifier in notifiers:
+            self._locks.setdefault(notifier.name, threading.Lock())
+        self.notifiers, self.delivery, self.digests = notifiers, delivery, digests
+
+    def retired(self, notifier: Notifier) -> bool:
+        """Whether a reload removed or replaced this channel: its delivery in flight stops after the alert
+        in hand, and what it leaves pending waits in the outbox (for its new version, if any)."""
+        return all(current is not notifier for current in self.notifiers)
+
     def halt(self) -> None:
         """Send nothing more: the alert in flight finishes, the rest stay pending for the next start (a stop
         then waits for one request, not for a whole backlog)."""
@@ -123,7 +135,7 @@ class Courier:
         """Deliver up to one batch; True when it went through the whole batch and more may be due."""
         batch = self.store.pending_alerts(notifier.name, limit=BATCH)
         for alert in batch:
-            if alert.next_attempt_at > utcnow() or self._halted.is_set():
+            if alert.next_attempt_at > utcnow() or self._halted.is_set() or self.retired(notifier):
                 return False
             if not self._attempt(notifier, alert, [alert.id], count):
                 return False

@@ -39,6 +39,13 @@ def heartbeat_path(database: Path) -> Path:
     return database.with_name(database.name + ".heartbeat")
 
 
+def stale_after(settings: Settings) -> timedelta:
+    """How long after the last poll the service stops counting as healthy: three of the longest poll
+    interval (or heartbeats), at least a minute."""
+    longest = max((s.every for s in settings.sources), default=60.0)
+    return timedelta(seconds=max(3 * longest, 60.0, 3 * settings.service.heartbeat_every))
+
+
 class Health:
     """The state the scheduler publishes, and the one verdict drawn from it."""
 
@@ -46,14 +53,24 @@ class Health:
         self.path = heartbeat_path(settings.database)
         self.scheduler_state = scheduler_state
         self.heartbeat_every = settings.service.heartbeat_every
-        longest = max((s.every for s in settings.sources), default=60.0)
-        self.stale_after = timedelta(seconds=max(3 * longest, 60.0, 3 * self.heartbeat_every))
+        self.stale_after = stale_after(settings)
         self.last_poll: datetime | None = None
         self.feeds: dict[tuple[str, str], dict[str, Any]] = {}
         self.outbox: dict[str, dict[str, Any]] = {}
         self.document: dict[str, Any] = {}
         # Publications come from several scheduler threads; one at a time keeps the file and memory in step.
         self.lock = threading.Lock()
+
+    def follow(self, settings: Settings, feeds: list[tuple[str, str]]) -> None:
+        """After a reload: the new intervals set when the service counts as stale, and the feeds and
+        channels no longer configured leave /healthz."""
+        with self.lock:
+            self.heartbeat_every = settings.service.heartbeat_every
+            self.stale_after = stale_after(settings)
+            configured = set(feeds)
+            self.feeds = {key: row for key, row in self.feeds.items() if key in configured}
+            channels = {channel.name for channel in settings.channels}
+            self.outbox = {name: row for name, row in self.outbox.items() if name in channels}
 
     def poll_finished(self, feed: dict[str, Any] | None = None) -> None:
         """A poll ended (whatever its outcome); `feed` is that feed's row for /healthz, if known."""

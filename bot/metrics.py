@@ -32,6 +32,12 @@ ALERTS = Counter(
     ["channel", "outcome"],
     registry=REGISTRY,
 )
+RELOADS = Counter(
+    "ringside_reloads",
+    "Reloads of the settings and rules, by outcome (applied, refused: the running version went on)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 X_REQUESTS = Counter(
     "ringside_x_requests",
     "Requests made to the X API, by outcome (ok, rate_limited, error)",

@@ -61,6 +61,21 @@ class Pipeline:
         if self.router is None:
             self.router = Router([n.name for n in self.notifiers])
 
+    def adopt(
+        self, detector: Detector, sources: dict[str, Source], notifiers: Sequence[Notifier], **tuned: Any
+    ) -> None:
+        """Poll and deliver with these from now on (a reload; the caller makes sure no poll is in flight).
+        `tuned` holds the fields bot.app.tuned_by reads from the settings."""
+        self.detector, self.sources, self.notifiers = detector, sources, notifiers
+        for name, value in tuned.items():
+            setattr(self, name, value)
+        self.courier.adopt(notifiers, self.delivery, self.digests)
+
+    def has_feed(self, source_name: str, feed: str) -> bool:
+        """Whether the feed is still configured (a reload may have removed it while its poll waited)."""
+        source = self.sources.get(source_name)
+        return source is not None and feed in source.feeds()
+
     def feeds(self) -> Iterable[tuple[str, str]]:
         for name, source in self.sources.items():
             for feed in source.feeds():

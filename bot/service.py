@@ -13,9 +13,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from bot.app import tuned_by
+from bot.detect.detector import Detector
+from bot.gate import Gate
 from bot.health import Health, HealthServer
 from bot.notifiers import Notifier
 from bot.pipeline import Pipeline
+from bot.sources import Source
 from bot.timeutil import utcnow
 from config import ConfigError, Settings
 
@@ -38,69 +42,99 @@ class Service:
         )
         self.health = Health(settings, self.scheduler_state)
         self.stopping = threading.Event()
-        self._waking = threading.Lock()  # a wake-up and the start of a stop never overlap
+        self.started = threading.Event()  # the jobs are scheduled: a reload may change them from now on
+        self._waking = threading.Lock()  # a wake-up (or a reload's job changes) and a stop never overlap
+        self.gate = Gate()  # polls pass together; a reload swaps rules, feeds and channels alone
 
     def scheduler_state(self) -> str:
         return {STATE_RUNNING: "running", STATE_PAUSED: "paused"}.get(self.scheduler.state, "stopped")
 
     def schedule(self) -> None:
         """One interval job per feed and per channel, all starting now (feeds spread by jitter)."""
-        every = {source.name: source.every for source in self.settings.sources}
-        now = utcnow()
         for source_name, feed in self.pipeline.feeds():
-            self.scheduler.add_job(
-                self.poll,
-                "interval",
-                seconds=every[source_name],
-                jitter=self.settings.jitter or None,
-                args=[source_name, feed],
-                id=f"poll:{source_name}:{feed}",
-                name=f"poll {source_name}:{feed}",
-                next_run_time=now,
-            )
+            self.add_poll_job(source_name, feed)
         self.scheduler.add_job(
             self.health.beat,
             "interval",
             seconds=self.settings.service.heartbeat_every,
             id="heartbeat",
             name="heartbeat",
-            next_run_time=now,
+            next_run_time=utcnow(),
         )
-        if self.pipeline.watches:
-            # Its own job, not after each poll: silence must be noticed when nothing is posted, and one
-            # evaluation a minute costs the same however many feeds there are.
+        self._schedule_watches()
+        for notifier in self.pipeline.notifiers:
+            self.add_deliver_job(notifier)
+
+    def _schedule_watches(self) -> None:
+        """The watches' job, when there are watches, every watch_every; none otherwise. Its own job, not
+        after each poll: silence must be noticed when nothing is posted, and one evaluation a minute costs
+        the same however many feeds there are. Called at start and after a reload."""
+        job = self.scheduler.get_job("watches")
+        if not self.pipeline.watches:
+            if job is not None:
+                job.remove()
+            return
+        if job is None:
             self.scheduler.add_job(
                 self.evaluate_watches,
                 "interval",
                 seconds=self.settings.watch_every,
                 id="watches",
                 name="watches",
-                next_run_time=now,
+                next_run_time=utcnow(),
             )
-        for notifier in self.pipeline.notifiers:
-            self.scheduler.add_job(
-                self.deliver,
-                "interval",
-                seconds=self.settings.deliver_every,
-                args=[notifier],
-                id=f"deliver:{notifier.name}",
-                name=f"deliver {notifier.name}",
-                next_run_time=now,
-            )
+        elif job.trigger.interval.total_seconds() != self.settings.watch_every:
+            self.scheduler.reschedule_job("watches", trigger="interval", seconds=self.settings.watch_every)
+
+    def add_poll_job(self, source_name: str, feed: str) -> None:
+        """Poll the feed now, then every `every` of its source (spread by jitter)."""
+        self.scheduler.add_job(
+            self.poll,
+            "interval",
+            seconds=self.pipeline.intervals[source_name],
+            jitter=self.settings.jitter or None,
+            args=[source_name, feed],
+            id=f"poll:{source_name}:{feed}",
+            name=f"poll {source_name}:{feed}",
+            next_run_time=utcnow(),
+        )
+
+    def add_deliver_job(self, notifier: Notifier) -> None:
+        """Deliver the channel's outbox now, then every deliver_every."""
+        self.scheduler.add_job(
+            self.deliver,
+            "interval",
+            seconds=self.settings.deliver_every,
+            args=[notifier],
+            id=f"deliver:{notifier.name}",
+            name=f"deliver {notifier.name}",
+            next_run_time=utcnow(),
+        )
 
     def poll(self, source_name: str, feed: str) -> None:
-        # A replay file is read in batches: the rest of what is ready now, batch by batch, but a stop
-        # waits for one batch at most.
-        saved = self.pipeline.poll_until_caught_up(source_name, feed, self.stopping.is_set)
-        self.health.poll_finished(self.feed_health(source_name, feed))
-        if saved and saved.alerts:
-            self.wake_delivery()
+        # A replay file is read in batches: the rest of what is ready now, batch by batch, but a stop or a
+        # waiting reload waits for one batch at most. After a reload the rest is polled with the new version.
+        while True:
+            with self.gate.shared():
+                if not self.pipeline.has_feed(source_name, feed):  # a reload removed it meanwhile
+                    return
+                saved = self.pipeline.poll_until_caught_up(source_name, feed, self._yield_to_stop_or_reload)
+            self.health.poll_finished(self.feed_health(source_name, feed))
+            if saved and saved.alerts:
+                self.wake_delivery()
+            if saved is None or not saved.more or self.stopping.is_set():
+                return
+
+    def _yield_to_stop_or_reload(self) -> bool:
+        return self.stopping.is_set() or self.gate.wanted()
 
     def evaluate_watches(self) -> None:
         if self.pipeline.evaluate_watches():
             self.wake_delivery()
 
     def deliver(self, notifier: Notifier) -> None:
+        if self.pipeline.courier.retired(notifier):  # a reload removed or replaced it while this run waited
+            return
         self.pipeline.deliver(notifier)
         try:
             self.health.outbox_seen(notifier.name, *self.pipeline.store.backlog(notifier.name))
@@ -119,13 +153,74 @@ class Service:
 
         Why not once stopping: the scheduler's shutdown holds its job-store lock while it waits for the
         jobs, so a poll asking for a job then would wait for the shutdown that waits for it."""
+        for notifier in self.pipeline.notifiers:
+            self._run_now(f"deliver:{notifier.name}")
+
+    def _run_now(self, job_id: str) -> None:
+        """Run the job now rather than at its next interval; nothing once stopping (see wake_delivery)."""
         with self._waking:
             if self.stopping.is_set():
                 return
-            for notifier in self.pipeline.notifiers:
-                job = self.scheduler.get_job(f"deliver:{notifier.name}")
-                if job is not None:
-                    job.modify(next_run_time=utcnow())
+            job = self.scheduler.get_job(job_id)
+            if job is not None:
+                job.modify(next_run_time=utcnow())
+
+    def adopt(
+        self, settings: Settings, detector: Detector, sources: dict[str, Source], notifiers: list[Notifier]
+    ) -> bool:
+        """Run with these from now on: a reload, validated and built by the caller. Waits for the polls in
+        flight (each finishes with the old rules), swaps everything at once, then adds, removes and
+        reschedules jobs. Cursors and alerts are in the database and stay there. False once stopping."""
+        with self.gate.exclusive(), self._waking:
+            if self.stopping.is_set():
+                return False
+            before, retired = self.settings, list(self.pipeline.notifiers)
+            self.settings = settings
+            self.pipeline.adopt(detector, sources, notifiers, **tuned_by(settings, detector, notifiers))
+            self.health.follow(settings, list(self.pipeline.feeds()))
+            self._reschedule_polls(before)
+            self._reschedule_deliveries(before)
+            self._schedule_watches()
+            self._relisten([n for n in retired if all(n is not kept for kept in notifiers)], notifiers)
+            if settings.service.heartbeat_every != before.service.heartbeat_every:
+                self.scheduler.reschedule_job(
+                    "heartbeat", trigger="interval", seconds=settings.service.heartbeat_every
+                )
+        return True
+
+    def _reschedule_polls(self, before: Settings) -> None:
+        """A job for each feed now configured, none for the others; a changed interval or jitter
+        reschedules."""
+        wanted = {f"poll:{name}:{feed}": (name, feed) for name, feed in self.pipeline.feeds()}
+        every_before = {source.name: source.every for source in before.sources}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("poll:") and job.id not in wanted:
+                job.remove()
+        for job_id, (name, feed) in wanted.items():
+            every = self.pipeline.intervals[name]
+            if self.scheduler.get_job(job_id) is None:
+                self.add_poll_job(name, feed)
+            elif every != every_before.get(name) or self.settings.jitter != before.jitter:
+                self.scheduler.reschedule_job(
+                    job_id, trigger="interval", seconds=every, jitter=self.settings.jitter or None
+                )
+
+    def _reschedule_deliveries(self, before: Settings) -> None:
+        """A job for each channel now configured, delivering through its current version; none for the
+        others (their pending alerts wait in the outbox)."""
+        current = {f"deliver:{notifier.name}": notifier for notifier in self.pipeline.notifiers}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("deliver:") and job.id not in current:
+                job.remove()
+        for job_id, notifier in current.items():
+            job = self.scheduler.get_job(job_id)
+            if job is None:
+                self.add_deliver_job(notifier)
+                continue
+            if job.args[0] is not notifier:
+                job.modify(args=[notifier], next_run_time=utcnow())
+            if self.settings.deliver_every != before.deliver_every:
+                self.scheduler.reschedule_job(job_id, trigger="interval", seconds=self.settings.deliver_every)
 
     def run_until(self, stop: threading.Event) -> bool:
         """Run until `stop` is set; then stop taking jobs, let those in flight finish (for at most the
@@ -138,6 +233,7 @@ class Service:
             server.start()
         self.scheduler.start()
         self.start_listening()
+        self.started.set()
         feeds = sum(1 for _ in self.pipeline.feeds())
         log.info(
             "running: %d feed(s), %d channel(s); Ctrl-C or SIGTERM stops", feeds, len(self.pipeline.notifiers)
@@ -174,6 +270,18 @@ class Service:
     def start_listening(self) -> None:
         """Channels that take input (a Slack app's buttons, over Socket Mode) start taking it."""
         for notifier in self.pipeline.notifiers:
+            listen = getattr(notifier, "listen", None)
+            if callable(listen):
+                listen()
+
+    def _relisten(self, retired: list[Notifier], current: list[Notifier]) -> None:
+        """After a reload: a channel that was removed or replaced stops taking input (a Slack app's
+        buttons); a new one starts (listening twice is harmless: a channel that listens already goes on)."""
+        for notifier in retired:
+            stop = getattr(notifier, "stop_listening", None)
+            if callable(stop):
+                stop()
+        for notifier in current:
             listen = getattr(notifier, "listen", None)
             if callable(listen):
                 listen()

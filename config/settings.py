@@ -62,6 +62,7 @@ class Service:
     heartbeat_every: float = 10.0
     watchdog_after: int = 3  # intervals without a successful poll before a feed is reported; 0: off
     shutdown_grace: float = 8.0
+    watch_files: bool = True  # reload when the settings, .env or a rule file changes (SIGHUP always does)
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,15 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     return settings
 
 
+def environ_for_reload(started_with: Mapping[str, str]) -> dict[str, str]:
+    """The environment a reload reads: .env as it is on disk now, under the variables the process was
+    started with, which win as they did at start (a process cannot see its parent's environment change)."""
+    from dotenv import dotenv_values
+
+    on_disk = dotenv_values(Path.cwd() / ".env")
+    return {**{key: value for key, value in on_disk.items() if value is not None}, **started_with}
+
+
 def _load_dotenv() -> None:
     from dotenv import load_dotenv
 
@@ -385,6 +395,7 @@ def _service(table: Table, environ: Mapping[str, str]) -> Service:
         heartbeat_every=table.get("heartbeat_every", "interval", 10.0),
         watchdog_after=table.get("watchdog_after", "int", 3),
         shutdown_grace=table.get("shutdown_grace", "duration", 8.0),
+        watch_files=table.get("watch_files", "bool", True),
     )
     table.get("http_host", "str", "")  # mark as known even when the environment set it
     return service
