@@ -416,3 +416,58 @@ def test_a_channel_removed_by_a_reload_keeps_its_pending_alerts_and_sends_them_o
                     for (key,) in running.store.db.execute("SELECT key FROM alerts WHERE channel = 'hook'")
                 ]
         assert sorted(r.json["id"] for r in receiver.accepted()) == sorted(keys)
+
+
+WATCH = """
+[[people]]
+id = "musk"
+accounts = ["x:elonmusk"]
+
+[[watches]]
+name = "musk-quiet"
+type = "silence"
+person = "musk"
+days = 3
+"""
+
+
+def test_a_reload_adds_and_removes_the_watches_job_and_refuses_a_channel_filter_naming_no_rule(
+    tmp_path, write_config, write_feed, caplog
+):
+    text = replay_config(duel_feed(write_feed, 2), tmp_path / "r.db")
+    config = write_config(text)
+    with InProcess(config) as running:
+        assert running.service.scheduler.get_job("watches") is None
+        config.write_text(text + WATCH)
+        assert running.reloader.reload("test")
+        assert running.service.scheduler.get_job("watches") is not None
+        assert [w.name for w in running.service.pipeline.watches] == ["musk-quiet"]
+
+        caplog.set_level(logging.INFO, logger="ringside.reload")
+        config.write_text(text.replace('type = "console"', 'type = "console"\nrules = ["no-such-rule"]'))
+        assert not running.reloader.reload("test")
+        assert running.service.scheduler.get_job("watches") is not None  # the running version goes on
+        (said,) = [r.getMessage() for r in caplog.records if r.name == "ringside.reload"]
+        assert "channels[0].rules: 'no-such-rule' is not the id of a rule" in said
+
+        config.write_text(text)
+        assert running.reloader.reload("test")
+        assert running.service.scheduler.get_job("watches") is None
+
+
+def test_a_channel_filter_added_by_a_reload_routes_the_alerts_that_come_after(
+    tmp_path, write_config, write_feed
+):
+    text = paced(replay_config(duel_feed(write_feed, 12), tmp_path / "r.db"), 6, DEFAULT_RULES)
+    config = write_config(text)
+    with InProcess(config) as running:
+        assert wait_for(lambda: running.count("SELECT count(*) FROM alerts") >= 1)
+        config.write_text(text.replace('type = "console"', 'type = "console"\nmin_severity = 5'))
+        assert running.reloader.reload("test")
+        routed_from = running.count("SELECT max(id) FROM alerts")
+        hits_before = running.count("SELECT max(id) FROM hits")
+        assert wait_for(lambda: running.count("SELECT count(*) FROM posts") == 12)
+        hits_after = running.count(f"SELECT count(*) FROM hits WHERE id > {hits_before}")
+        alerts_after = running.count(f"SELECT count(*) FROM alerts WHERE id > {routed_from}")
+    assert hits_after > 0, "every post came before the reload; slow the feed down"
+    assert alerts_after == 0  # the cage matches (severity 4) after the filter reached no channel
