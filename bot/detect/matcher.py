@@ -5,7 +5,8 @@ every rule literal in it in one pass: a key " cage match " only matches whole wo
 fight*) matches words that start with it, and a phrase also has its joined form (" cagematch "). A rule
 becomes a candidate only when a term it cannot match without is found (for "show NEAR/3 (face OR ring)",
 face or ring, not every "show"), and only candidates' query trees are evaluated, so the cost of a post does
-not grow with rules whose words it does not contain. Spans are mapped back to the original text.
+not grow with rules whose words it does not contain. Spans are mapped back to the original text. A batch of
+posts (a poll) is scanned in one call (match_all): for a short post, the call costs more than the scan.
 
 Work per post is bounded whatever the post holds: only its first `max_text` characters are matched, a term
 counts at most its first `max_positions` occurrences, and NEAR is decided in one sweep over sorted positions
