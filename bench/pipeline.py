@@ -1,7 +1,7 @@
 """Pipeline benchmark: posts/s through the whole pipeline on one core, beside a raw SQLite anchor.
 
     .venv/bin/python bench/pipeline.py [--posts 100000] [--batch 2000] [--seed 5]
-    .venv/bin/python bench/pipeline.py --rss [100000 300000 1000000]
+    .venv/bin/python bench/pipeline.py --sizes 100000,300000,1000000
 
 The feed is generated here, without the network: texts from corpus/train (six languages) and the demo's
 posts (config/replay/), about 2 % of them challenges, with varied ids, authors, kinds (replies, quotes with
@@ -11,8 +11,10 @@ with the shipped detector (rules and model) and with the model off. In the same 
 (Store.save_poll with the posts and no hits), and as the anchor the same rows written by one `executemany`
 per batch into a database of the same schema, with the full-text index filled by one statement per batch.
 
-With --rss, each size runs in a process of its own that streams the generated feed through the pipeline
-(rules and model) in polls of --batch posts and reports its peak RSS: memory must stay flat with the size.
+With --sizes, each size runs in a process of its own (one core): the pipeline with the model over a feed
+made one poll at a time (the process holds one poll, as the service does, not the whole feed), then the
+anchor over the same rows; it prints both rates and the process's peak resident memory, read by this one
+with getrusage(RUSAGE_CHILDREN), and how much the peak grew per post since the size before.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -61,12 +63,11 @@ def median_of_three(measure: Callable[[], float]) -> float:
 
 def realistic_feed(count: int, seed: int) -> list[Post]:
     """`count` posts in time order: about 2 % challenges (flagged corpus texts and the demo's posts)."""
-    return list(realistic_stream(count, seed))
+    return list(feed(count, seed))
 
 
-def realistic_stream(count: int, seed: int) -> Iterator[Post]:
-    """The posts of realistic_feed one at a time, keeping only the last 500 (which replies and quotes point
-    at), so a feed of millions costs the generator nothing: the memory measured is the pipeline's."""
+def feed(count: int, seed: int) -> Iterator[Post]:
+    """realistic_feed one post at a time, holding only the last 500 (the ones replies and quotes pick)."""
     rng = random.Random(seed)
     corpus = read_dir(TRAIN_DIR)
     demo = [json.loads(line) for line in DEMO.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -74,24 +75,23 @@ def realistic_stream(count: int, seed: int) -> Iterator[Post]:
     others = [(e.text, e.lang) for e in corpus if not e.flagged]
     authors = [f"account{n:04d}" for n in range(2000)]
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    recent: deque[Post] = deque(maxlen=500)
+    posts: deque[Post] = deque(maxlen=500)
     for number in range(count):
         text, lang = rng.choice(flags) if rng.random() < 0.02 else rng.choice(others)
-        author_number = rng.randrange(len(authors))
-        author = authors[author_number]
+        author = rng.choice(authors)
         created = start + timedelta(milliseconds=number * 700 + rng.randrange(700))
         post_id = str(1_900_000_000_000_000_000 + number * 4096 + rng.randrange(4096))
         kind, reply_to, quote_of, mentions = "post", None, None, ()
         roll = rng.random()
-        if roll < 0.2 and recent:
-            parent = rng.choice(recent)
+        if roll < 0.2 and posts:
+            parent = rng.choice(posts)
             kind, reply_to, mentions = "reply", parent.id, (parent.author,)
-        elif roll < 0.25 and recent:
-            kind, quote_of = "quote", rng.choice(recent).id
+        elif roll < 0.25 and posts:
+            kind, quote_of = "quote", rng.choice(posts).id
         raw = {
             "id": post_id,
             "text": text,
-            "author_id": str(10_000 + author_number),
+            "author_id": str(10_000 + authors.index(author)),
             "created_at": iso(created),
             "lang": lang,
             "public_metrics": {"like_count": rng.randrange(500), "retweet_count": rng.randrange(50)},
@@ -111,7 +111,7 @@ def realistic_stream(count: int, seed: int) -> Iterator[Post]:
             mentions=mentions,
             raw=raw,
         )
-        recent.append(post)
+        posts.append(post)
         yield post
 
 
@@ -124,19 +124,26 @@ def rows_of(posts: list[Post]) -> list[tuple]:
 def anchor_rows_per_second(rows: list[tuple], batch: int) -> float:
     """The raw anchor: one executemany of ready tuples and one statement filling the full-text index per
     transaction, into the schema Ringside makes."""
+    return anchor_of_batches(rows[start : start + batch] for start in range(0, len(rows), batch))
+
+
+def anchor_of_batches(batches: Iterable[list[tuple]]) -> float:
+    """anchor_rows_per_second of rows that come a batch at a time; only the SQL is timed."""
+    count, elapsed = 0, 0.0
     with tempfile.TemporaryDirectory() as folder:
         Store.open(Path(folder) / "bench.db").close()
         conn = sqlite3.connect(Path(folder) / "bench.db", isolation_level=None)
-        began = time.perf_counter()
-        for start in range(0, len(rows), batch):
+        for rows in batches:
+            began = time.perf_counter()
             conn.execute("BEGIN")
             newest = conn.execute("SELECT coalesce(max(rowid), 0) FROM posts").fetchone()[0]
-            conn.executemany(INSERT, rows[start : start + batch])
+            conn.executemany(INSERT, rows)
             conn.execute(INDEX_NEW, [newest])
             conn.execute("COMMIT")
-        elapsed = time.perf_counter() - began
+            elapsed += time.perf_counter() - began
+            count += len(rows)
         conn.close()
-    return len(rows) / elapsed
+    return count / elapsed
 
 
 def save_poll_per_second(posts: list[Post], batch: int) -> float:
@@ -165,64 +172,6 @@ class PollSource:
         return Fetch(self.polls[index], str(index + 1), len(self.polls[index]))
 
 
-class StreamSource:
-    """Hands out a generated stream one poll of `batch` posts at a time, as the replay source reads a file:
-    the feed is never whole in memory, so peak RSS is the pipeline's own."""
-
-    name = platform = "bench"
-
-    def __init__(self, posts: Iterator[Post], batch: int) -> None:
-        self.posts, self.batch = posts, batch
-
-    def feeds(self) -> list[str]:
-        return ["all"]
-
-    def fetch(self, feed: str, cursor: str | None) -> Fetch:
-        polled = tuple(islice(self.posts, self.batch))
-        return Fetch(polled, str(int(cursor or 0) + 1), len(polled), more=len(polled) == self.batch)
-
-
-def stream_through_pipeline(count: int, seed: int, batch: int) -> None:
-    """Run `count` streamed posts through the pipeline (rules + model) and print posts/s and this process's
-    peak RSS as one JSON line: the child's side of --rss."""
-    detector = Detector(Matcher(load_rules(DEFAULT_RULES)), Scorer.load())
-    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "bench.db") as store:
-        pipeline = Pipeline(
-            store, detector, {"bench": StreamSource(realistic_stream(count, seed), batch)}, []
-        )
-        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        began = time.perf_counter()
-        saved = pipeline.poll_until_caught_up("bench", "all")
-        elapsed = time.perf_counter() - began
-        if saved is None or store.counts()["posts"] != count:
-            raise SystemExit("a poll failed or lost posts; see the log")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"posts": count, "per_second": count / elapsed, "floor_kb": floor, "peak_kb": peak}))
-
-
-def peak_rss(count: int, seed: int, batch: int) -> dict:
-    """Posts/s and peak RSS of a fresh process streaming `count` posts (each size its own process, so one
-    size's peak cannot hide another's)."""
-    command = [sys.executable, __file__, "--rss-child", "--posts", str(count), "--seed", str(seed)]
-    done = subprocess.run([*command, "--batch", str(batch)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the run of {count:,} posts failed: {done.stderr.strip()[-500:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def print_peak_rss(sizes: list[int], seed: int, batch: int) -> None:
-    print(f"peak RSS streaming through the pipeline (rules + model), polls of {batch:,}, one core:")
-    runs = [peak_rss(size, seed, batch) for size in sizes]
-    for run in runs:
-        peak, floor = run["peak_kb"] / 1024, run["floor_kb"] / 1024
-        print(
-            f"  {run['posts']:>9,} posts  {run['per_second']:>7,.0f} posts/s"
-            f"  peak {peak:>6.0f} MB  (detector loaded, store open: {floor:.0f} MB)"
-        )
-    growth = runs[-1]["peak_kb"] / runs[0]["peak_kb"] - 1
-    print(f"  growth from {runs[0]['posts']:,} to {runs[-1]['posts']:,} posts: {growth:+.1%}")
-
-
 def pipeline_per_second(detector: Detector, posts: list[Post], batch: int) -> tuple[float, int]:
     """Posts/s through Pipeline.poll over the whole feed, and the hits it stored."""
     source = PollSource(posts, batch)
@@ -236,23 +185,91 @@ def pipeline_per_second(detector: Detector, posts: list[Post], batch: int) -> tu
         return len(posts) / elapsed, store.counts()["hits"]
 
 
+class FeedSource(PollSource):
+    """PollSource over a feed made one poll at a time (`prepare`, outside the timing), so the process holds
+    what the service would: one poll, not the whole feed."""
+
+    def __init__(self, posts: Iterator[Post], batch: int) -> None:
+        self.posts, self.batch, self.polls = posts, batch, []
+
+    def prepare(self) -> bool:
+        """Makes the next poll; False when the feed is over."""
+        poll = tuple(islice(self.posts, self.batch))
+        self.polls = [poll]
+        return bool(poll)
+
+    def fetch(self, feed: str, cursor: str | None) -> Fetch:
+        return Fetch(self.polls[0], str(int(cursor or 0) + 1), len(self.polls[0]))
+
+
+def one_size(count: int, batch: int, seed: int) -> dict[str, float]:
+    """Posts/s of the pipeline (rules + model) over `count` posts made a poll at a time, and the raw anchor's
+    rows/s over the same posts: for the parent, which reads this process's peak memory when it ends."""
+    source = FeedSource(feed(count, seed), batch)
+    detector = Detector(Matcher(load_rules(DEFAULT_RULES)), Scorer.load())
+    elapsed = 0.0
+    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "bench.db") as store:
+        pipeline = Pipeline(store, detector, {"bench": source}, [])
+        while source.prepare():
+            began = time.perf_counter()
+            if pipeline.poll("bench", "all") is None:
+                raise SystemExit("a poll failed; see the log")
+            elapsed += time.perf_counter() - began
+    fetched_at, posts = iso(utcnow()), feed(count, seed)
+    polls = iter(lambda: tuple(islice(posts, batch)), ())
+    batches = ([post_values(post, "bench", fetched_at, 1) for post in poll] for poll in polls)
+    return {"pipeline": count / elapsed, "anchor": anchor_of_batches(batches)}
+
+
+def by_size(sizes: list[int], batch: int, seed: int) -> None:
+    """For each size, in a process of its own: pipeline posts/s, the anchor's rows/s and peak RSS."""
+    print(
+        f"{'posts':>10} {'pipeline posts/s':>17} {'anchor rows/s':>14} {'peak RSS MiB':>13} "
+        f"{'growth KiB/post':>16}"
+    )
+    previous_size, previous_peak = 0, 0
+    for size in sorted(sizes):
+        command = [
+            sys.executable,
+            __file__,
+            "--one-size",
+            str(size),
+            "--batch",
+            str(batch),
+            "--seed",
+            str(seed),
+        ]
+        finished = subprocess.run(command, capture_output=True, text=True, check=True)
+        figures = json.loads(finished.stdout.splitlines()[-1])
+        # The largest peak among the children waited for (KiB on Linux): this one's, since sizes ascend and
+        # a larger run holds at least as much.
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        growth = f"{(peak - previous_peak) / (size - previous_size):.3f}" if previous_size else "-"
+        print(
+            f"{size:>10,} {figures['pipeline']:>17,.0f} {figures['anchor']:>14,.0f} {peak / 1024:>13,.0f} "
+            f"{growth:>16}",
+            flush=True,
+        )
+        previous_size, previous_peak = size, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
-        "--rss", type=int, nargs="*", metavar="POSTS", help="peak RSS at these sizes (default 100k 300k 1M)"
+        "--sizes", help="e.g. 100000,300000,1000000: pipeline posts/s, anchor and peak RSS, a process each"
     )
-    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--one-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    if args.rss_child:
-        stream_through_pipeline(args.posts, args.seed, args.batch)
+    if args.one_size:
+        print(json.dumps(one_size(args.one_size, args.batch, args.seed)))
         return
-    if args.rss is not None:
-        print_peak_rss(args.rss or [100_000, 300_000, 1_000_000], args.seed, args.batch)
+    if args.sizes:
+        by_size([int(size) for size in args.sizes.split(",")], args.batch, args.seed)
         return
     posts = realistic_feed(args.posts, args.seed)
     matcher = Matcher(load_rules(DEFAULT_RULES))

@@ -84,8 +84,8 @@ class FixedScorer(Scorer):
 
     fixed: float = 0.5
 
-    def probabilities(self, texts):  # type: ignore[no-untyped-def]
-        return np.full(len(texts), self.fixed)
+    def probabilities_of(self, batch):  # type: ignore[no-untyped-def]
+        return np.full(batch.size, self.fixed)
 
 
 def fixed(probability: float, scorer: Scorer) -> FixedScorer:
@@ -190,6 +190,24 @@ def test_scoring_a_batch_gives_each_post_what_it_gets_alone_whatever_the_text(sc
     for text in texts:
         for span in scorer.explain(text):
             assert text[span.start : span.end] == span.term
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=6))
+def test_a_post_scores_the_same_from_its_folded_line_as_from_its_text(scorer, texts):
+    from bot.detect.normalize import fold_line
+
+    from_lines = scorer.probabilities_of_lines([fold_line(text) for text in texts])
+    assert np.array_equal(from_lines, scorer.probabilities(texts))
+
+
+def test_a_poll_judged_at_once_gives_each_post_the_judgement_it_gets_alone(shipped_detector):
+    texts = [*(e.text for e in read_dir(BLIND_DIR)[:300]), "", "cage match " * 6_000 + "tonight"]
+    posts = [post(text, id=str(index)) for index, text in enumerate(texts)]
+    together = shipped_detector.judge(posts)
+    alone = [shipped_detector.judge([p])[0] for p in posts]
+    assert together == alone
+    assert sum(j.flagged for j in together) > 50 and sum(bool(j.rule_hits) for j in together) > 5
 
 
 def test_hashing_is_the_same_in_every_process():

@@ -492,3 +492,70 @@ def test_a_word_mapped_back_once_is_mapped_from_a_bounded_cache_at_any_offset():
     for index in range(normalize.ORIGIN_CACHE_WORDS + 10):
         normalize.fold_with_origin(f"é{index}")
     assert 0 < len(normalize._ORIGIN_CACHE) <= normalize.ORIGIN_CACHE_WORDS
+
+
+# -- matching a batch at once -------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batch=st.lists(
+        st.tuples(st.lists(st.sampled_from(WORDS), max_size=12), st.text(max_size=20)), min_size=1, max_size=8
+    )
+)
+def test_a_batch_gets_the_hits_each_of_its_posts_gets_alone_with_either_engine(both_engines, batch):
+    posts = [post(" ".join(words) + " " + noise) for words, noise in batch]
+    for matcher in both_engines:
+        alone = [[(h.rule_id, h.spans) for h in matcher.match(p)] for p in posts]
+        together = [[(h.rule_id, h.spans) for h in hits] for hits in matcher.match_all(posts)]
+        assert together == alone
+
+
+@pytest.mark.parametrize("engine", ["pyahocorasick", "hyperscan"])
+def test_a_phrase_split_between_two_posts_of_a_batch_matches_neither(engine):
+    if engine == "hyperscan":
+        pytest.importorskip("hyperscan")
+    table = {"id": "cage", "category": "challenge", "query": '"cage match" OR "match tonight cage"'}
+    matcher = Matcher([rule_from_table(table, "test")], engine=engine)
+    texts = ["see you in the cage", "match tonight", "cage fight", "Fighting words: cage match"]
+    hits = matcher.match_all([post(text) for text in texts])
+    assert [[(s.start, s.end) for h in found for s in h.spans] for found in hits] == [[], [], [], [(16, 26)]]
+
+
+@pytest.mark.parametrize("engine", ["pyahocorasick", "hyperscan"])
+def test_a_batch_scanned_in_several_runs_marks_each_post_at_its_own_words(engine):
+    if engine == "hyperscan":
+        pytest.importorskip("hyperscan")
+    table = {"id": "r", "category": "challenge", "query": "fight*"}
+    fight = Matcher([rule_from_table(table, "test")], engine=engine, scan_chars=25)  # three runs
+    texts = ["nothing here", "we fight tonight", "", "no", "the fighters, the fight", "fin"]
+    hits = fight.match_all([post(text) for text in texts])
+    marked = [
+        [text[s.start : s.end] for h in found for s in h.spans]
+        for text, found in zip(texts, hits, strict=True)
+    ]
+    assert marked == [[], ["fight"], [], [], ["fighters", "fight"], []]
+
+
+def test_a_post_beyond_max_text_is_matched_on_its_start_even_when_its_whole_line_is_given():
+    from bot.detect.normalize import fold_line
+
+    capped = Matcher([rule_from_table({"id": "r", "category": "c", "query": "cage match"}, "t")], max_text=30)
+    texts = ["a cage match", "x " * 20 + "cage match"]
+    posts = [post(text) for text in texts]
+    assert [len(hits) for hits in capped.match_all(posts, [fold_line(t) for t in texts])] == [1, 0]
+
+
+# Latin-1 text with many single letters one space apart: the fast paths rule out spaced letters by shape.
+SPACED_LATIN1_TEXT = st.lists(
+    st.sampled_from([*"aZéª2_²×ßµ,", "ab", "\t", "\xa0", "\xad", "ſ", "😀", ""]), max_size=14
+).map(" ".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(SPACED_LATIN1_TEXT, st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=60)))
+def test_the_latin1_fast_paths_fold_and_map_back_as_the_word_by_word_fold_does(text):
+    from bot.detect.normalize import fold_line, fold_with_origin, word_spans, words
+
+    assert fold_line(text) == " " + " ".join(words(text)) + " "
+    assert word_spans(text) == fold_with_origin(text).spans

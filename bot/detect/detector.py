@@ -12,7 +12,8 @@
 - Silent rule hits (`response`, `veto`) are kept whatever happens: exchange detection links answers through
   them.
 
-Scoring is done once per batch (a whole poll); explanations only for posts that hit.
+Scoring and matching are done once per batch (a whole poll), from one fold of each post; explanations only
+for posts that hit.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from bot.detect.matcher import Matcher
+from bot.detect.normalize import fold_line
 from bot.detect.rules import SILENT_CATEGORIES, VETO
 from bot.models import MODEL_RULE, Hit, Post
 
@@ -58,12 +60,14 @@ class Detector:
         self.threshold = threshold if threshold is not None else (scorer.threshold if scorer else 1.0)
 
     def judge(self, posts: Sequence[Post]) -> list[Judgement]:
-        """The decision for each post, in order. The scorer runs once over the whole batch, and explains at
+        """The decision for each post, in order. The scorer and the matcher each run once over the whole
+        batch, from one fold of each post (folding is most of matching's time), and the scorer explains at
         once every post that hits."""
+        lines = [fold_line(post.text) for post in posts]
         probabilities: list[float | None] = [None] * len(posts)
         if self.scorer is not None and posts:
-            probabilities = [float(p) for p in self.scorer.probabilities([post.text for post in posts])]
-        matched = [tuple(self.matcher.match(post)) for post in posts]
+            probabilities = [float(p) for p in self.scorer.probabilities_of_lines(lines)]
+        matched = [tuple(hits) for hits in self.matcher.match_all(posts, lines)]
         verdicts = [self.verdict(hits, p) for hits, p in zip(matched, probabilities, strict=True)]
         explained = self._explanations(posts, verdicts, probabilities)
         return [

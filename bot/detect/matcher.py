@@ -5,7 +5,8 @@ every rule literal in it in one pass: a key " cage match " only matches whole wo
 fight*) matches words that start with it, and a phrase also has its joined form (" cagematch "). A rule
 becomes a candidate only when a term it cannot match without is found (for "show NEAR/3 (face OR ring)",
 face or ring, not every "show"), and only candidates' query trees are evaluated, so the cost of a post does
-not grow with rules whose words it does not contain. Spans are mapped back to the original text.
+not grow with rules whose words it does not contain. Spans are mapped back to the original text. A batch of
+posts (a poll) is scanned in one call (match_all): for a short post, the call costs more than the scan.
 
 Work per post is bounded whatever the post holds: only its first `max_text` characters are matched, a term
 counts at most its first `max_positions` occurrences, and NEAR is decided in one sweep over sorted positions
@@ -14,12 +15,10 @@ rather than pair by pair, so a post of one phrase repeated thousands of times co
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Iterable
-from itertools import islice
+from collections.abc import Iterable, Iterator, Sequence
 
-from bot.detect.normalize import FOLD_TABLE, Folded, fold_line, fold_with_origin, has_spaced_letters
+from bot.detect.normalize import fold_line, word_spans
 from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
@@ -34,7 +33,9 @@ MAX_TEXT = 50_000
 # A term's occurrences beyond this many in one post add nothing a reader needs and would bloat the hit's
 # spans.
 MAX_POSITIONS = 1_000
-_WORD = re.compile(r"\S+")
+# Folded lines are scanned this many characters at a time: enough that the call per batch costs nothing
+# beside the scan, few enough that the joined copy of a batch stays a few MiB.
+SCAN_CHARS = 1_000_000
 
 
 class Matcher:
@@ -45,11 +46,14 @@ class Matcher:
         index_every_term: bool = False,
         max_text: int = MAX_TEXT,
         max_positions: int = MAX_POSITIONS,
+        scan_chars: int = SCAN_CHARS,
     ) -> None:
         """`index_every_term` makes a rule a candidate whenever any of its terms is found, not only one it
         cannot match without (the same hits, more evaluations: the baseline of tests and benchmarks).
-        `max_text` characters of each post are matched, and `max_positions` occurrences of each term count."""
+        `max_text` characters of each post are matched, and `max_positions` occurrences of each term count.
+        A batch of posts is scanned `scan_chars` characters of folded text at a time."""
         self.rules = list(rules)
+        self.scan_chars = scan_chars
         self.max_text = max_text
         self.max_positions = max_positions
         self._term_ids: dict[Term, int] = {}
@@ -70,14 +74,30 @@ class Matcher:
     def match(self, post: Post) -> list[Hit]:
         """Every rule that fires on the first `max_text` characters of `post`, with spans over its original
         text."""
-        text = post.text[: self.max_text]
-        found = self.find_terms(text)
-        if not found:
-            return []
-        candidates = self.candidates_of(found)
+        return self.match_all([post])[0]
+
+    def match_all(self, posts: Sequence[Post], lines: Sequence[str] | None = None) -> list[list[Hit]]:
+        """`match` for each post, in order: the same hits, with the scanner called once per batch of posts
+        rather than once per post. `lines`, when given, are the posts' whole texts already folded by
+        fold_line (the detector folds each post once, for the scorer and for this); a post longer than
+        `max_text` is folded again here on its start."""
+        texts = [post.text[: self.max_text] for post in posts]
+        if lines is None:
+            lines = [fold_line(text) for text in texts]
+        else:
+            lines = [
+                line if len(text) == len(post.text) else fold_line(text)
+                for post, text, line in zip(posts, texts, lines, strict=True)
+            ]
+        hits: list[list[Hit]] = [[] for _ in posts]
+        for index, found in self._terms_by_line(lines).items():
+            hits[index] = self._hits(posts[index], texts[index], found)
+        return hits
+
+    def _hits(self, post: Post, text: str, found: dict[int, list[Occurrence]]) -> list[Hit]:
         context = _Context(text, found, self._term_ids)
         hits = []
-        for index in candidates:
+        for index in self.candidates_of(found):
             rule = self.rules[index]
             if not rule.applies_to(post):
                 continue
@@ -93,12 +113,30 @@ class Matcher:
     def find_terms(self, text: str) -> dict[int, list[Occurrence]]:
         """Term id -> where its literals occur in the folded text (first and last word index), at most
         `max_positions` occurrences per term, the first ones."""
-        found: dict[int, list[Occurrence]] = {}
-        for last, (term_id, width) in self._scanner.scan(fold_line(text)):
-            occurrences = found.setdefault(term_id, [])
-            if len(occurrences) < self.max_positions:
-                occurrences.append((last - width + 1, last))
-        return found
+        return self._terms_by_line([fold_line(text)]).get(0, {})
+
+    def _terms_by_line(self, lines: Sequence[str]) -> dict[int, dict[int, list[Occurrence]]]:
+        """find_terms for each folded line that holds a term, by the line's index; lines without are left
+        out. Lines are scanned in runs of about `scan_chars` characters, so the joined copy stays small."""
+        by_line: dict[int, dict[int, list[Occurrence]]] = {}
+        for first, batch in _batches(lines, self.scan_chars):
+            for line, last, (term_id, width) in self._scanner.scan_lines(batch):
+                occurrences = by_line.setdefault(first + line, {}).setdefault(term_id, [])
+                if len(occurrences) < self.max_positions:
+                    occurrences.append((last - width + 1, last))
+        return by_line
+
+
+def _batches(lines: Sequence[str], chars: int) -> Iterator[tuple[int, Sequence[str]]]:
+    """(index of the first line, lines) in runs of about `chars` characters (more for a longer line)."""
+    start, size = 0, 0
+    for index, line in enumerate(lines):
+        size += len(line)
+        if size >= chars:
+            yield start, lines[start : index + 1]
+            start, size = index + 1, 0
+    if start < len(lines):
+        yield start, lines[start:]
 
 
 def automaton_keys(term: Term) -> list[tuple[str, int]]:
@@ -135,19 +173,14 @@ class _Context:
         self.text = text
         self.found = found
         self.term_ids = term_ids
-        self._folded: Folded | None = None
-        self._lookups = 0
+        self._word_spans: list[tuple[int, int]] | None = None
         self.terms_at: dict[Occurrence, str] = {}
 
     def word_span(self, index: int) -> tuple[int, int]:
-        """The original [start, end) of folded word `index`, working out no more than it must."""
-        self._lookups += 1
-        if self._lookups <= 4 and self.text.isascii() and not has_spaced_letters(self.text):
-            # Folding keeps ASCII offsets: find the index-th word in C rather than map every word.
-            return next(islice(_WORD.finditer(self.text.translate(FOLD_TABLE)), index, None)).span()
-        if self._folded is None:
-            self._folded = fold_with_origin(self.text)
-        return self._folded.spans[index]
+        """The original [start, end) of folded word `index`; every word's, worked out on the first call."""
+        if self._word_spans is None:
+            self._word_spans = word_spans(self.text)
+        return self._word_spans[index]
 
     def spans_of(self, root: Node) -> tuple[Span, ...]:
         """The original-text spans that make `root` hold; empty when it does not hold."""

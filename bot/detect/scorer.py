@@ -59,6 +59,13 @@ class Scorer:
             return np.zeros(0, dtype=np.float64)
         return self.probabilities_of(featurize(texts))
 
+    def probabilities_of_lines(self, lines: Sequence[str]) -> np.ndarray:
+        """P(flag) for each post given its folded line (`fold_line` of its text): `probabilities` of the
+        texts, for a caller that has folded them already."""
+        if not lines:
+            return np.zeros(0, dtype=np.float64)
+        return self.probabilities_of(featurize_lines(lines))
+
     def probabilities_of(self, batch: Batch) -> np.ndarray:
         sums = np.bincount(batch.post, weights=self.weights[batch.column], minlength=batch.size)
         return _sigmoid(sums / batch.norm + self.bias)
