@@ -34,7 +34,7 @@ QUIET_MS = 300
 DEBOUNCE_MS = 1600
 NAMES_SHOWN = 4  # rule, source or channel names listed in the reload line before "+N more"
 # Settings sections whose change the reload line mentions by name (sources and channels are listed apart).
-SECTIONS = ("matcher", "detector", "schedule", "delivery", "service", "exchanges")
+SECTIONS = ("matcher", "detector", "schedule", "delivery", "service", "exchanges", "x", "watches")
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,13 @@ def changes_between(
         rules=(len(old_rules), len(new_rules)),
         rule_diff=diff({r.id: r for r in old_rules}, {r.id: r for r in new_rules}),
         sources=diff(
-            {s.name: (source_fingerprint(s), s.every) for s in before.sources},
-            {s.name: (source_fingerprint(s), s.every) for s in after.sources},
+            {s.name: (source_fingerprint(s), s.every, s.coverage) for s in before.sources},
+            {s.name: (source_fingerprint(s), s.every, s.coverage) for s in after.sources},
         ),
+        # A channel's filters change where alerts go (the notifier itself is kept: see _notifiers).
         channels=diff(
-            {c.name: channel_fingerprint(c) for c in before.channels},
-            {c.name: channel_fingerprint(c) for c in after.channels},
+            {c.name: (channel_fingerprint(c), c.route) for c in before.channels},
+            {c.name: (channel_fingerprint(c), c.route) for c in after.channels},
         ),
         sections=tuple(name for name in SECTIONS if old_masked[name] != new_masked[name]),
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from bot.app import build_pipeline
 from bot.detect.rules import load_rules
 from bot.gate import Gate
-from bot.reload import Reloader
+from bot.reload import Reloader, changes_between
 from bot.service import Service
 from config import DEFAULT_RULES, load_settings
 from config.settings import environ_for_reload
@@ -471,3 +471,23 @@ def test_a_channel_filter_added_by_a_reload_routes_the_alerts_that_come_after(
         alerts_after = running.count(f"SELECT count(*) FROM alerts WHERE id > {routed_from}")
     assert hits_after > 0, "every post came before the reload; slow the feed down"
     assert alerts_after == 0  # the cage matches (severity 4) after the filter reached no channel
+
+
+def test_the_reload_line_names_a_changed_channel_filter_source_coverage_x_budget_and_watch(
+    tmp_path, write_config, write_feed
+):
+    text = replay_config(duel_feed(write_feed, 2), tmp_path / "r.db")
+    before = load_settings(write_config(text), environ={})
+    edits = {
+        "channels ~console": text.replace('type = "console"', 'type = "console"\nmin_severity = 5'),
+        "sources ~demo": text.replace('type = "replay"', 'type = "replay"\ncoverage = true'),
+        "settings ~x": text + "\n[x]\nbudget_per_day = 3\n",
+    }
+    for said, edited in edits.items():
+        after = load_settings(write_config(edited), environ={})
+        assert changes_between(before, after, [], []).line() == said
+
+    people = text + WATCH.split("[[watches]]")[0]
+    before = load_settings(write_config(people), environ={})
+    after = load_settings(write_config(text + WATCH), environ={})
+    assert changes_between(before, after, [], []).line() == "settings ~watches"
