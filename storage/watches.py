@@ -186,11 +186,13 @@ class WatchStore:
                 | ({"last_alert_at": iso(checked_at), "last_key": payload["key"]} if payload else {}),
                 pk="name",
             )
-            return self.queue_watch_alert(channels(payload), payload) if payload else 0
+            return self.queue_watch_alert(channels(payload), payload, checked_at) if payload else 0
 
-    def queue_watch_alert(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
-        """A watch alert per channel, carrying its rule (the watch's name) like a hit's alert does."""
+    def queue_watch_alert(self, channels: Sequence[str], payload: dict[str, Any], at: datetime) -> int:
+        """A watch alert per channel, carrying its rule (the watch's name) like a hit's alert does; kept as
+        `muted`, not sent, while its rule is muted at `at` (`mute --rule`, the Slack app's button)."""
         now = iso(utcnow())
+        muted = payload["rule"]["id"] in self._active_mutes(at)[0]
         rows = [
             {
                 "channel": channel,
@@ -199,7 +201,7 @@ class WatchStore:
                 "rule_id": payload["rule"]["id"],
                 "author": None,
                 "payload": json.dumps(payload, ensure_ascii=False),
-                "status": "pending",
+                "status": "muted" if muted else "pending",
                 "attempts": 0,
                 "folded": 0,
                 "next_attempt_at": now,

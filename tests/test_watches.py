@@ -174,6 +174,16 @@ def test_a_throttle_sends_a_reminder_while_firing_and_holds_back_a_quick_refire(
     assert reminder["key"] != first["key"]
 
 
+def test_a_muted_watch_keeps_its_reminders_in_the_outbox_as_muted_and_sends_none(watching):
+    w = watching(Watch("musk-zuck", "frequency", people=("musk", "zuck"), count=3, hours=48, throttle=3600))
+    w.store_posts(taunts(3))
+    assert len(w.evaluate()) == 1
+    w.store.mute(NOW + timedelta(hours=24), rule_id="musk-zuck")  # as the Slack app's button does
+    assert w.evaluate(NOW + timedelta(minutes=61)) == []
+    statuses = w.store.db.execute("SELECT status FROM alerts WHERE rule_id = 'musk-zuck' ORDER BY id")
+    assert [status for (status,) in statuses] == ["sent", "muted"]
+
+
 def test_a_restart_while_the_watch_still_fires_does_not_repeat_its_alert(watching):
     w = watching(FREQUENCY)
     w.store_posts(taunts(3))
