@@ -29,8 +29,10 @@ from bot.service import Service
 from bot.sources.replay import ReplaySource
 from bot.timeutil import utcnow
 from bot.watchdog import notice
+from bot.watches import Finding, watch_payload
 from config import ConfigError, load_settings
-from config.settings import Delivery
+from config.settings import Delivery, Exchanges
+from config.watches import Watch
 from storage import SCHEMA_VERSION, Store
 from storage.schema import MIGRATIONS, migrate
 from tests.conftest import DEMO_FEED, ROOT, replay_config
@@ -166,6 +168,16 @@ def test_a_watchdog_notice_is_posted_without_buttons(store, api):
     assert (
         "x:elonmusk failing since" in posted.arguments["text"] and buttons(posted.arguments["blocks"]) == []
     )
+
+
+def test_a_watch_alert_has_no_not_a_challenge_button_as_it_is_about_no_one_post(store, api):
+    now = utcnow()
+    finding = Finding("Elon Musk has not posted for 3 days", now, now, {"days": 3})
+    payload = watch_payload(Watch("musk-quiet", "silence", days=3), finding, now, 1, Exchanges())
+    store.queue_watch_alert(["slack-app"], payload, now)
+    Pipeline(store, None, {}, [slack_app(store, api)], delivery=FAST).deliver_all()
+    (posted,) = api.calls_to("chat.postMessage")
+    assert buttons(posted.arguments["blocks"]) == ["Mute this rule 24 h", "Acknowledge"]
 
 
 # -- threads ----------------------------------------------------------------------------------------------

@@ -267,8 +267,10 @@ def own_turn(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def offered(alert: Alert) -> list[str]:
-    """The buttons an alert has: an exchange has no single rule to mute."""
-    return [a for a in BUTTONS if a != "mute_rule" or "rule" in alert.payload]
+    """The buttons an alert has: an exchange has no single rule to mute, a watch's alert no single post
+    to label (its rule, the watch, can be muted)."""
+    wanted = [a for a in BUTTONS if a != "mute_rule" or "rule" in alert.payload]
+    return [a for a in wanted if a != "not_a_challenge" or alert.payload.get("kind") != "watch"]
 
 
 def controls(alert: Alert, actions: list[AlertAction]) -> list[dict[str, Any]]:
