@@ -103,13 +103,15 @@ def facts_of(
         return _hit_facts(payload, source, exchanges, rule_channels or {}, coverage_sources)
     if kind == "watch":
         rule = payload["rule"]
+        # A spike is about a category, not about whoever wrote the posts it shows as evidence.
+        about_people = rule["category"] != "spike"
         return AlertFacts(
             kind=WATCH,
             severity=rule["severity"],
             category=rule["category"],
             rule=rule["id"],
-            people=frozenset(payload.get("people", ())),
-            platforms=frozenset(payload.get("platforms", ())),
+            people=frozenset(payload.get("people", ())) if about_people else None,
+            platforms=frozenset(payload.get("platforms", ())) if about_people else None,
         )
     if kind == "exchange":
         exchange = payload["exchange"]

@@ -507,6 +507,17 @@ def test_a_watch_alert_is_routed_by_its_type_name_severity_and_people(settings_w
     assert router.channels_for(watch_alert(severity=3)) == ["by-name"]
 
 
+def test_a_spike_passes_people_and_platform_filters_whoever_wrote_its_newest_posts(settings_with):
+    settings = settings_with(channel("musk-desk", 'people = ["musk"]\nplatforms = ["x"]') + WATCH)
+    router = Router.from_settings(settings, build_detector(settings).matcher.rules, ["musk-desk"])
+    spike = watch_alert() | {
+        "rule": {"id": "musk-zuck", "category": "spike", "severity": 4},
+        "people": [],  # the ten posts it shows happen to be by nobody in [[people]], on Bluesky
+        "platforms": ["bluesky"],
+    }
+    assert router.channels_for(spike) == ["musk-desk"]
+
+
 def test_a_channel_may_filter_on_a_watch_type_or_name_which_check_config_accepts(settings_with):
     settings = settings_with(
         channel("spikes", 'categories = ["spike", "silence"]\nrules = ["musk-zuck"]') + WATCH
