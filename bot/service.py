@@ -129,7 +129,10 @@ class Service:
         return self.stopping.is_set() or self.gate.wanted()
 
     def evaluate_watches(self) -> None:
-        if self.pipeline.evaluate_watches():
+        # Through the gate as a poll: a reload swaps the watches, the people and the routes one by one.
+        with self.gate.shared():
+            queued = self.pipeline.evaluate_watches()
+        if queued:
             self.wake_delivery()
 
     def deliver(self, notifier: Notifier) -> None:

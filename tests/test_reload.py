@@ -491,3 +491,18 @@ def test_the_reload_line_names_a_changed_channel_filter_source_coverage_x_budget
     before = load_settings(write_config(people), environ={})
     after = load_settings(write_config(text + WATCH), environ={})
     assert changes_between(before, after, [], []).line() == "settings ~watches"
+
+
+def test_the_watches_job_waits_for_a_reload_in_progress_as_polls_do(tmp_path, write_config, write_feed):
+    settings = load_settings(
+        write_config(replay_config(duel_feed(write_feed, 2), tmp_path / "r.db") + WATCH), environ={}
+    )
+    with Store.open(settings.database) as store:
+        service = Service(settings, build_pipeline(settings, store))
+        evaluating = threading.Thread(target=service.evaluate_watches)
+        with service.gate.exclusive():  # a reload swapping the watches, people and routes
+            evaluating.start()
+            evaluating.join(0.5)
+            assert evaluating.is_alive()  # never a mix of the old watches and the new people
+        evaluating.join(10)
+        assert not evaluating.is_alive()
