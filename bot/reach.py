@@ -1,5 +1,5 @@
-"""What check-config says of routing: the channels each rule, the model and exchange turns reach, and a
-warning for what reaches none.
+"""What check-config says of routing: the channels each rule, the model, exchange turns and each watch reach,
+and a warning for what reaches none.
 
 Reach is judged from what is known before any post: a rule's category, its severity as written (a loaded
 model can move a hit's severity by one) and its own `channels`. Filters on people, platforms and sources
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from bot.detect.rules import SILENT_CATEGORIES, Rule
 from bot.models import MODEL_RULE
-from bot.routing import EXCHANGE, HIT, AlertFacts, refusal
+from bot.routing import EXCHANGE, HIT, WATCH, AlertFacts, refusal
 from config.routes import EXCHANGE_CATEGORY
 from config.settings import ChannelConfig, Settings
 
@@ -28,6 +28,7 @@ class Reach:
     rules: dict[str, list[str]] = field(default_factory=dict)
     model: list[str] | None = None
     exchanges: list[str] | None = None
+    watches: dict[str, list[str]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -37,6 +38,8 @@ class Reach:
             shown["model"] = self.model
         if self.exchanges is not None:
             shown["exchanges"] = self.exchanges
+        if self.watches:
+            shown["watches"] = self.watches
         return shown
 
 
@@ -58,6 +61,10 @@ def reach(settings: Settings, rules: Sequence[Rule], model: bool) -> Reach:
     if settings.exchanges.rivalries:
         facts = AlertFacts(EXCHANGE, category=EXCHANGE_CATEGORY)
         found.exchanges = _reached(found, "exchange turns", channels, facts)
+    for watch in settings.watches:  # its people and platforms are the alert's: "only ..." filters
+        facts = AlertFacts(WATCH, watch.severity, watch.type, watch.name)
+        what = f"watch {watch.name} ({watch.type}, severity {watch.severity})"
+        found.watches[watch.name] = _reached(found, what, channels, facts)
     _warn_of_unheard_press(found, settings)
     return found
 

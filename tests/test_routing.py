@@ -518,6 +518,20 @@ def test_a_spike_passes_people_and_platform_filters_whoever_wrote_its_newest_pos
     assert router.channels_for(spike) == ["musk-desk"]
 
 
+def test_check_config_shows_where_each_watch_goes_and_warns_of_one_that_reaches_none(settings_with):
+    channels = channel("desk", 'categories = ["challenge"]') + channel("pager", "min_severity = 5")
+    settings = settings_with(channels + WATCH + WATCH.replace("musk-zuck", "zuck-musk").replace("= 4", "= 5"))
+    done = check_config(settings.path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "route: watch zuck-musk (frequency, severity 5) -> pager" in lines
+    assert (
+        "warning: watch musk-zuck (frequency, severity 4) reaches no channel (desk: wants categories "
+        "challenge; pager: wants min_severity 5)"
+    ) in lines
+    assert json.loads(done.stdout)["routes"]["watches"] == {"musk-zuck": [], "zuck-musk": ["pager"]}
+
+
 def test_a_channel_may_filter_on_a_watch_type_or_name_which_check_config_accepts(settings_with):
     settings = settings_with(
         channel("spikes", 'categories = ["spike", "silence"]\nrules = ["musk-zuck"]') + WATCH
