@@ -49,9 +49,11 @@ def build_pipeline(
 
 
 def check_watches(settings: Settings, detector: Detector) -> None:
-    """A spike watch must count a category the loaded rules have; ConfigError naming the key if not."""
+    """A spike watch must count a category the loaded rules have, and no watch may be named as a rule;
+    ConfigError naming the key if not."""
     categories = {rule.category for rule in detector.matcher.rules}
-    check_categories(settings.watches, categories, settings.path, settings.rules)
+    rule_ids = {rule.id for rule in detector.matcher.rules}
+    check_categories(settings.watches, categories, settings.path, settings.rules, rule_ids)
 
 
 def source_from(config: SourceConfig, settings: Settings, store: Store, paced: bool = True) -> Source:

@@ -74,9 +74,22 @@ def watches_from_tables(tables: list[Table], person_ids: Collection[str]) -> tup
     return tuple(watches)
 
 
-def check_categories(watches: Iterable[Watch], categories: Collection[str], file: Path, rules: Path) -> None:
-    """Every spike watch counts a category the rules have (a typo would never fire); ConfigError if not."""
+def check_categories(
+    watches: Iterable[Watch],
+    categories: Collection[str],
+    file: Path,
+    rules: Path,
+    rule_ids: Collection[str] = (),
+) -> None:
+    """Every spike watch counts a category the rules have (a typo would never fire), and no watch is named
+    as a rule (its alerts carry its name as their rule: a mute or a `rules` filter would take both);
+    ConfigError if not."""
     for watch in watches:
+        if watch.name in rule_ids:
+            raise ConfigError(
+                f"{file}: {watch.where}.name: {watch.name!r} is the id of a rule in {rules}; give the watch "
+                "a name of its own"
+            )
         if watch.category is not None and watch.category not in categories:
             known = ", ".join(sorted(categories)) or "none"
             raise ConfigError(

@@ -483,6 +483,17 @@ def test_a_spike_on_a_category_the_rules_lack_is_refused_before_anything_runs(
     assert "(they have: challenge, response, rivalry, taunt, veto)" in str(raised.value)
 
 
+def test_a_watch_named_as_a_rule_is_refused_as_mutes_and_rule_filters_would_take_both(
+    tmp_path, write_config, write_feed, detector
+):
+    text = WATCHES.replace('name = "musk-quiet"', 'name = "cage-fight"')
+    config = write_config(replay_config(write_feed([]), tmp_path / "r.db", text))
+    settings = load_settings(config, environ={})
+    with Store.open(":memory:") as store, pytest.raises(ConfigError) as raised:
+        build_pipeline(settings, store, detector=detector, notifiers=[])
+    assert str(raised.value).startswith(f"{config}: watches[2].name: 'cage-fight' is the id of a rule in ")
+
+
 def test_check_config_lists_the_watches_and_refuses_an_unknown_category(
     tmp_path, write_config, write_feed, capsys
 ):
