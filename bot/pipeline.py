@@ -245,7 +245,8 @@ class Pipeline:
             return 0
         try:
             people = self.exchanges or Exchanges()
-            return evaluate(self.store, self.watches, people, self.router.channels_for, now or utcnow())
+            at, sources = now or utcnow(), set(self.sources)
+            return evaluate(self.store, self.watches, people, self.router.channels_for, at, sources)
         except Exception:  # the people or the database: keep the service alive, try at the next evaluation
             log.exception("watches: evaluation failed")
             return 0

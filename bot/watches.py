@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,23 +55,37 @@ Outcome = Finding | Unknown | None  # None: not firing
 
 
 def evaluate(
-    store: Store, watches: Sequence[Watch], exchanges: Exchanges, channels: ChannelsFor, now: datetime
+    store: Store,
+    watches: Sequence[Watch],
+    exchanges: Exchanges,
+    channels: ChannelsFor,
+    now: datetime,
+    sources: Collection[str] | None = None,
 ) -> int:
     """Evaluate every watch at `now`; queue its alert when due. Returns the alert rows queued. A watch that
-    fails is logged and the others go on."""
+    fails is logged and the others go on. `sources` are the sources configured now (None: every source
+    that ever stored a post): silence takes its evidence from their feeds only."""
     queued = 0
     for watch in watches:
         try:
-            queued += evaluate_one(store, watch, exchanges, channels, now)
+            queued += evaluate_one(store, watch, exchanges, channels, now, sources)
         except Exception:
             log.exception("watch %s: evaluation failed", watch.name)
     return queued
 
 
 def evaluate_one(
-    store: Store, watch: Watch, exchanges: Exchanges, channels: ChannelsFor, now: datetime
+    store: Store,
+    watch: Watch,
+    exchanges: Exchanges,
+    channels: ChannelsFor,
+    now: datetime,
+    sources: Collection[str] | None = None,
 ) -> int:
-    outcome = CHECKS[watch.type](store, watch, exchanges, now)
+    if watch.type == "silence":
+        outcome = check_silence(store, watch, exchanges, now, sources)
+    else:
+        outcome = CHECKS[watch.type](store, watch, exchanges, now)
     if isinstance(outcome, Unknown):
         return 0
     state = store.watch_state(watch.name)
@@ -194,9 +208,13 @@ def check_spike(store: Store, watch: Watch, exchanges: Exchanges, now: datetime)
     )
 
 
-def check_silence(store: Store, watch: Watch, exchanges: Exchanges, now: datetime) -> Outcome:
+def check_silence(
+    store: Store, watch: Watch, exchanges: Exchanges, now: datetime, sources: Collection[str] | None = None
+) -> Outcome:
     """Silent when the newest post of any of the accounts is at least `days` old, and every account's feed
-    that is polled at all is healthy and polled successfully since the silence began."""
+    that is polled at all (by one of `sources`, those configured now) is healthy and polled successfully
+    since the silence began. A source removed from the settings polls nothing: its last poll is no
+    evidence either way."""
     person = _person(exchanges, watch.people[0]) if watch.people else None
     accounts = sorted(person.accounts) if person else [watch.account or ""]
     last = {a: at for a in accounts if (at := store.last_post_at(a)) is not None}
@@ -206,7 +224,7 @@ def check_silence(store: Store, watch: Watch, exchanges: Exchanges, now: datetim
     silent_from = newest + timedelta(seconds=watch.window)
     if now < silent_from:
         return None
-    evidence = [e for e in (store.feed_evidence(a) for a in accounts) if e is not None]
+    evidence = [e for e in (store.feed_evidence(a, sources) for a in accounts) if e is not None]
     if not evidence or any(
         e.failing or e.last_success is None or e.last_success < silent_from for e in evidence
     ):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -110,17 +110,19 @@ class WatchStore:
             ).fetchone()
         return parse_datetime(row[0]) if row[0] else None
 
-    def feed_evidence(self, account: str) -> FeedEvidence | None:
+    def feed_evidence(self, account: str, sources: Collection[str] | None = None) -> FeedEvidence | None:
         """What the polls say of the feed that brings the account's posts: the source of its newest post,
         and of that source the feed named after the handle (X, Bluesky, Mastodon, Threads and Instagram
         name their feeds so), else every feed of the source, any of whose newest polls failing counts as
-        failing. None when the account has no stored post or its source was never polled."""
+        failing. Only posts of `sources` count (None: of any source). None when the account has no such
+        stored post or its source was never polled."""
         ((platform, handle),) = _split([account])
+        among = "" if sources is None else f"AND source {_IN_JSON} "
         with self.lock:
             row = self.db.execute(
-                "SELECT source FROM posts WHERE platform = ? AND lower(author) = ? "
+                f"SELECT source FROM posts WHERE platform = ? AND lower(author) = ? {among}"
                 "ORDER BY created_at DESC LIMIT 1",
-                [platform, handle],
+                [platform, handle] + ([] if sources is None else [json.dumps(sorted(sources))]),
             ).fetchone()
             if row is None:
                 return None

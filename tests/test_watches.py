@@ -77,8 +77,10 @@ class Watching:
         assert pipeline.poll("replay", feed.name) is not None
 
     def pipeline(self, sources: dict | None = None) -> Pipeline:
+        """The pipeline of the settings: the source "replay" configured (it polls the feeds written)."""
+        sources = sources or {"replay": ReplaySource("replay", self.write_feed([], name="none.jsonl"))}
         return Pipeline(
-            self.store, self.detector, sources or {}, self.channels, exchanges=PEOPLE, watches=self.watches
+            self.store, self.detector, sources, self.channels, exchanges=PEOPLE, watches=self.watches
         )
 
     def evaluate(self, at: datetime = NOW) -> list[dict]:
@@ -303,6 +305,17 @@ def test_another_feed_of_the_source_failing_does_not_hide_a_silence_on_the_accou
     w.store.save_failed_poll("replay", "elonmusk", utcnow(), "HTTP 503 from the platform")
     assert w.evaluate(NOW + timedelta(hours=1)) == []  # his own feed failing: unknown, the state kept
     assert w.store.watch_state("musk-quiet").firing_since == NOW
+
+
+def test_a_source_removed_from_the_settings_no_longer_holds_back_a_silence(watching, write_feed):
+    w = watching(SILENCE)
+    w.store_posts([post("1", "elonmusk", "hello", 80)])
+    threads = write_feed([post("t1", "elonmusk", "hi", 90, platform="threads")], name="threads.jsonl")
+    old = Pipeline(w.store, w.detector, {"old": ReplaySource("old", threads)}, [], exchanges=PEOPLE)
+    assert old.poll("old", threads.name) is not None
+    w.store.save_failed_poll("old", threads.name, utcnow(), "HTTP 190: token expired")  # then removed
+    (alert,) = w.evaluate()  # the settings now poll "replay" only
+    assert alert["rule"]["id"] == "musk-quiet" and alert["platforms"] == ["threads", "x"]
 
 
 def test_silence_clears_when_the_person_posts_and_fires_again_later(watching):
