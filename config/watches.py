@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.routes import PLATFORMS
 from config.table import ConfigError, Table
 
 WATCH_TYPES = ("frequency", "spike", "silence")
@@ -151,8 +152,12 @@ def _silence(table: Table, person_ids: Collection[str]) -> dict:
         table.fail("person", 'expected either person = "<a [[people]] id>" or account = "platform:handle"')
     if person is not None:
         _check_person(table, "person", person, person_ids)
-    if account is not None and ":" not in account:
-        table.fail("account", f"{account!r}: expected platform:handle, such as x:elonmusk")
+    if account is not None:
+        platform, _, handle = account.partition(":")
+        if not platform or not handle.lstrip("@"):
+            table.fail("account", f"{account!r}: expected platform:handle, such as x:elonmusk")
+        if platform.lower() not in PLATFORMS:  # a typo would watch an account no feed ever brings
+            table.fail("account", f"{account!r}: {platform!r} is not a platform ({', '.join(PLATFORMS)})")
     return {
         "people": (person,) if person else (),
         "account": _account(account) if account else None,

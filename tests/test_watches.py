@@ -464,6 +464,11 @@ def test_the_readme_example_of_watches_loads(tmp_path, write_config, write_feed)
             ('person = "musk"', 'person = "elon"'),
             "watches[2].person: 'elon' is not the id of a [[people]] table",
         ),
+        (
+            ('person = "musk"', 'account = "twitter:elonmusk"'),
+            "watches[2].account: 'twitter:elonmusk': 'twitter' is not a platform",
+        ),
+        (('person = "musk"', 'account = "x:"'), "watches[2].account: 'x:': expected platform:handle"),
         (("days = 3\n", "days = 0\n"), "watches[2].days: expected a number above zero, got 0"),
         (("ratio = 3\n", "ratio = 1\n"), "watches[1].ratio: expected a number above 1"),
         (("days = 3\n", "days = 3\ncount = 2\n"), "watches[2].count: unknown key"),
