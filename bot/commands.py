@@ -383,17 +383,19 @@ def _check_channel(name: str, settings: Settings, store: Store) -> None:
 
 
 def _check_rule(rule_id: str, settings: Settings) -> None:
-    """UsageError unless `rule_id` is a rule of the settings' rules directory (or the model's)."""
+    """UsageError unless `rule_id` is a rule of the settings' rules directory (or the model's, or a watch's
+    name: a watch's alerts carry it as their rule)."""
     from difflib import get_close_matches
 
     from bot.detect.matcher import load_rules
     from bot.models import MODEL_RULE
 
     known = [rule.id for rule in load_rules(settings.rules)] + [MODEL_RULE]
+    known += [watch.name for watch in settings.watches]
     if rule_id not in known:
         close = get_close_matches(rule_id, known, n=1)
         raise UsageError(
-            f"--rule {rule_id!r}: no such rule in {settings.rules}"
+            f"--rule {rule_id!r}: no such rule in {settings.rules} nor watch in {settings.path}"
             + (f"; did you mean {close[0]}?" if close else "")
         )
 

@@ -186,6 +186,15 @@ def test_a_muted_watch_keeps_its_reminders_in_the_outbox_as_muted_and_sends_none
     assert [status for (status,) in statuses] == ["sent", "muted"]
 
 
+def test_mute_and_unmute_take_a_watch_s_name_as_its_rule(tmp_path, write_config, write_feed, capsys):
+    config = write_config(replay_config(write_feed([]), tmp_path / "r.db", WATCHES))
+    assert run_bot.main(["--config", str(config), "once"]) == 0
+    assert run_bot.main(["--config", str(config), "mute", "--rule", "musk-quiet", "--for", "2h"]) == 0
+    assert run_bot.main(["--config", str(config), "unmute", "--rule", "musk-quiet"]) == 0
+    assert run_bot.main(["--config", str(config), "mute", "--rule", "musk-quite"]) == 2
+    assert "did you mean musk-quiet?" in capsys.readouterr().err
+
+
 def test_a_restart_while_the_watch_still_fires_does_not_repeat_its_alert(watching):
     w = watching(FREQUENCY)
     w.store_posts(taunts(3))
