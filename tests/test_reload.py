@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from bot.app import build_pipeline
 from bot.detect.rules import load_rules
 from bot.gate import Gate
@@ -38,6 +40,17 @@ category = "challenge"
 severity = 3
 query = '"banana duel"'
 """
+
+
+@pytest.fixture(autouse=True)
+def root_log_filters_restored():
+    """A reload adds a secret filter to the root logger's handlers for the rest of the process; in a test
+    process those handlers are pytest's, and later tests must not inherit this test's secrets."""
+    handlers = logging.getLogger().handlers
+    before = {handler: list(handler.filters) for handler in handlers}
+    yield
+    for handler in logging.getLogger().handlers:
+        handler.filters = before.get(handler, [])
 
 
 def duel_feed(write_feed, count: int, name: str = "duels.jsonl", prefix: str = "") -> Path:
