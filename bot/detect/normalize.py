@@ -152,20 +152,13 @@ def _latin1_bytes() -> bytes:
 _LATIN1_BYTES = _latin1_bytes()
 
 
-def _letter_shapes() -> bytes:
-    """A bytes.translate table for Latin-1 text: each letter (what _SPACED calls a letter) becomes "a", the
-    space stays, anything else becomes "x"."""
-    letter = re.compile(r"[^\W\d_]")
-    return bytes(
-        ord("a") if letter.fullmatch(chr(code)) else ord(" ") if code == ord(" ") else ord("x")
-        for code in range(256)
-    )
-
-
-_LETTER_SHAPES = _letter_shapes()
-# What every run of spaced letters holds, in letter shapes: one substring search, several times faster than
-# the hint's regex, rules them out for most Latin-1 text.
-_SPACED_SHAPE = b" ".join([b"a"] * MIN_SPACED_LETTERS)
+# In a folded line, MIN_SPACED_LETTERS words of one character in a row. A run of spaced letters in Latin-1
+# text whose characters each fold to one ASCII character always leaves one: each letter folds to a letter or
+# digit, the single spaces between them stay, and what comes before (a space, or the start) and after (no
+# letter or digit, or the end) becomes a space. So a line without one needs no joining; one with it (also "1 2
+# 3 4" or "a.b.c.d") is folded again the careful way. Searched in the line, not in a translated copy of the
+# text: a copy costs a pass, and a search for "a a a a" in a text of letters keeps stopping on near misses.
+_ONE_LETTER_WORDS = re.compile(" " + r"\S " * MIN_SPACED_LETTERS)
 
 
 def fold_line(text: str) -> str:
@@ -178,10 +171,10 @@ def fold_line(text: str) -> str:
     cache, since posts repeat words.
     """
     encoded = text.encode("latin-1", "ignore")  # a copy of a Latin-1 string; shorter when it is not one
-    if len(encoded) == len(text) and _SPACED_SHAPE not in encoded.translate(_LETTER_SHAPES):
-        line = _line_of_latin1(encoded)  # no spaced letters to join: the text folds as it is
-        if line is not None:
-            return line
+    if len(encoded) == len(text):
+        line = _line_of_latin1(encoded)
+        if line is not None and _ONE_LETTER_WORDS.search(line) is None:
+            return line  # no spaced letters to join (see _ONE_LETTER_WORDS): the text folds as it is
     return _fold_joined_line(join_spaced_letters(text))
 
 
