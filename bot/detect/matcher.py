@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
-from bot.detect.normalize import fold_line, word_spans
+from bot.detect.normalize import WordSpans, fold_line
 from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
@@ -173,13 +173,13 @@ class _Context:
         self.text = text
         self.found = found
         self.term_ids = term_ids
-        self._word_spans: list[tuple[int, int]] | None = None
+        self._word_spans: WordSpans | None = None
         self.terms_at: dict[Occurrence, str] = {}
 
     def word_span(self, index: int) -> tuple[int, int]:
-        """The original [start, end) of folded word `index`; every word's, worked out on the first call."""
+        """The original [start, end) of folded word `index`; worked out only for a post that needs one."""
         if self._word_spans is None:
-            self._word_spans = word_spans(self.text)
+            self._word_spans = WordSpans(self.text)
         return self._word_spans[index]
 
     def spans_of(self, root: Node) -> tuple[Span, ...]:

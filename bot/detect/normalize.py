@@ -272,12 +272,62 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     """The original [start, end) of each folded word of `text`: `fold_with_origin(text).spans`, found in one
     pass of C when every character of `text` folds to one ASCII character (the fold keeps each offset then)
     and no spaced letters are joined, as in most posts of Western European languages."""
+    folded = _fold_keeping_offsets(text)
+    return word_spans_of_folded(folded) if folded is not None else fold_with_origin(text).spans
+
+
+def _fold_keeping_offsets(text: str) -> bytes | None:
+    """`text` folded character for character into ASCII letters, digits and spaces (each word at the offsets
+    of its original), or None when the fold moves offsets: a character that does not fold to one ASCII
+    character, or spaced letters to join."""
     encoded = text.encode("latin-1", "ignore")
     if len(encoded) == len(text) and not has_spaced_letters(text):
         folded = encoded.translate(_LATIN1_BYTES)
         if folded.isascii():
-            return [word.span() for word in _BYTES_WORD.finditer(folded)]
-    return fold_with_origin(text).spans
+            return folded
+    return None
+
+
+class WordSpans:
+    """`word_spans(text)[index]`, for the few words a post's hits need rather than for every word.
+
+    Where the fold keeps offsets, a word's span is read off the folded text with one split (C) up to it:
+    a hit marks two or three words, and listing every word's span costs a match object for each. A text
+    asked for more than LAZY_WORDS different words has every span listed once, so a hostile post of
+    thousands of hits costs what listing costs, not a split per word."""
+
+    LAZY_WORDS = 8
+    __slots__ = ("_folded", "_known", "_spans")
+
+    def __init__(self, text: str) -> None:
+        self._folded = _fold_keeping_offsets(text)
+        self._spans = fold_with_origin(text).spans if self._folded is None else None
+        self._known: dict[int, tuple[int, int]] = {}
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        if self._spans is not None:
+            return self._spans[index]
+        span = self._known.get(index)
+        if span is None:
+            if len(self._known) >= self.LAZY_WORDS:
+                self._spans = word_spans_of_folded(self._folded)  # type: ignore[arg-type]
+                return self._spans[index]
+            span = self._known[index] = _span_of_word(self._folded, index)  # type: ignore[arg-type]
+        return span
+
+
+def word_spans_of_folded(folded: bytes) -> list[tuple[int, int]]:
+    """The [start, end) of each word of text folded by _fold_keeping_offsets."""
+    return [word.span() for word in _BYTES_WORD.finditer(folded)]
+
+
+def _span_of_word(folded: bytes, index: int) -> tuple[int, int]:
+    """The [start, end) of word `index` (from 0; it must exist) of text folded by _fold_keeping_offsets,
+    whose only whitespace is the space."""
+    rest = folded.split(None, index)[-1]  # word `index` and what follows, its leading spaces stripped
+    start = len(folded) - len(rest)
+    length = rest.find(b" ")
+    return start, start + (length if length >= 0 else len(rest))
 
 
 def _fold_joined_with_origin(text: str) -> Folded:
