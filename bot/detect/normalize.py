@@ -297,14 +297,21 @@ class WordSpans:
     thousands of hits costs what listing costs, not a split per word."""
 
     LAZY_WORDS = 8
-    __slots__ = ("_folded", "_known", "_spans")
+    __slots__ = ("_folded", "_known", "_spans", "_text")
 
     def __init__(self, text: str) -> None:
-        self._folded = _fold_keeping_offsets(text)
-        self._spans = fold_with_origin(text).spans if self._folded is None else None
+        """Nothing is folded until a span is asked for: a post whose candidate rules all fail needs none."""
+        self._text: str | None = text
+        self._folded: bytes | None = None
+        self._spans: list[tuple[int, int]] | None = None
         self._known: dict[int, tuple[int, int]] = {}
 
     def __getitem__(self, index: int) -> tuple[int, int]:
+        if self._text is not None:  # the first question
+            self._folded = _fold_keeping_offsets(self._text)
+            if self._folded is None:
+                self._spans = fold_with_origin(self._text).spans
+            self._text = None
         if self._spans is not None:
             return self._spans[index]
         span = self._known.get(index)
