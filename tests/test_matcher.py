@@ -546,7 +546,8 @@ def test_a_post_beyond_max_text_is_matched_on_its_start_even_when_its_whole_line
     assert [len(hits) for hits in capped.match_all(posts, [fold_line(t) for t in texts])] == [1, 0]
 
 
-# Latin-1 text with many single letters one space apart: the fast paths rule out spaced letters by shape.
+# Latin-1 text with many single letters one space apart: the fast paths rule out spaced letters by their
+# one-letter words.
 SPACED_LATIN1_TEXT = st.lists(
     st.sampled_from([*"aZéª2_²×ßµ,", "ab", "\t", "\xa0", "\xad", "ſ", "😀", ""]), max_size=14
 ).map(" ".join)
@@ -555,7 +556,11 @@ SPACED_LATIN1_TEXT = st.lists(
 @settings(max_examples=500, deadline=None)
 @given(text=st.one_of(SPACED_LATIN1_TEXT, st.text(alphabet=st.characters(max_codepoint=0x17F), max_size=60)))
 def test_the_latin1_fast_paths_fold_and_map_back_as_the_word_by_word_fold_does(text):
-    from bot.detect.normalize import fold_line, fold_with_origin, word_spans, words
+    from bot.detect.normalize import WordSpans, fold_line, fold_with_origin, word_spans, words
 
     assert fold_line(text) == " " + " ".join(words(text)) + " "
-    assert word_spans(text) == fold_with_origin(text).spans
+    spans = fold_with_origin(text).spans
+    assert word_spans(text) == spans
+    asked = list(reversed(range(len(spans)))) * 2  # beyond WordSpans.LAZY_WORDS words, it lists them all
+    lazy = WordSpans(text)
+    assert [lazy[index] for index in asked] == [spans[index] for index in asked]

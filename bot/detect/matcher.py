@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 
-from bot.detect.normalize import fold_line, word_spans
+from bot.detect.normalize import WordSpans, fold_line
 from bot.detect.query import And, Near, Node, Not, Or, Term, necessary_terms, terms_of
 from bot.detect.rules import Rule, load_rules
 from bot.detect.scanners import make_scanner
@@ -70,6 +70,8 @@ class Matcher:
             for term in needed if needed is not None else terms_of(rule.node):
                 self._rules_of_term[self._term_ids[term]].add(rule_index)
         self._scanner = make_scanner(engine, {key: tuple(entries) for key, entries in keys.items()})
+        # Most rules apply to every post: checking their scopes for each candidate is a call for nothing.
+        self._scoped = [rule.scoped for rule in self.rules]
 
     def match(self, post: Post) -> list[Hit]:
         """Every rule that fires on the first `max_text` characters of `post`, with spans over its original
@@ -97,13 +99,14 @@ class Matcher:
     def _hits(self, post: Post, text: str, found: dict[int, list[Occurrence]]) -> list[Hit]:
         context = _Context(text, found, self._term_ids)
         hits = []
+        key = post.key
         for index in self.candidates_of(found):
             rule = self.rules[index]
-            if not rule.applies_to(post):
+            if self._scoped[index] and not rule.applies_to(post):
                 continue
             spans = context.spans_of(rule.node)
             if spans:
-                hits.append(Hit(post.key, rule.id, rule.category, rule.severity, spans))
+                hits.append(Hit(key, rule.id, rule.category, rule.severity, spans))
         return hits
 
     def candidates_of(self, found: dict[int, list[Occurrence]]) -> list[int]:
@@ -173,14 +176,8 @@ class _Context:
         self.text = text
         self.found = found
         self.term_ids = term_ids
-        self._word_spans: list[tuple[int, int]] | None = None
+        self.word_spans = WordSpans(text)  # folded word index -> original [start, end), when first asked
         self.terms_at: dict[Occurrence, str] = {}
-
-    def word_span(self, index: int) -> tuple[int, int]:
-        """The original [start, end) of folded word `index`; every word's, worked out on the first call."""
-        if self._word_spans is None:
-            self._word_spans = word_spans(self.text)
-        return self._word_spans[index]
 
     def spans_of(self, root: Node) -> tuple[Span, ...]:
         """The original-text spans that make `root` hold; empty when it does not hold."""
@@ -222,13 +219,14 @@ class _Context:
         return sorted(close) or None
 
     def _preceded_by(self, word: int, marker: str) -> bool:
-        start = self.word_span(word)[0]
+        start = self.word_spans[word][0]
         return start > 0 and self.text[start - 1] == marker
 
     def spans(self, occurrences: list[Occurrence]) -> tuple[Span, ...]:
         spans = set()
+        word_spans = self.word_spans
         for first, last in occurrences:
-            start, end = self.word_span(first)[0], self.word_span(last)[1]
+            start, end = word_spans[first][0], word_spans[last][1]
             term = self.terms_at.get((first, last), "")
             if term[:1] in ("#", "@") and start > 0 and self.text[start - 1] == term[0]:
                 start -= 1

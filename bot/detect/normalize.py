@@ -152,20 +152,13 @@ def _latin1_bytes() -> bytes:
 _LATIN1_BYTES = _latin1_bytes()
 
 
-def _letter_shapes() -> bytes:
-    """A bytes.translate table for Latin-1 text: each letter (what _SPACED calls a letter) becomes "a", the
-    space stays, anything else becomes "x"."""
-    letter = re.compile(r"[^\W\d_]")
-    return bytes(
-        ord("a") if letter.fullmatch(chr(code)) else ord(" ") if code == ord(" ") else ord("x")
-        for code in range(256)
-    )
-
-
-_LETTER_SHAPES = _letter_shapes()
-# What every run of spaced letters holds, in letter shapes: one substring search, several times faster than
-# the hint's regex, rules them out for most Latin-1 text.
-_SPACED_SHAPE = b" ".join([b"a"] * MIN_SPACED_LETTERS)
+# In a folded line, MIN_SPACED_LETTERS words of one character in a row. A run of spaced letters in Latin-1
+# text whose characters each fold to one ASCII character always leaves one: each letter folds to a letter or
+# digit, the single spaces between them stay, and what comes before (a space, or the start) and after (no
+# letter or digit, or the end) becomes a space. So a line without one needs no joining; one with it (also "1 2
+# 3 4" or "a.b.c.d") is folded again the careful way. Searched in the line, not in a translated copy of the
+# text: a copy costs a pass, and a search for "a a a a" in a text of letters keeps stopping on near misses.
+_ONE_LETTER_WORDS = re.compile(" " + r"\S " * MIN_SPACED_LETTERS)
 
 
 def fold_line(text: str) -> str:
@@ -178,10 +171,10 @@ def fold_line(text: str) -> str:
     cache, since posts repeat words.
     """
     encoded = text.encode("latin-1", "ignore")  # a copy of a Latin-1 string; shorter when it is not one
-    if len(encoded) == len(text) and _SPACED_SHAPE not in encoded.translate(_LETTER_SHAPES):
-        line = _line_of_latin1(encoded)  # no spaced letters to join: the text folds as it is
-        if line is not None:
-            return line
+    if len(encoded) == len(text):
+        line = _line_of_latin1(encoded)
+        if line is not None and _ONE_LETTER_WORDS.search(line) is None:
+            return line  # no spaced letters to join (see _ONE_LETTER_WORDS): the text folds as it is
     return _fold_joined_line(join_spaced_letters(text))
 
 
@@ -191,9 +184,12 @@ def _line_of_latin1(encoded: bytes) -> str | None:
     folded = encoded.translate(_LATIN1_BYTES)
     if not folded.isascii():
         return None
-    if b"  " in folded:
-        folded = b" ".join(folded.split())
-    return (b" " + folded.strip(b" ") + b" ").decode("ascii")
+    # Spaces are collapsed in the decoded str, not in the bytes: on CPython 3.11 `"  " in str` takes about a
+    # third of the time of `b"  " in bytes` (measured), the rest no longer. Spaces are the only whitespace.
+    line = folded.decode("ascii")
+    if "  " in line:
+        line = " ".join(line.split())
+    return f" {line.strip(' ')} "
 
 
 def _fold_joined_line(text: str) -> str:
@@ -279,12 +275,69 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     """The original [start, end) of each folded word of `text`: `fold_with_origin(text).spans`, found in one
     pass of C when every character of `text` folds to one ASCII character (the fold keeps each offset then)
     and no spaced letters are joined, as in most posts of Western European languages."""
+    folded = _fold_keeping_offsets(text)
+    return word_spans_of_folded(folded) if folded is not None else fold_with_origin(text).spans
+
+
+def _fold_keeping_offsets(text: str) -> bytes | None:
+    """`text` folded character for character into ASCII letters, digits and spaces (each word at the offsets
+    of its original), or None when the fold moves offsets: a character that does not fold to one ASCII
+    character, or spaced letters to join."""
     encoded = text.encode("latin-1", "ignore")
     if len(encoded) == len(text) and not has_spaced_letters(text):
         folded = encoded.translate(_LATIN1_BYTES)
         if folded.isascii():
-            return [word.span() for word in _BYTES_WORD.finditer(folded)]
-    return fold_with_origin(text).spans
+            return folded
+    return None
+
+
+class WordSpans:
+    """`word_spans(text)[index]`, for the few words a post's hits need rather than for every word.
+
+    Where the fold keeps offsets, a word's span is read off the folded text with one split (C) up to it:
+    a hit marks two or three words, and listing every word's span costs a match object for each. A text
+    asked for more than LAZY_WORDS different words has every span listed once, so a hostile post of
+    thousands of hits costs what listing costs, not a split per word."""
+
+    LAZY_WORDS = 8
+    __slots__ = ("_folded", "_known", "_spans", "_text")
+
+    def __init__(self, text: str) -> None:
+        """Nothing is folded until a span is asked for: a post whose candidate rules all fail needs none."""
+        self._text: str | None = text
+        self._folded: bytes | None = None
+        self._spans: list[tuple[int, int]] | None = None
+        self._known: dict[int, tuple[int, int]] = {}
+
+    def __getitem__(self, index: int) -> tuple[int, int]:
+        if self._text is not None:  # the first question
+            self._folded = _fold_keeping_offsets(self._text)
+            if self._folded is None:
+                self._spans = fold_with_origin(self._text).spans
+            self._text = None
+        if self._spans is not None:
+            return self._spans[index]
+        span = self._known.get(index)
+        if span is None:
+            if len(self._known) >= self.LAZY_WORDS:
+                self._spans = word_spans_of_folded(self._folded)  # type: ignore[arg-type]
+                return self._spans[index]
+            span = self._known[index] = _span_of_word(self._folded, index)  # type: ignore[arg-type]
+        return span
+
+
+def word_spans_of_folded(folded: bytes) -> list[tuple[int, int]]:
+    """The [start, end) of each word of text folded by _fold_keeping_offsets."""
+    return [word.span() for word in _BYTES_WORD.finditer(folded)]
+
+
+def _span_of_word(folded: bytes, index: int) -> tuple[int, int]:
+    """The [start, end) of word `index` (from 0; it must exist) of text folded by _fold_keeping_offsets,
+    whose only whitespace is the space."""
+    rest = folded.split(None, index)[-1]  # word `index` and what follows, its leading spaces stripped
+    start = len(folded) - len(rest)
+    length = rest.find(b" ")
+    return start, start + (length if length >= 0 else len(rest))
 
 
 def _fold_joined_with_origin(text: str) -> Folded:

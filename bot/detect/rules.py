@@ -63,6 +63,11 @@ class Rule:
     channels: tuple[str, ...] = ()  # the only channels its alerts go to; empty: wherever channels want them
     file: Path | None = field(default=None, compare=False)  # the rule file it came from, for messages
 
+    @property
+    def scoped(self) -> bool:
+        """Whether some post can be outside this rule's scopes (else applies_to is always True)."""
+        return bool(self.languages or self.platforms or self.kinds or self.accounts)
+
     def applies_to(self, post: Post) -> bool:
         """Whether the post is within this rule's scopes (a rule without scopes applies to every post)."""
         if self.languages and (post.lang or "").split("-")[0].lower() not in self.languages:

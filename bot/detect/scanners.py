@@ -37,6 +37,17 @@ def _line_ends(lines: Sequence[str]) -> list[int]:
     return list(accumulate(map(len, lines)))
 
 
+def _joined_bytes(lines: Sequence[str]) -> tuple[bytes, Sequence[str] | list[bytes]]:
+    """`lines` joined and encoded as UTF-8, and the lines with the same lengths as their bytes in it: the
+    lines themselves when all are ASCII (most folded lines are), so a batch is encoded in one call rather
+    than line by line; else each line encoded."""
+    joined = "".join(lines)
+    if joined.isascii():
+        return joined.encode("ascii"), lines
+    encoded = [line.encode("utf-8", "surrogatepass") for line in lines]
+    return b"".join(encoded), encoded
+
+
 class AhoCorasickScanner:
     def __init__(self, keys: dict[str, tuple[Any, ...]]) -> None:
         self._automaton = ahocorasick.Automaton()
@@ -86,8 +97,8 @@ class HyperscanScanner:
     def scan_lines(self, lines: Sequence[str]) -> Iterator[tuple[int, int, Any]]:
         if self._database is None or not lines:
             return
-        encoded = [line.encode("utf-8", "surrogatepass") for line in lines]
-        data, ends = b"".join(encoded), _line_ends(encoded)
+        data, encoded = _joined_bytes(lines)
+        ends = _line_ends(encoded)
         found: list[tuple[int, int]] = []
         self._database.scan(
             data, match_event_handler=lambda key, _start, end, _flags, _ctx: found.append((key, end))
