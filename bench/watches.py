@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pipeline import realistic_feed
-from bench.reports import build
+from bench.reports import best_of, build
 from bot.models import Fetch, Post
 from bot.timeutil import utcnow
 from bot.watches import evaluate, evaluate_one
@@ -84,15 +84,6 @@ def measure_writes() -> None:
     without, with_them = max(runs[False]), max(runs[True])
     print(f"save_poll without the watch indexes: {without:,.0f} posts/s")
     print(f"save_poll with them:                 {with_them:,.0f} posts/s ({with_them / without - 1:+.0%})")
-
-
-def best_of(runs: int, work) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:
