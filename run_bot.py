@@ -498,13 +498,12 @@ def command_check_config(args: argparse.Namespace) -> int:
     """Print the settings (secrets masked) as JSON; on stderr, the channels each rule reaches, a warning
     for each rule (or press source) that reaches none, and the verdict. Warnings leave the exit code 0."""
     from bot.app import build_detector, check_watches
-    from bot.detect.matcher import load_rules
     from bot.reach import reach
     from config import load_settings
 
     settings = load_settings(args.config)
-    rules = load_rules(settings.rules)
     detector = build_detector(settings)
+    rules = detector.matcher.rules  # read and compiled once, by the detector
     check_watches(settings, detector)
     routes = reach(settings, rules, model=detector.scorer is not None)
     shown = settings.masked()
