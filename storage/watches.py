@@ -129,29 +129,16 @@ class WatchStore:
             # The feeds a source polls are its rows in cursors: a few, where runs has one row per poll.
             feeds = [f for (f,) in self.db.execute("SELECT feed FROM cursors WHERE source = ?", [row[0]])]
             own = [feed for feed in feeds if feed.lower().lstrip("@") == handle]
-            polls = [self._polls_of(row[0], feed) for feed in own or feeds]
-        polls = [poll for poll in polls if poll is not None]
+            # The look-ups /healthz makes (ReportStore.feed_health): indexed, however many polls a feed had.
+            polls = [self.feed_health(row[0], feed) for feed in own or feeds]
+        polls = [poll for poll in polls if poll["last_poll"] is not None]  # never polled: no evidence
         if not polls:
             return None
-        successes = [success for _, success in polls if success is not None]
+        successes = [parse_datetime(poll["last_success"]) for poll in polls if poll["last_success"]]
         return FeedEvidence(
-            failing=any(failing for failing, _ in polls), last_success=max(successes) if successes else None
+            failing=any(poll["last_error"] is not None for poll in polls),
+            last_success=max(successes) if successes else None,
         )
-
-    def _polls_of(self, source: str, feed: str) -> tuple[bool, datetime | None] | None:
-        """Whether the feed's newest poll failed, and when a poll of it last succeeded; None if never
-        polled. Two index look-ups (runs_feed, runs_success), however many polls the feed has had."""
-        newest = self.db.execute(
-            "SELECT error FROM runs WHERE source = ? AND feed = ? ORDER BY started_at DESC, id DESC LIMIT 1",
-            [source, feed],
-        ).fetchone()
-        if newest is None:
-            return None
-        (success,) = self.db.execute(
-            "SELECT max(finished_at) FROM runs WHERE source = ? AND feed = ? AND error IS NULL",
-            [source, feed],
-        ).fetchone()
-        return newest[0] is not None, parse_datetime(success) if success else None
 
     # -- state ---------------------------------------------------------------------------------------
 
