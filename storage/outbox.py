@@ -32,6 +32,29 @@ ChannelsFor = Callable[[dict[str, Any]], Sequence[str]]
 _COLUMNS = "id, channel, key, payload, attempts, next_attempt_at, created_at, folded, digest_key"
 
 
+def notice_rows(
+    channels: Sequence[str], payload: dict[str, Any], rule_id: str | None = None, status: str = "pending"
+) -> list[dict[str, Any]]:
+    """The outbox rows of a message that is not a single hit, one per channel, due now."""
+    now = iso(utcnow())
+    return [
+        {
+            "channel": channel,
+            "key": payload["key"],
+            "hit_id": None,
+            "rule_id": rule_id,
+            "author": None,
+            "payload": json.dumps(payload, ensure_ascii=False),
+            "status": status,
+            "attempts": 0,
+            "folded": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for channel in channels
+    ]
+
+
 @dataclass(frozen=True)
 class Alert:
     id: int
@@ -258,23 +281,7 @@ class Outbox:
     def queue_notice(self, channels: Sequence[str], payload: dict[str, Any]) -> int:
         """Queue a message that is not a single hit (a watchdog notice, an exchange turn) to every channel,
         once per key."""
-        now = utcnow()
-        rows = [
-            {
-                "channel": channel,
-                "key": payload["key"],
-                "hit_id": None,
-                "rule_id": None,
-                "author": None,
-                "payload": json.dumps(payload, ensure_ascii=False),
-                "status": "pending",
-                "attempts": 0,
-                "folded": 0,
-                "next_attempt_at": iso(now),
-                "created_at": iso(now),
-            }
-            for channel in channels
-        ]
+        rows = notice_rows(channels, payload)
         with self.lock, self.db.atomic():
             self.db["alerts"].insert_all(rows, ignore=True)
         return len(rows)

@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlite_utils
 
-from bot.timeutil import iso, parse_datetime, utcnow
+from bot.timeutil import iso, parse_datetime
 from storage.exchanges import _POST, StoredPost, _post
-from storage.outbox import ChannelsFor
+from storage.outbox import ChannelsFor, notice_rows
 
 _IN_JSON = "IN (SELECT value FROM json_each(?))"  # in a list of values bound as one JSON array
 
@@ -180,23 +180,8 @@ class WatchStore:
     def queue_watch_alert(self, channels: Sequence[str], payload: dict[str, Any], at: datetime) -> int:
         """A watch alert per channel, carrying its rule (the watch's name) like a hit's alert does; kept as
         `muted`, not sent, while its rule is muted at `at` (`mute --rule`, the Slack app's button)."""
-        now = iso(utcnow())
-        muted = payload["rule"]["id"] in self._active_mutes(at)[0]
-        rows = [
-            {
-                "channel": channel,
-                "key": payload["key"],
-                "hit_id": None,
-                "rule_id": payload["rule"]["id"],
-                "author": None,
-                "payload": json.dumps(payload, ensure_ascii=False),
-                "status": "muted" if muted else "pending",
-                "attempts": 0,
-                "folded": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for channel in channels
-        ]
+        rule = payload["rule"]["id"]
+        muted = rule in self._active_mutes(at)[0]
+        rows = notice_rows(channels, payload, rule_id=rule, status="muted" if muted else "pending")
         self.db["alerts"].insert_all(rows, ignore=True)
         return len(rows)
