@@ -8,7 +8,6 @@ lives in bot.delivery.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,7 +23,7 @@ from bot.models import Fetch, Hit, Post
 from bot.notifiers import Notifier
 from bot.routing import Router
 from bot.sources import RateLimited, Source, SourceError
-from bot.spend import budget_raised, check_budget, posts_left, publish, spend_at
+from bot.spend import Reservations, budget_raised, publish, spend_at
 from bot.timeutil import utcnow
 from bot.watchdog import watch
 from bot.watches import evaluate
@@ -51,10 +50,7 @@ class Pipeline:
     clock: Callable[[], datetime] = utcnow  # when a poll starts: the day its X reads are billed on
     watches: Sequence[Watch] = ()  # frequency, spike and silence rules
     courier: Courier = field(init=False)
-    # Posts of the budget handed to X polls still running: polls of several X feeds at the same time share
-    # what the budget leaves, rather than each asking for all of it.
-    _x_held: int = field(default=0, init=False, repr=False)
-    _x_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _x_reserved: Reservations = field(default_factory=Reservations, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.courier = Courier(self.store, self.notifiers, self.delivery, self.digests)
@@ -110,7 +106,10 @@ class Pipeline:
         held = 0  # posts of the X budget this poll holds until its reads are in the ledger
         try:
             if source.platform == "x":  # before X is asked, so a spent budget costs nothing more
-                held, fetch = self._fetch_within_budget(source, feed, state.cursor, started)
+                channels = [n.name for n in self.notifiers]
+                held, fetch = self._x_reserved.fetch(
+                    self.store, self.x_spend, channels, source, feed, state.cursor, started
+                )
                 if fetch is None:
                     log.info("%s: what the X budget leaves is being read by other X feeds; skipped", where)
                     return None
@@ -146,7 +145,7 @@ class Pipeline:
             self._record_failure(source_name, feed, started, f"{type(error).__name__}: {error}")
             return None
         finally:
-            self._release_x_budget(held)
+            self._x_reserved.release(held)
         saved = replace(saved, more=fetch.more)
         self._watch(source_name, feed, None)
         for error in saved.quarantined:
@@ -171,33 +170,6 @@ class Pipeline:
             saved.alerts,
         )
         return saved
-
-    def _fetch_within_budget(
-        self, source: Source, feed: str, cursor: str | None, now: datetime
-    ) -> tuple[int, Fetch | None]:
-        """An X fetch of at most the posts the budgets leave, less what X polls still running hold (the rest
-        follows from the saved page once the budget allows), and the posts this poll now holds, which the
-        caller releases once its reads are stored; None when the polls running hold all that is left.
-        BudgetReached, with its notice queued, when a budget is already spent."""
-        spend = check_budget(self.store, self.x_spend, [n.name for n in self.notifiers], now)
-        left = posts_left(spend, self.x_spend)
-        if left is None:
-            return 0, source.fetch(feed, cursor)
-        with self._x_lock:
-            allowed = max(0, left - self._x_held)
-            if allowed == 0 and self._x_held:
-                return 0, None
-            self._x_held += allowed
-        try:
-            return allowed, source.fetch(feed, cursor, max_posts=allowed)  # type: ignore[call-arg]  # X's
-        except BaseException:
-            self._release_x_budget(allowed)
-            raise
-
-    def _release_x_budget(self, posts: int) -> None:
-        if posts:
-            with self._x_lock:
-                self._x_held -= posts
 
     def _x_budget_raised(self, source: Source, state: FeedState, now: datetime) -> bool:
         """An X feed paused by a budget that the operator has raised since polls again at once."""

@@ -9,12 +9,14 @@ month, one notice per period goes through the channels, and every other platform
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot import metrics
-from bot.sources import RateLimited
+from bot.models import Fetch
+from bot.sources import RateLimited, Source
 from bot.watchdog import notice
 from config.settings import XSpend
 from storage.spend import utc_day
@@ -140,6 +142,48 @@ def posts_left(spend: Spend, budget: XSpend) -> int | None:
     if not left:
         return None
     return max(0, int((min(left) + 1e-9) / budget.price_per_post))
+
+
+class Reservations:
+    """Posts of the X budget handed to X polls still running: polls of several X feeds at the same moment
+    share what the budget leaves, rather than each asking X for all of it."""
+
+    def __init__(self) -> None:
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def fetch(
+        self,
+        store: Store,
+        budget: XSpend,
+        channels: Sequence[str],
+        source: Source,
+        feed: str,
+        cursor: str | None,
+        now: datetime,
+    ) -> tuple[int, Fetch | None]:
+        """An X fetch of at most the posts the budgets leave, less what polls still running hold (the rest
+        follows from the saved page once the budget allows), and the posts this poll now holds, which the
+        caller releases once its reads are in the ledger; None when the polls running hold all that is left.
+        BudgetReached, with its notice queued to `channels`, when a budget is already spent."""
+        left = posts_left(check_budget(store, budget, channels, now), budget)
+        if left is None:
+            return 0, source.fetch(feed, cursor)
+        with self._lock:
+            allowed = max(0, left - self._held)
+            if allowed == 0 and self._held:
+                return 0, None
+            self._held += allowed
+        try:
+            return allowed, source.fetch(feed, cursor, max_posts=allowed)  # type: ignore[call-arg]  # X's
+        except BaseException:
+            self.release(allowed)
+            raise
+
+    def release(self, posts: int) -> None:
+        if posts:
+            with self._lock:
+                self._held -= posts
 
 
 def budget_raised(store: Store, budget: XSpend, paused_until: datetime, now: datetime) -> bool:
