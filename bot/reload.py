@@ -182,7 +182,7 @@ class Reloader:
             check_watches(settings, detector)
             sources, retired = self._sources(settings)
             notifiers = self._notifiers(settings)
-            tuned_by(settings, detector, notifiers)  # the routes name rules and channels that exist
+            tuned = tuned_by(settings, detector, notifiers)  # ConfigError if a route names what is not there
         except Exception as error:  # whatever it is, the running version must go on: say it in one line
             log.error("reload (%s) refused, the running version goes on: %s", why, _one_line(error))
             metrics.RELOADS.labels("refused").inc()
@@ -192,7 +192,7 @@ class Reloader:
         changes = changes_between(
             before, settings, self.service.pipeline.detector.matcher.rules, detector.matcher.rules
         )
-        if not self.service.adopt(settings, detector, sources, notifiers):
+        if not self.service.adopt(settings, detector, sources, notifiers, tuned):
             return False
         _close(retired)
         if (

@@ -13,7 +13,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
-from bot.app import tuned_by
 from bot.detect.detector import Detector
 from bot.gate import Gate
 from bot.health import Health, HealthServer
@@ -169,17 +168,23 @@ class Service:
                 job.modify(next_run_time=utcnow())
 
     def adopt(
-        self, settings: Settings, detector: Detector, sources: dict[str, Source], notifiers: list[Notifier]
+        self,
+        settings: Settings,
+        detector: Detector,
+        sources: dict[str, Source],
+        notifiers: list[Notifier],
+        tuned: dict[str, Any],
     ) -> bool:
-        """Run with these from now on: a reload, validated and built by the caller. Waits for the polls in
-        flight (each finishes with the old rules), swaps everything at once, then adds, removes and
-        reschedules jobs. Cursors and alerts are in the database and stay there. False once stopping."""
+        """Run with these from now on: a reload, validated and built by the caller (`tuned` as
+        bot.app.tuned_by gave it). Waits for the polls in flight (each finishes with the old rules), swaps
+        everything at once, then adds, removes and reschedules jobs. Cursors and alerts are in the database
+        and stay there. False once stopping."""
         with self.gate.exclusive(), self._waking:
             if self.stopping.is_set():
                 return False
             before, retired = self.settings, list(self.pipeline.notifiers)
             self.settings = settings
-            self.pipeline.adopt(detector, sources, notifiers, **tuned_by(settings, detector, notifiers))
+            self.pipeline.adopt(detector, sources, notifiers, **tuned)
             self.health.follow(settings, list(self.pipeline.feeds()))
             self._reschedule_polls(before)
             self._reschedule_deliveries(before)
