@@ -90,12 +90,9 @@ class Changes:
         return ", ".join(parts) or "nothing changed"
 
 
-def source_fingerprint(config: SourceConfig) -> tuple[Any, ...]:
-    """What makes a source a different one (its interval aside, which only reschedules it)."""
-    return (config.type, config.options, {role: s.reveal() for role, s in config.secrets.items()})
-
-
-def channel_fingerprint(config: ChannelConfig) -> tuple[Any, ...]:
+def fingerprint(config: SourceConfig | ChannelConfig) -> tuple[Any, ...]:
+    """What makes a source or channel a different one (a source's interval aside, which only reschedules
+    it, and a channel's route, which only sends it other alerts)."""
     return (config.type, config.options, {role: s.reveal() for role, s in config.secrets.items()})
 
 
@@ -107,13 +104,13 @@ def changes_between(
         rules=(len(old_rules), len(new_rules)),
         rule_diff=diff({r.id: r for r in old_rules}, {r.id: r for r in new_rules}),
         sources=diff(
-            {s.name: (source_fingerprint(s), s.every, s.coverage) for s in before.sources},
-            {s.name: (source_fingerprint(s), s.every, s.coverage) for s in after.sources},
+            {s.name: (fingerprint(s), s.every, s.coverage) for s in before.sources},
+            {s.name: (fingerprint(s), s.every, s.coverage) for s in after.sources},
         ),
         # A channel's filters change where alerts go (the notifier itself is kept: see _notifiers).
         channels=diff(
-            {c.name: (channel_fingerprint(c), c.route) for c in before.channels},
-            {c.name: (channel_fingerprint(c), c.route) for c in after.channels},
+            {c.name: (fingerprint(c), c.route) for c in before.channels},
+            {c.name: (fingerprint(c), c.route) for c in after.channels},
         ),
         sections=tuple(name for name in SECTIONS if old_masked[name] != new_masked[name]),
     )
@@ -182,7 +179,7 @@ class Reloader:
             check_watches(settings, detector)
             sources, retired = self._sources(settings)
             notifiers = self._notifiers(settings)
-            tuned_by(settings, detector, notifiers)  # the routes name rules and channels that exist
+            tuned = tuned_by(settings, detector, notifiers)  # ConfigError if a route names what is not there
         except Exception as error:  # whatever it is, the running version must go on: say it in one line
             log.error("reload (%s) refused, the running version goes on: %s", why, _one_line(error))
             metrics.RELOADS.labels("refused").inc()
@@ -192,7 +189,7 @@ class Reloader:
         changes = changes_between(
             before, settings, self.service.pipeline.detector.matcher.rules, detector.matcher.rules
         )
-        if not self.service.adopt(settings, detector, sources, notifiers):
+        if not self.service.adopt(settings, detector, sources, notifiers, tuned):
             return False
         _close(retired)
         if (
@@ -209,10 +206,10 @@ class Reloader:
         its connections and the account ids it looked up), a new one where it changed; and the running
         objects no longer used."""
         pipeline = self.service.pipeline
-        running = {config.name: source_fingerprint(config) for config in self.service.settings.sources}
+        running = {config.name: fingerprint(config) for config in self.service.settings.sources}
         sources = {}
         for config in settings.sources:
-            if running.get(config.name) == source_fingerprint(config) and config.name in pipeline.sources:
+            if running.get(config.name) == fingerprint(config) and config.name in pipeline.sources:
                 sources[config.name] = pipeline.sources[config.name]
             else:
                 sources[config.name] = source_from(config, settings, pipeline.store)
@@ -221,11 +218,11 @@ class Reloader:
 
     def _notifiers(self, settings: Settings) -> list[Notifier]:
         """The channels `settings` names: the running notifier where its configuration is the same."""
-        running = {config.name: channel_fingerprint(config) for config in self.service.settings.channels}
+        running = {config.name: fingerprint(config) for config in self.service.settings.channels}
         notifiers = {notifier.name: notifier for notifier in self.service.pipeline.notifiers}
         return [
             notifiers[config.name]
-            if running.get(config.name) == channel_fingerprint(config) and config.name in notifiers
+            if running.get(config.name) == fingerprint(config) and config.name in notifiers
             else build_notifier(config, self.service.pipeline.store)
             for config in settings.channels
         ]

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
@@ -13,7 +14,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
-from bot.app import tuned_by
 from bot.detect.detector import Detector
 from bot.gate import Gate
 from bot.health import Health, HealthServer
@@ -169,22 +169,28 @@ class Service:
                 job.modify(next_run_time=utcnow())
 
     def adopt(
-        self, settings: Settings, detector: Detector, sources: dict[str, Source], notifiers: list[Notifier]
+        self,
+        settings: Settings,
+        detector: Detector,
+        sources: dict[str, Source],
+        notifiers: list[Notifier],
+        tuned: dict[str, Any],
     ) -> bool:
-        """Run with these from now on: a reload, validated and built by the caller. Waits for the polls in
-        flight (each finishes with the old rules), swaps everything at once, then adds, removes and
-        reschedules jobs. Cursors and alerts are in the database and stay there. False once stopping."""
+        """Run with these from now on: a reload, validated and built by the caller (`tuned` as
+        bot.app.tuned_by gave it). Waits for the polls in flight (each finishes with the old rules), swaps
+        everything at once, then adds, removes and reschedules jobs. Cursors and alerts are in the database
+        and stay there. False once stopping."""
         with self.gate.exclusive(), self._waking:
             if self.stopping.is_set():
                 return False
             before, retired = self.settings, list(self.pipeline.notifiers)
             self.settings = settings
-            self.pipeline.adopt(detector, sources, notifiers, **tuned_by(settings, detector, notifiers))
+            self.pipeline.adopt(detector, sources, notifiers, **tuned)
             self.health.follow(settings, list(self.pipeline.feeds()))
             self._reschedule_polls(before)
             self._reschedule_deliveries(before)
             self._schedule_watches()
-            self._relisten([n for n in retired if all(n is not kept for kept in notifiers)], notifiers)
+            self._relisten([n for n in retired if all(n is not kept for kept in notifiers)])
             if settings.service.heartbeat_every != before.service.heartbeat_every:
                 self.scheduler.reschedule_job(
                     "heartbeat", trigger="interval", seconds=settings.service.heartbeat_every
@@ -272,36 +278,21 @@ class Service:
 
     def start_listening(self) -> None:
         """Channels that take input (a Slack app's buttons, over Socket Mode) start taking it."""
-        for notifier in self.pipeline.notifiers:
-            listen = getattr(notifier, "listen", None)
-            if callable(listen):
-                listen()
+        _call_each(self.pipeline.notifiers, "listen")
 
-    def _relisten(self, retired: list[Notifier], current: list[Notifier]) -> None:
+    def _relisten(self, retired: list[Notifier]) -> None:
         """After a reload: a channel that was removed or replaced stops taking input (a Slack app's
         buttons); a new one starts (listening twice is harmless: a channel that listens already goes on)."""
-        for notifier in retired:
-            stop = getattr(notifier, "stop_listening", None)
-            if callable(stop):
-                stop()
-        for notifier in current:
-            listen = getattr(notifier, "listen", None)
-            if callable(listen):
-                listen()
+        _call_each(retired, "stop_listening")
+        self.start_listening()
 
     def stop_listening(self) -> None:
         """No more input: a button pressed now waits in Slack, which tells the presser it was not taken."""
-        for notifier in self.pipeline.notifiers:
-            stop = getattr(notifier, "stop_listening", None)
-            if callable(stop):
-                stop()
+        _call_each(self.pipeline.notifiers, "stop_listening")
 
     def close_sources(self) -> None:
         """Close what the sources hold open (a Jetstream websocket); called once no poll runs."""
-        for source in self.pipeline.sources.values():
-            close = getattr(source, "close", None)
-            if callable(close):
-                close()
+        _call_each(self.pipeline.sources.values(), "close")
 
     def shutdown(self, grace: float) -> bool:
         """Stop the scheduler, waiting up to `grace` seconds for running jobs; True if they all finished."""
@@ -314,3 +305,12 @@ class Service:
         with contextlib.suppress(OSError):  # a read-only disk must not turn a stop into a crash
             self.health.beat()
         return not waiter.is_alive()
+
+
+def _call_each(objects: Iterable[object], method: str) -> None:
+    """Call `method` on each object that has it (only some channels take input, some sources hold a
+    connection)."""
+    for each in objects:
+        call = getattr(each, method, None)
+        if callable(call):
+            call()

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -58,7 +58,36 @@ DROP = Answer(drop=True)
 LOST_REPLY = Answer(drop=True, processed=True)
 
 
-class Receiver:
+class Serving:
+    """`server` (http.server's, or websockets' sync one) served in a thread of its own for the length of a
+    `with` block."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+
+
+class LoopbackHTTP(Serving):
+    """An HTTP server on 127.0.0.1, on a free port, each request in a thread of its own."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        super().__init__(server)
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self.server.server_close()
+
+
+class Receiver(LoopbackHTTP):
     def __init__(
         self,
         default: Answer = OK,
@@ -139,17 +168,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:

@@ -13,9 +13,11 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
+
+from tests.receiver import LoopbackHTTP, Serving
 
 CHANNEL_ID = "C0RINGSIDE"
 
@@ -44,7 +46,7 @@ def error(code: str, status: int = 200, **headers: str) -> Reply:
 RATE_LIMITED = error("ratelimited", 429, Retry_After="30")
 
 
-class SlackApi:
+class SlackApi(LoopbackHTTP):
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.script: deque[tuple[str | None, Reply]] = deque()
@@ -76,17 +78,7 @@ class SlackApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SlackApi:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
@@ -126,7 +118,7 @@ class SlackApi:
             return [c for c in self.calls if c.method == method]
 
 
-class SocketMode:
+class SocketMode(Serving):
     """A stand-in for Slack's Socket Mode end on 127.0.0.1 (a websocket server): it says hello to each client,
     hands it the envelopes a test queues (`deliver`), and records the acknowledgements that come back."""
 
@@ -137,16 +129,11 @@ class SocketMode:
         self.acks: list[dict[str, Any]] = []
         self.connected = threading.Event()
         self.closing = threading.Event()
-        self.server = serve(self._session, "127.0.0.1", 0)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SocketMode:
-        self.thread.start()
-        return self
+        super().__init__(serve(self._session, "127.0.0.1", 0))
 
     def __exit__(self, *exc: Any) -> None:
         self.closing.set()
-        self.server.shutdown()
+        super().__exit__(*exc)
 
     @property
     def url(self) -> str:

@@ -26,7 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.notifiers import DeliveryError
-from bot.notifiers.http import retry_after
+from bot.notifiers.http import Reply, retry_after
 from bot.notifiers.slack import (
     context_block,
     exchange_message,
@@ -225,21 +225,13 @@ def api_error(error: SlackApiError, redact: Redactor) -> DeliveryError:
     status = response.status_code
     if status == 429 or code in TRANSIENT or status >= 500:
         headers = {k.title(): v for k, v in (response.headers or {}).items()}
-        wait = retry_after(_Reply(headers)) if status == 429 else None
+        wait = retry_after(Reply(status, headers, b"")) if status == 429 else None
         return DeliveryError(f"Slack {code} (HTTP {status})", retry=True, retry_after=wait)
     if code in CHANNEL_REFUSALS:
         return DeliveryError(
             f"Slack refused ({code}: check the bot token and that the app is in the channel)", retry=False
         )
     return DeliveryError(f"Slack refused ({code})", retry=False)
-
-
-class _Reply:
-    """Enough of bot.notifiers.http.Reply for `retry_after` to read a header."""
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-        self.text = ""
 
 
 def compose(
